@@ -1,0 +1,244 @@
+"""The Predictions type: the contract between inference and every analysis.
+
+A predictions file is a NumPy ``.npz`` (no pickle) holding:
+
+``sample_ids``  (N,) unicode  – relative path, or ``"<split>/<index>"`` for array data
+``y_true``      (N,) int64 for binary/multiclass/ordinal, (N, K) int8 for multilabel
+``probs``       (N, C) float32 – softmax probabilities (single-label) or sigmoid
+                 per label (multilabel)
+``header``      0-d unicode – JSON: format, model name, class names, task, provenance
+
+It is readable without medaudit: ``np.load(path, allow_pickle=False)`` and
+``json.loads(str(f["header"]))``. See ``docs/predictions-format.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medaudit.errors import MedauditError
+
+FORMAT = "medaudit.predictions/1"
+TASKS = ("binary", "multiclass", "multilabel", "ordinal")
+
+
+@dataclass
+class Predictions:
+    """Outputs of one model on one split of one dataset.
+
+    Parameters
+    ----------
+    model_name : str
+        Display name of the model (unique within a report).
+    class_names : list of str
+        Names of the C classes (or K labels), in column order of ``probs``.
+    task : {"binary", "multiclass", "multilabel", "ordinal"}
+    sample_ids : ndarray of str, shape (N,)
+    y_true : ndarray, shape (N,) int or (N, K) 0/1 for multilabel
+    probs : ndarray of float, shape (N, C)
+    provenance : dict
+        JSON-serialisable: checkpoint sha256, dataset fingerprint, split,
+        preprocessing, versions, device, wall time.
+    """
+
+    model_name: str
+    class_names: list[str]
+    task: str
+    sample_ids: np.ndarray
+    y_true: np.ndarray
+    probs: np.ndarray
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sample_ids = np.asarray(self.sample_ids).astype(str)
+        self.y_true = np.asarray(self.y_true)
+        self.probs = np.asarray(self.probs, dtype=np.float32)
+        self.class_names = [str(c) for c in self.class_names]
+        self.validate()
+
+    # -- derived -----------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        return int(self.sample_ids.shape[0])
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        """Argmax class (single-label) or ``probs >= 0.5`` per label (multilabel)."""
+        if self.multilabel:
+            return (self.probs >= 0.5).astype(np.int8)
+        return self.probs.argmax(axis=1).astype(np.int64)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Boolean (N,): prediction equals truth (all labels, for multilabel)."""
+        if self.multilabel:
+            return np.all(self.y_pred == self.y_true, axis=1)
+        return self.y_pred == self.y_true
+
+    # -- checks ------------------------------------------------------------
+    def validate(self) -> None:
+        n = self.sample_ids.shape[0]
+        c = len(self.class_names)
+        where = f"predictions of model '{self.model_name}'"
+        if self.task not in TASKS:
+            raise MedauditError(f"{where}: unknown task '{self.task}' (expected one of {', '.join(TASKS)})")
+        if self.probs.ndim != 2 or self.probs.shape != (n, c):
+            raise MedauditError(
+                f"{where}: probabilities have shape {self.probs.shape}, expected ({n}, {c}) "
+                f"for {n} samples and {c} classes; check that the model head matches the class names"
+            )
+        expected_y = (n, c) if self.multilabel else (n,)
+        if self.y_true.shape != expected_y:
+            raise MedauditError(f"{where}: y_true has shape {self.y_true.shape}, expected {expected_y}")
+        if len(set(self.sample_ids.tolist())) != n:
+            raise MedauditError(f"{where}: sample ids are not unique")
+        bad = ~np.isfinite(self.probs).all(axis=1)
+        if bad.any():
+            ids = ", ".join(self.sample_ids[bad][:10])
+            raise MedauditError(f"{where}: non-finite (NaN/inf) outputs for {int(bad.sum())} samples: {ids}")
+        if n and (self.y_true.min() < 0 or (not self.multilabel and self.y_true.max() >= c)):
+            raise MedauditError(f"{where}: labels out of range for {c} classes")
+
+    # -- I/O ---------------------------------------------------------------
+    def header(self) -> dict:
+        return {
+            "format": FORMAT,
+            "model_name": self.model_name,
+            "class_names": self.class_names,
+            "task": self.task,
+            "n_samples": self.n_samples,
+            "provenance": self.provenance,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically to ``path`` (``.npz``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(
+                    fh,
+                    sample_ids=self.sample_ids,
+                    y_true=self.y_true,
+                    probs=self.probs,
+                    header=np.array(json.dumps(self.header(), sort_keys=True)),
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Predictions":
+        path = Path(path)
+        if not path.is_file():
+            raise MedauditError(f"predictions file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                header = json.loads(str(f["header"]))
+                arrays = {k: f[k] for k in ("sample_ids", "y_true", "probs")}
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise MedauditError(f"{path}: not a medaudit predictions file ({exc})") from None
+        if header.get("format") != FORMAT:
+            raise MedauditError(
+                f"{path}: predictions format '{header.get('format')}' is not supported (expected {FORMAT}); "
+                "re-run `medaudit predict`"
+            )
+        return cls(
+            model_name=header["model_name"],
+            class_names=header["class_names"],
+            task=header["task"],
+            provenance=header.get("provenance", {}),
+            **arrays,
+        )
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """One row per sample: ``sample_id, y_true, y_pred, p_<class>...``.
+
+        Multilabel: ``y_true_<label>`` and ``y_pred_<label>`` 0/1 columns instead.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            if self.multilabel:
+                w.writerow(
+                    ["sample_id"]
+                    + [f"y_true_{c}" for c in self.class_names]
+                    + [f"y_pred_{c}" for c in self.class_names]
+                    + [f"p_{c}" for c in self.class_names]
+                )
+                for sid, yt, yp, p in zip(self.sample_ids, self.y_true, self.y_pred, self.probs):
+                    w.writerow([sid, *map(int, yt), *map(int, yp), *(f"{v:.6g}" for v in p)])
+            else:
+                w.writerow(["sample_id", "y_true", "y_pred"] + [f"p_{c}" for c in self.class_names])
+                names = self.class_names
+                for sid, yt, yp, p in zip(self.sample_ids, self.y_true, self.y_pred, self.probs):
+                    w.writerow([sid, names[int(yt)], names[int(yp)], *(f"{v:.6g}" for v in p)])
+        return path
+
+
+def check_same_samples(preds: list[Predictions]) -> None:
+    """Raise unless every Predictions covers exactly the same sample ids in the same order.
+
+    Order differences are not tolerated silently: callers that need alignment should
+    call :func:`align` first.
+    """
+    if not preds:
+        return
+    ref = preds[0]
+    for p in preds[1:]:
+        if p.class_names != ref.class_names:
+            raise MedauditError(
+                f"models '{ref.model_name}' and '{p.model_name}' have different class names "
+                f"({ref.class_names} vs {p.class_names}); they cannot be compared"
+            )
+        a, b = set(ref.sample_ids.tolist()), set(p.sample_ids.tolist())
+        if a != b:
+            only_a, only_b = sorted(a - b), sorted(b - a)
+            raise MedauditError(
+                f"models '{ref.model_name}' and '{p.model_name}' were evaluated on different samples: "
+                f"{len(only_a)} only in '{ref.model_name}' (e.g. {only_a[:3]}), "
+                f"{len(only_b)} only in '{p.model_name}' (e.g. {only_b[:3]})"
+            )
+
+
+def align(preds: list[Predictions]) -> list[Predictions]:
+    """Return the predictions reordered to the first one's sample order (after checking the sets)."""
+    check_same_samples(preds)
+    if not preds:
+        return preds
+    order = {sid: i for i, sid in enumerate(preds[0].sample_ids.tolist())}
+    out = [preds[0]]
+    for p in preds[1:]:
+        idx = np.argsort([order[s] for s in p.sample_ids.tolist()], kind="stable")
+        out.append(
+            Predictions(
+                model_name=p.model_name,
+                class_names=p.class_names,
+                task=p.task,
+                sample_ids=p.sample_ids[idx],
+                y_true=p.y_true[idx],
+                probs=p.probs[idx],
+                provenance=p.provenance,
+            )
+        )
+    for p in out[1:]:
+        if not np.array_equal(p.y_true, out[0].y_true):
+            raise MedauditError(
+                f"models '{out[0].model_name}' and '{p.model_name}' disagree on the true labels of the same samples"
+            )
+    return out
