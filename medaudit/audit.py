@@ -1,0 +1,166 @@
+"""Assemble the JSON snapshot (docs/report-schema.md) from saved predictions.
+
+Pure: takes Predictions and already-measured blocks (checkpoint facts, efficiency, CAM
+tiles) and returns plain data. No model, no data loading, no rendering here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medaudit.errors import MedauditError
+from medaudit.predictions import Predictions, align
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass
+class AuditSettings:
+    split: str = "test"
+    bootstrap: int = 1000
+    seed: int = 0
+    ece_bins: int = 15
+    negative_classes: list[str] | None = None  # None → auto-detect
+    positive_class: str | None = None
+    target_sensitivity: float = 0.95
+
+
+@dataclass
+class ModelResult:
+    """Everything measured for one model; ``preds`` is the evaluated split."""
+
+    preds: Predictions
+    checkpoint: dict
+    prediction_info: dict
+    val_preds: Predictions | None = None
+    efficiency: dict | None = None
+    cam: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_negative_classes(class_names: list[str], task: str, settings: AuditSettings) -> tuple[list[str], str]:
+    """Which classes count as "healthy" for missed-disease risk, and where that choice came from."""
+    from medaudit.metrics import detect_negative_classes
+
+    if settings.negative_classes:
+        unknown = [c for c in settings.negative_classes if c not in class_names]
+        if unknown:
+            raise MedauditError(f"--negative-class {unknown[0]!r} is not a class; classes are: {', '.join(class_names)}")
+        return list(settings.negative_classes), "option"
+    if settings.positive_class is not None:
+        if settings.positive_class not in class_names:
+            raise MedauditError(
+                f"--positive-class {settings.positive_class!r} is not a class; classes are: {', '.join(class_names)}"
+            )
+        if task == "binary":
+            return [c for c in class_names if c != settings.positive_class], "positive-class option"
+    if task == "multilabel":
+        return [], "not applicable (multilabel)"
+    found = detect_negative_classes(class_names)
+    if found and len(found) < len(class_names):
+        return found, "auto"
+    if task == "binary":
+        return [class_names[0]], "binary-default"
+    return [], "none found"
+
+
+def _disease_scores(preds: Predictions, negatives: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Collapse to disease-vs-negative: y = 1 for disease, score = P(not a negative class)."""
+    neg_idx = [preds.class_names.index(c) for c in negatives]
+    y = (~np.isin(preds.y_true, neg_idx)).astype(np.int64)
+    score = 1.0 - preds.probs[:, neg_idx].sum(axis=1)
+    return y, np.clip(score, 0.0, 1.0)
+
+
+def model_entry(result: ModelResult, settings: AuditSettings, negatives: list[str]) -> dict:
+    """One ``models[i]`` block."""
+    from medaudit.metrics import compute_metrics, fn_risk, operating_points
+
+    p = result.preds
+    metrics = compute_metrics(
+        p.y_true, p.probs, p.class_names, p.task,
+        n_bootstrap=settings.bootstrap, seed=settings.seed, ece_bins=settings.ece_bins,
+    )
+    risk = None
+    ops = None
+    if negatives and not p.multilabel:
+        risk = fn_risk(p.y_true, p.y_pred, p.class_names, negatives, p.sample_ids)
+        metrics["missed_disease_rate"] = risk["overall"]
+        for cls, block in risk["per_class"].items():
+            metrics["per_class"][cls]["missed_disease_rate"] = block["rate"]
+        y, score = _disease_scores(p, negatives)
+        yv = sv = None
+        if result.val_preds is not None:
+            yv, sv = _disease_scores(result.val_preds, negatives)
+        ops = operating_points(y, score, y_true_val=yv, score_val=sv, target_sensitivity=settings.target_sensitivity)
+    return {
+        "name": p.model_name,
+        "checkpoint": result.checkpoint,
+        "predictions": result.prediction_info,
+        "metrics": metrics,
+        "fn_risk": risk,
+        "operating_points": ops,
+        "efficiency": result.efficiency,
+        "cam": result.cam,
+    }
+
+
+def assemble_snapshot(
+    results: list[ModelResult],
+    *,
+    dataset: dict,
+    settings: AuditSettings,
+    title: str,
+    author: str | None = None,
+    notes_markdown: str | None = None,
+    run: dict | None = None,
+) -> dict:
+    """Build the whole snapshot; the ``run`` block is the only non-deterministic part."""
+    from medaudit.compare import compare_models
+    from medaudit.findings import comparison_findings, model_findings
+
+    if not results:
+        raise MedauditError("no models to audit: pass at least one checkpoint with --models")
+    names = [r.preds.model_name for r in results]
+    if len(set(names)) != len(names):
+        raise MedauditError(f"model names must be unique in one report (got {names}); use --names")
+    aligned = align([r.preds for r in results])
+    for r, p in zip(results, aligned):
+        r.preds = p
+    ref = aligned[0]
+    negatives, source = resolve_negative_classes(ref.class_names, ref.task, settings)
+    settings_block = {
+        "split": settings.split,
+        "bootstrap": settings.bootstrap,
+        "seed": settings.seed,
+        "ece_bins": settings.ece_bins,
+        "negative_classes": negatives,
+        "negative_classes_source": source,
+        "positive_class": settings.positive_class,
+        "target_sensitivity": settings.target_sensitivity,
+    }
+    models = [model_entry(r, settings, negatives) for r in results]
+    comparisons = None
+    if len(results) >= 2:
+        comparisons = compare_models(aligned, negative_classes=negatives, n_bootstrap=settings.bootstrap,
+                                     seed=settings.seed)
+    findings: list[dict] = []
+    for m in models:
+        findings.extend(model_findings(m, settings_block))
+    if comparisons is not None:
+        findings.extend(comparison_findings(comparisons, models))
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "title": title,
+        "author": author,
+        "notes_markdown": notes_markdown,
+        "dataset": dataset,
+        "models": models,
+        "comparisons": comparisons,
+        "findings": findings,
+        "settings": settings_block,
+        "figures": {},
+        "run": run or {},
+    }

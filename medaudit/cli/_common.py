@@ -1,0 +1,36 @@
+"""Helpers shared by the CLI commands: error translation and progress settings."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from medaudit.errors import MedauditError
+
+
+class UserError(click.ClickException):
+    """A MedauditError shown as one line on stderr, exit code 2 (bad input)."""
+
+    exit_code = 2
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn MedauditError into a one-line ``Error: ...`` and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MedauditError as exc:
+            raise UserError(str(exc)) from None
+
+    return wrapper
+
+
+def progress_disabled() -> bool:
+    """Progress bars are quiet in CI (``CI=true``) and when MEDAUDIT_QUIET is set."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes") or bool(os.environ.get("MEDAUDIT_QUIET"))

@@ -1,0 +1,101 @@
+"""`medaudit report`: the main job — audit one or more checkpoints on a dataset."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import click
+
+from medaudit.cli._common import handle_errors, progress_disabled
+
+FORMATS = ("html", "pdf", "json")
+
+
+def parse_formats(value: str) -> tuple[str, ...]:
+    fmts = tuple(f.strip().lower() for f in value.split(",") if f.strip())
+    bad = [f for f in fmts if f not in FORMATS]
+    if bad or not fmts:
+        raise click.BadParameter(f"choose from {', '.join(FORMATS)} (got '{value}')", param_hint="--format")
+    return fmts
+
+
+@click.command()
+@click.option("--models", "models", required=True, multiple=True, type=click.Path(path_type=Path), help="Checkpoints to audit (repeat the option or list several after it).")
+@click.argument("more_models", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--data", "data_spec", required=True, help="Data spec: image folder, .npz, medmnist:NAME[@SIZE] or CSV manifest.")
+@click.option("--split", default="test", show_default=True)
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Output folder (default reports/<timestamp>).")
+@click.option("--names", default=None, help="Comma-separated display names, one per model (default: file stems).")
+@click.option("--classes", default=None, help="Class names for data with integer labels, comma-separated.")
+@click.option("--negative-class", "negative_classes", multiple=True, help="A 'healthy' class (repeatable). Default: auto-detected (normal, notumor, healthy, ...).")
+@click.option("--positive-class", default=None, help="Binary tasks: the disease class.")
+@click.option("--target-sensitivity", default=0.95, show_default=True, type=click.FloatRange(0.0, 1.0))
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(0, 100000), help="Bootstrap resamples for CIs (0 = none).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--ece-bins", default=15, show_default=True, type=click.IntRange(2, 1000))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 65536))
+@click.option("--no-cache", is_flag=True, help="Re-run inference even if cached predictions exist.")
+@click.option("--no-bench", is_flag=True, help="Skip the efficiency measurements.")
+@click.option("--bench-repeats", default=10, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--no-cam", is_flag=True, help="Skip the Grad-CAM galleries.")
+@click.option("--cam-method", default="gradcam", show_default=True, type=click.Choice(["gradcam", "gradcam++", "eigencam", "layercam", "scorecam"]))
+@click.option("--cam-layer", default=None, help="Dotted path of the CAM target layer (default: chosen per architecture).")
+@click.option("--cam-per-group", default=8, show_default=True, type=click.IntRange(0, 256))
+@click.option("--format", "formats", default="html,pdf,json", show_default=True, callback=lambda c, p, v: parse_formats(v))
+@click.option("--title", default=None)
+@click.option("--author", default=None)
+@click.option("--notes", "notes_path", type=click.Path(path_type=Path), default=None, help="Markdown file with reviewer notes.")
+@click.option("--template-dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Templates that override/extend the built-in ones.")
+@click.option("--gate", "gates", multiple=True, help="Gate expression checked after the report is written (see `medaudit gate`).")
+@click.option("--gate-on", default="point", show_default=True, type=click.Choice(["lower", "point", "upper"]))
+@click.option("--quiet", is_flag=True)
+@handle_errors
+def report(models, more_models, data_spec, split, out_dir, names, classes, negative_classes, positive_class,
+           target_sensitivity, bootstrap, seed, ece_bins, device, batch_size, no_cache, no_bench, bench_repeats,
+           no_cam, cam_method, cam_layer, cam_per_group, formats, title, author, notes_path, template_dir, gates,
+           gate_on, quiet):
+    """Audit checkpoints on a dataset and write report.html, report.pdf and report.json.
+
+    \b
+    Example:
+      medaudit report --models checkpoints/resnet18.pt checkpoints/vit_tiny.pt \\
+          --data data/brain_mri --negative-class notumor -o reports/brain
+    Inference runs once per (checkpoint, data, split) and is cached; everything else is computed
+    from the saved predictions. With --gate, exit code 1 when a gate fails (the report is still written).
+    """
+    from medaudit.audit import AuditSettings
+    from medaudit.pipeline import ReportOptions, run_report
+
+    settings = AuditSettings(
+        split=split, bootstrap=bootstrap, seed=seed, ece_bins=ece_bins,
+        negative_classes=list(negative_classes) or None, positive_class=positive_class,
+        target_sensitivity=target_sensitivity,
+    )
+    if gates:  # parse before the long run so a typo fails in a second, not after inference
+        from medaudit.gate import parse_gate
+
+        for g in gates:
+            parse_gate(g)
+    out_dir = out_dir or Path("reports") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    opts = ReportOptions(
+        checkpoints=list(models) + list(more_models), data_spec=data_spec, out_dir=out_dir,
+        names=[n.strip() for n in names.split(",")] if names else None,
+        classes=[c.strip() for c in classes.split(",")] if classes else None,
+        settings=settings, device=device, batch_size=batch_size, use_cache=not no_cache,
+        bench=not no_bench, bench_repeats=bench_repeats, cam=not no_cam and cam_per_group > 0,
+        cam_method=cam_method, cam_layer=cam_layer, cam_per_group=cam_per_group, formats=formats,
+        title=title, author=author, notes_path=notes_path, template_dir=template_dir,
+        progress=not (quiet or progress_disabled()),
+    )
+    snapshot, paths = run_report(opts)
+    for kind, path in paths.items():
+        click.echo(f"{kind}: {path}")
+    if gates:
+        from medaudit.gate import format_table, run_gates
+
+        result = run_gates(snapshot, list(gates), on=gate_on)
+        click.echo(format_table(result))
+        if not result.passed:
+            raise SystemExit(1)

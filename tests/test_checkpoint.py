@@ -1,0 +1,106 @@
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from medaudit.checkpoint import convert_weights, load_checkpoint, save_checkpoint
+from medaudit.errors import MedauditError
+from medaudit.models import create_model
+from medaudit.preprocess import Recipe
+
+MARKER = {}
+
+
+def _pwned(path):  # would run on unpickling if the loader allowed arbitrary globals
+    Path(path).write_text("code ran")
+
+
+class Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_pwned, (str(self.marker),))
+
+
+def test_roundtrip_keeps_config_and_weights(tmp_path):
+    m = create_model("resnet18", 3, img_size=32)
+    recipe = Recipe(img_size=32, in_chans=3, resize="pad")
+    p = save_checkpoint(tmp_path / "m.pt", m, arch="resnet18", class_names=["x", "y", "z"], task="multiclass",
+                        recipe=recipe, small_stem=True, history=[{"epoch": 1, "val_auc": 0.5}], selected_on="val")
+    raw = torch.load(p, weights_only=True)  # plain tensors and primitives only
+    assert raw["format_version"] == 1 and raw["class_names"] == ["x", "y", "z"]
+    loaded = load_checkpoint(p)
+    assert loaded.recipe == recipe and loaded.task == "multiclass" and not loaded.model.training
+    assert loaded.meta["history"][0]["val_auc"] == 0.5
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, loaded.model.state_dict()[k])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_pickle_needing_globals_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "marker.txt"
+    evil = tmp_path / "evil.pt"
+    with open(evil, "wb") as fh:
+        pickle.dump({"format": "medaudit.checkpoint", "payload": Evil(marker)}, fh)
+    with pytest.raises(MedauditError, match="refused"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    torch.save({"state": Evil(marker)}, tmp_path / "evil2.pt")
+    marker.unlink(missing_ok=True)
+    with pytest.raises(MedauditError, match="refused"):
+        load_checkpoint(tmp_path / "evil2.pt")
+    assert not marker.exists()
+
+
+def test_convert_torchvision_resnet18_roundtrip(tmp_path):
+    tv = torchvision.models.resnet18(num_classes=3).eval()
+    torch.save({"module." + k: v for k, v in tv.state_dict().items()}, tmp_path / "best_resnet.pth")
+    x = torch.randn(2, 3, 224, 224)
+    for arch in ("resnet18", "tv:resnet18"):  # timm and torchvision share the key layout
+        out = convert_weights(tmp_path / "best_resnet.pth", tmp_path / f"{arch[-8:]}.pt", arch=arch,
+                              class_names=["a", "b", "c"], recipe=Recipe(img_size=224))
+        loaded = load_checkpoint(out)
+        with torch.no_grad():
+            assert torch.allclose(loaded.model(x), tv(x), atol=1e-5)
+        assert loaded.meta["training"]["source"] == "converted"
+
+
+def test_head_size_mismatch_and_unknown_arch(tmp_path):
+    tv = torchvision.models.resnet18(num_classes=3)
+    torch.save(tv.state_dict(), tmp_path / "w.pth")
+    with pytest.raises(MedauditError, match="3 outputs but 2 class names"):
+        convert_weights(tmp_path / "w.pth", tmp_path / "o.pt", arch="resnet18", class_names=["a", "b"],
+                        recipe=Recipe(img_size=224))
+    with pytest.raises(MedauditError, match="missing keys"):
+        convert_weights(tmp_path / "w.pth", tmp_path / "o.pt", arch="resnet34", class_names=["a", "b", "c"],
+                        recipe=Recipe(img_size=224))
+    with pytest.raises(MedauditError, match="unknown model"):
+        convert_weights(tmp_path / "w.pth", tmp_path / "o.pt", arch="resnet_nope", class_names=["a", "b", "c"],
+                        recipe=Recipe(img_size=224))
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_safetensors_with_sidecar(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    m = create_model("resnet18", 2, img_size=32)
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    with pytest.raises(MedauditError, match="sidecar"):
+        load_checkpoint(tmp_path / "m.safetensors")
+    (tmp_path / "m.json").write_text(json.dumps({
+        "arch": "resnet18", "class_names": ["neg", "pos"], "task": "binary", "small_stem": True,
+        "recipe": Recipe(img_size=32).to_dict()}))
+    assert load_checkpoint(tmp_path / "m.safetensors").class_names == ["neg", "pos"]
+
+
+def test_bare_state_dict_is_not_a_checkpoint(tmp_path):
+    torch.save(create_model("resnet18", 2, img_size=32).state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(MedauditError, match="medaudit convert"):
+        load_checkpoint(tmp_path / "bare.pt")
+    with pytest.raises(MedauditError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from medaudit.checkpoint import load_checkpoint
+from medaudit.errors import MedauditError
+from medaudit.predict import predict_cached, resolve_device, run_inference
+from tests.conftest import ArraySplit
+
+
+def _manual_probs(loaded, split):
+    x = loaded.recipe.batch_from_array(split.array)
+    with torch.no_grad():
+        return torch.softmax(loaded.model.eval()(x), 1).numpy()
+
+
+def test_inference_matches_plain_forward(tiny_checkpoint, array_split):
+    loaded = load_checkpoint(tiny_checkpoint)
+    p = run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem",
+                      batch_size=7, device="cpu")
+    assert np.allclose(p.probs, _manual_probs(loaded, array_split), atol=1e-5)
+    assert p.sample_ids.tolist() == array_split.sample_ids
+    assert p.provenance["checkpoint_sha256"] == loaded.sha256 and p.provenance["device"] == "cpu"
+
+
+def test_caller_model_state_restored(tiny_checkpoint, array_split):
+    loaded = load_checkpoint(tiny_checkpoint)
+    loaded.model.train()
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem", device="cpu")
+    assert loaded.model.training
+    for k, v in loaded.model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # BN running stats untouched: eval mode during inference
+
+
+def test_cache_hit_and_invalidation(tiny_checkpoint, array_split, tmp_path, monkeypatch):
+    loaded = load_checkpoint(tiny_checkpoint)
+    calls = []
+    import medaudit.predict as pr
+
+    orig = pr.run_inference
+    monkeypatch.setattr(pr, "run_inference", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    p1, c1 = predict_cached(loaded, array_split, split_name="test", dataset_spec="mem", cache_dir=tmp_path)
+    p2, c2 = predict_cached(loaded, array_split, split_name="test", dataset_spec="mem", cache_dir=tmp_path)
+    assert (c1, c2) == (False, True) and len(calls) == 1
+    assert np.array_equal(p1.probs, p2.probs)
+    changed = array_split.array.copy()
+    changed[3, 0, 0] ^= 1  # one pixel of one image
+    _, c3 = predict_cached(loaded, ArraySplit(changed, array_split.labels), split_name="test", dataset_spec="mem",
+                           cache_dir=tmp_path)
+    assert c3 is False and len(calls) == 2
+    _, c4 = predict_cached(loaded, array_split, split_name="test", dataset_spec="mem", cache_dir=tmp_path,
+                           use_cache=False)
+    assert c4 is False and len(calls) == 3
+
+
+def test_nan_outputs_are_named(tiny_checkpoint, array_split):
+    loaded = load_checkpoint(tiny_checkpoint)
+    with torch.no_grad():
+        loaded.model.fc.bias[0] = float("nan")
+    with pytest.raises(MedauditError, match="test/0"):
+        run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem")
+
+
+def test_labels_beyond_head_are_an_error(tiny_checkpoint):
+    loaded = load_checkpoint(tiny_checkpoint)
+    split = ArraySplit(np.zeros((2, 16, 16), np.uint8), np.array([0, 5]))
+    with pytest.raises(MedauditError, match="3 classes"):
+        predict_cached(loaded, split, split_name="test", dataset_spec="mem")
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(MedauditError, match="no CUDA"):
+            resolve_device("cuda")
