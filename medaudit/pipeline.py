@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -124,73 +125,76 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
     timings: dict[str, float] = {}
     results: list[ModelResult] = []
     staging = Path(tempfile.mkdtemp(prefix="medaudit-report-"))
-    extra_files: dict[str, Path] = {}
-    for name, ld in zip(names, loaded):
-        kw = dict(dataset_spec=opts.data_spec, model_name=name, cache_dir=opts.cache_dir, use_cache=opts.use_cache,
-                  device=opts.device, batch_size=opts.batch_size, progress=opts.progress)
-        t = time.perf_counter()
-        preds, cached = predict_cached(ld, split, split_name=opts.settings.split, **kw)
-        val_preds = predict_cached(ld, ds.split(val_name), split_name=val_name, **kw)[0] if val_name else None
-        timings[f"predict:{name}"] = time.perf_counter() - t
-        safe = _safe_name(name)
-        preds.save(staging / f"{safe}.npz")
-        preds.to_csv(staging / f"{safe}.csv")
-        extra_files[f"predictions/{safe}.npz"] = staging / f"{safe}.npz"
-        extra_files[f"predictions/{safe}.csv"] = staging / f"{safe}.csv"
-        info = {
-            "n": preds.n_samples,
-            "file": f"predictions/{safe}.npz",
-            "csv": f"predictions/{safe}.csv",
-            "device": preds.provenance.get("device"),
-            "wall_s": preds.provenance.get("wall_s"),
-            "cached": cached,
+    try:
+        extra_files: dict[str, Path] = {}
+        for name, ld in zip(names, loaded):
+            kw = dict(dataset_spec=opts.data_spec, model_name=name, cache_dir=opts.cache_dir, use_cache=opts.use_cache,
+                      device=opts.device, batch_size=opts.batch_size, progress=opts.progress)
+            t = time.perf_counter()
+            preds, cached = predict_cached(ld, split, split_name=opts.settings.split, **kw)
+            val_preds = predict_cached(ld, ds.split(val_name), split_name=val_name, **kw)[0] if val_name else None
+            timings[f"predict:{name}"] = time.perf_counter() - t
+            safe = _safe_name(name)
+            preds.save(staging / f"{safe}.npz")
+            preds.to_csv(staging / f"{safe}.csv")
+            extra_files[f"predictions/{safe}.npz"] = staging / f"{safe}.npz"
+            extra_files[f"predictions/{safe}.csv"] = staging / f"{safe}.csv"
+            info = {
+                "n": preds.n_samples,
+                "file": f"predictions/{safe}.npz",
+                "csv": f"predictions/{safe}.csv",
+                "device": preds.provenance.get("device"),
+                "wall_s": preds.provenance.get("wall_s"),
+                "cached": cached,
+            }
+            results.append(ModelResult(preds=preds, val_preds=val_preds, checkpoint=checkpoint_block(ld), prediction_info=info))
+
+        if opts.bench:
+            from medaudit.bench import benchmark_models
+
+            t = time.perf_counter()
+            bench = benchmark_models(
+                [(n, ld.model, (ld.recipe.in_chans, ld.recipe.img_size, ld.recipe.img_size)) for n, ld in zip(names, loaded)],
+                device=opts.device, repeats=opts.bench_repeats, checkpoint_paths=[ld.path for ld in loaded],
+            )
+            for r, n in zip(results, names):
+                r.efficiency = {**bench["models"][n], "environment": bench["environment"]}
+            timings["bench"] = time.perf_counter() - t
+
+        if opts.cam:
+            from medaudit.explain import cam_tiles_for_report
+
+            t = time.perf_counter()
+            negatives, _ = resolve_negative_classes(ds.class_names, ds.task, opts.settings)
+            cams = cam_tiles_for_report(
+                loaded, [r.preds for r in results], split, names=names, negative_classes=negatives,
+                method=opts.cam_method, layer=opts.cam_layer, per_group=opts.cam_per_group, out_dir=staging / "cams",
+            )
+            for r, n in zip(results, names):
+                r.cam = cams[n]
+                for tile in cams[n].get("tiles", []):
+                    extra_files[tile["file"]] = staging / tile["file"]
+            timings["cam"] = time.perf_counter() - t
+
+        run = {
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": opts.command or " ".join(shlex.quote(a) for a in sys.argv),
+            "duration_s": None,
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "host": platform.node(),
+            "versions": _versions(),
         }
-        results.append(ModelResult(preds=preds, val_preds=val_preds, checkpoint=checkpoint_block(ld), prediction_info=info))
-
-    if opts.bench:
-        from medaudit.bench import benchmark_models
-
-        t = time.perf_counter()
-        bench = benchmark_models(
-            [(n, ld.model, (ld.recipe.in_chans, ld.recipe.img_size, ld.recipe.img_size)) for n, ld in zip(names, loaded)],
-            device=opts.device, repeats=opts.bench_repeats, checkpoint_paths=[ld.path for ld in loaded],
+        snapshot = assemble_snapshot(
+            results, dataset=dataset_block, settings=opts.settings,
+            title=opts.title or f"Audit of {', '.join(names)} on {Path(opts.data_spec).name}",
+            author=opts.author, notes_markdown=notes, run=run,
         )
-        for r, n in zip(results, names):
-            r.efficiency = {**bench["models"][n], "environment": bench["environment"]}
-        timings["bench"] = time.perf_counter() - t
-
-    if opts.cam:
-        from medaudit.cam_step import cam_tiles_for_report
-
-        t = time.perf_counter()
-        negatives, _ = resolve_negative_classes(ds.class_names, ds.task, opts.settings)
-        cams = cam_tiles_for_report(
-            loaded, [r.preds for r in results], split, names=names, negative_classes=negatives,
-            method=opts.cam_method, layer=opts.cam_layer, per_group=opts.cam_per_group, out_dir=staging / "cams",
-        )
-        for r, n in zip(results, names):
-            r.cam = cams[n]
-            for tile in cams[n].get("tiles", []):
-                extra_files[tile["file"]] = staging / tile["file"]
-        timings["cam"] = time.perf_counter() - t
-
-    run = {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": opts.command or " ".join(shlex.quote(a) for a in sys.argv),
-        "duration_s": None,
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "host": platform.node(),
-        "versions": _versions(),
-    }
-    snapshot = assemble_snapshot(
-        results, dataset=dataset_block, settings=opts.settings,
-        title=opts.title or f"Audit of {', '.join(names)} on {Path(opts.data_spec).name}",
-        author=opts.author, notes_markdown=notes, run=run,
-    )
-    run["duration_s"] = round(time.perf_counter() - t0, 3)
-    paths = write_report(snapshot, opts.out_dir, formats=opts.formats, template_dir=opts.template_dir,
-                         extra_files=extra_files)
-    return snapshot, paths
+        run["duration_s"] = round(time.perf_counter() - t0, 3)
+        paths = write_report(snapshot, opts.out_dir, formats=opts.formats, template_dir=opts.template_dir,
+                             extra_files=extra_files)
+        return snapshot, paths
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _safe_name(name: str) -> str:

@@ -97,7 +97,7 @@ class Recipe:
 
         if arr.dtype != np.uint8:
             raise MedauditError(f"expected uint8 images, got {arr.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(arr))
+        x = torch.from_numpy(np.array(arr, copy=True))  # a batch copy: sources may be read-only
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         x = x.float().div_(255.0)
         c = x.shape[1]

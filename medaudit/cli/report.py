@@ -49,7 +49,7 @@ def parse_formats(value: str) -> tuple[str, ...]:
 @click.option("--notes", "notes_path", type=click.Path(path_type=Path), default=None, help="Markdown file with reviewer notes.")
 @click.option("--template-dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Templates that override/extend the built-in ones.")
 @click.option("--gate", "gates", multiple=True, help="Gate expression checked after the report is written (see `medaudit gate`).")
-@click.option("--gate-on", default="point", show_default=True, type=click.Choice(["lower", "point", "upper"]))
+@click.option("--gate-on", default="point", show_default=True, type=click.Choice(["lower", "point", "upper", "conservative"]), help="What a --gate compares: the point estimate or a 95% bound (conservative = the bound on the failing side).")
 @click.option("--quiet", is_flag=True)
 @handle_errors
 def report(models, more_models, data_spec, split, out_dir, names, classes, negative_classes, positive_class,
@@ -77,7 +77,7 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
         from medaudit.gate import parse_gate
 
         for g in gates:
-            parse_gate(g)
+            parse_gate(g, option="--gate")
     out_dir = out_dir or Path("reports") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     opts = ReportOptions(
         checkpoints=list(models) + list(more_models), data_spec=data_spec, out_dir=out_dir,
@@ -95,7 +95,7 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
     if gates:
         from medaudit.gate import format_table, run_gates
 
-        result = run_gates(snapshot, list(gates), on=gate_on)
+        result = run_gates(snapshot, list(gates), on=gate_on, option="--gate")
         click.echo(format_table(result))
         if not result.passed:
             raise SystemExit(1)

@@ -1,0 +1,56 @@
+"""``medaudit gate``: fail CI when a report misses its requirements or regresses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from medaudit.cli._common import handle_errors
+
+_PATH = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command()
+@click.argument("report", type=_PATH)
+@click.option("--require", "-r", "requires", multiple=True, metavar="EXPR",
+              help='Requirement [MODEL:]METRIC[CLASS] OP VALUE, e.g. "recall[glioma]>=0.95". Repeatable.')
+@click.option("--on", "on", type=click.Choice(["point", "lower", "upper", "conservative"]), default="point",
+              show_default=True,
+              help="Compare the point estimate or a 95% CI bound (lower: robust recall floors; "
+                   "conservative: the bound least favourable to passing).")
+@click.option("--baseline", type=_PATH, metavar="OLD.json", help="Earlier report.json to compare against.")
+@click.option("--max-drop", "max_drops", multiple=True, metavar="SPEC",
+              help="Allowed drop vs --baseline, [MODEL:]METRIC[CLASS]=DROP, e.g. recall=0.02 (every class) "
+                   "or auc=0.01. For ece/brier/missed_disease_rate a drop is an increase. Repeatable.")
+@click.option("--junit", type=_PATH, metavar="FILE", help="Write JUnit XML (one testcase per check).")
+@click.option("--markdown", type=_PATH, metavar="FILE", help="Write a Markdown summary (CI job summary).")
+@click.option("--json", "json_path", type=_PATH, metavar="FILE", help="Write the results as JSON.")
+@handle_errors
+def gate(report: Path, requires: tuple[str, ...], on: str, baseline: Path | None, max_drops: tuple[str, ...],
+         junit: Path | None, markdown: Path | None, json_path: Path | None) -> None:
+    """Check REPORT.json against requirements and/or a baseline report.
+
+    \b
+    Exit codes: 0 all checks pass, 1 a check failed (an undefined value fails),
+    2 bad input (unknown model/class/metric, unreadable file, schema mismatch).
+    \b
+    Examples:
+      medaudit gate report.json -r "recall[glioma]>=0.95" --on lower
+      medaudit gate report.json -r "resnet18:auc>=0.9" -r "missed_disease_rate<=0.02"
+      medaudit gate report.json --baseline released/report.json --max-drop recall=0.02
+    """
+    from medaudit.gate import format_table, load_snapshot, run_gates, write_json, write_junit, write_markdown
+
+    snapshot = load_snapshot(report)
+    old = load_snapshot(baseline) if baseline is not None else None
+    result = run_gates(snapshot, list(requires), on=on, baseline=old, max_drops=list(max_drops))
+    if junit:
+        write_junit(result, junit)
+    if markdown:
+        write_markdown(result, markdown)
+    if json_path:
+        write_json(result, json_path)
+    click.echo(format_table(result))
+    if not result.passed:
+        raise click.exceptions.Exit(1)

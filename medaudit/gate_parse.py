@@ -1,0 +1,197 @@
+"""Parser for gate expressions: ``[MODEL:]METRIC[CLASS] OP VALUE`` and ``...=MAX_DROP``.
+
+The grammar, aliases and metric directions are documented in ``docs/gates.md``. Parsing
+knows no snapshot; :mod:`medaudit.gate` resolves the names against one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from medaudit.errors import MedauditError
+
+# Names without a class that mean a global (macro) metric; documented in docs/gates.md.
+GLOBAL_ALIASES = {"auc": "auc_macro", "auroc": "auc_macro", "roc_auc": "auc_macro", "ap": "ap_macro",
+                  "auprc": "ap_macro", "f1": "macro_f1", "f1_macro": "macro_f1", "acc": "accuracy"}
+CLASS_ALIASES = {"sensitivity": "recall", "tpr": "recall", "ppv": "precision", "tnr": "specificity",
+                 "auroc": "auc", "roc_auc": "auc", "auprc": "ap"}
+# For --max-drop a "drop" of these is an increase.
+LOWER_IS_BETTER = frozenset({"ece", "brier", "missed_disease_rate"})
+HIGHER_IS_BETTER = frozenset({
+    "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall",
+    "macro_specificity", "weighted_precision", "weighted_recall", "auc_macro", "auc_micro", "ap_macro",
+    "kappa", "kappa_quadratic", "mcc", "precision", "recall", "specificity", "npv", "f1", "auc", "ap"})
+# Thresholds outside these ranges are a typo (0.95 written as 95), not a gate.
+_RANGES = {"kappa": (-1.0, 1.0), "kappa_quadratic": (-1.0, 1.0), "mcc": (-1.0, 1.0), "brier": (0.0, 2.0)}
+_FORM = "form: [MODEL:]METRIC[CLASS] OP VALUE, e.g. recall[glioma]>=0.95"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A parsed requirement ``[MODEL:]METRIC[CLASS] OP VALUE``.
+
+    ``cls`` None with ``every_class`` False means "global metric, else every class"."""
+
+    text: str
+    metric: str
+    op: str
+    threshold: float
+    model: str | None = None
+    cls: str | None = None
+    every_class: bool = False
+
+
+@dataclass(frozen=True)
+class MaxDrop:
+    """A parsed baseline check ``[MODEL:]METRIC[CLASS]=MAX_DROP`` (``MAX_DROP`` >= 0)."""
+
+    text: str
+    metric: str
+    max_drop: float
+    model: str | None = None
+    cls: str | None = None
+    every_class: bool = False
+
+
+_BARE_MODEL = re.compile(r"([^\s:\[\]<>=!\"']+)\s*:")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OP = re.compile(r">=|<=|>|<")
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?%?")
+
+
+class _Cursor:
+    """Left-to-right scanner over one expression; errors name the option and position."""
+
+    def __init__(self, text: str, option: str, form: str) -> None:
+        self.text, self.option, self.form, self.pos = text, option, form, 0
+
+    def error(self, expected: str) -> MedauditError:
+        rest = self.text[self.pos:] or "end of text"
+        return MedauditError(f"{self.option} {self.text!r}: expected {expected} at position {self.pos} "
+                             f"(found {rest!r}); {self.form}")
+
+    def ws(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def match(self, regex: re.Pattern[str]) -> re.Match[str] | None:
+        m = regex.match(self.text, self.pos)
+        if m:
+            self.pos = m.end()
+        return m
+
+    def quoted(self) -> str:
+        """A '...' or "..." string; backslash escapes the quote and itself."""
+        quote, out = self.text[self.pos], []
+        self.pos += 1
+        while self.pos < len(self.text):
+            ch = self.text[self.pos]
+            if ch == "\\" and self.pos + 1 < len(self.text):
+                out.append(self.text[self.pos + 1])
+                self.pos += 2
+                continue
+            self.pos += 1
+            if ch == quote:
+                return "".join(out)
+            out.append(ch)
+        raise self.error(f"a closing {quote}")
+
+    def number(self, what: str) -> float:
+        m = self.match(_NUMBER)
+        if not m:
+            raise self.error(what)
+        s = m.group(0)
+        return float(s[:-1]) / 100.0 if s.endswith("%") else float(s)
+
+
+def _parse_target(cur: _Cursor) -> tuple[str | None, str, str | None, bool]:
+    """``[MODEL:]METRIC[CLASS]`` -> (model, metric, class, every_class)."""
+    cur.ws()
+    model = None
+    if cur.peek() in ("'", '"'):
+        model = cur.quoted()
+        cur.ws()
+        if cur.peek() != ":":
+            raise cur.error("':' after the quoted model name")
+        cur.pos += 1
+    else:
+        m = _BARE_MODEL.match(cur.text, cur.pos)
+        if m:
+            model, cur.pos = m.group(1), m.end()
+    cur.ws()
+    m = cur.match(_IDENT)
+    if not m:
+        raise cur.error("a metric name")
+    metric, cls, every = m.group(0).lower(), None, False
+    cur.ws()
+    if cur.peek() == "[":
+        cur.pos += 1
+        cur.ws()
+        if cur.peek() in ("'", '"'):
+            cls = cur.quoted()
+        else:
+            end = cur.text.find("]", cur.pos)
+            if end < 0:
+                raise cur.error("']' to close the class name")
+            bare = cur.text[cur.pos:end].strip()
+            if not bare or any(c in bare for c in "[\"'"):
+                raise cur.error("a class name (quote names with brackets or quotes: recall[\"a]b\"])")
+            cur.pos = end
+            cls, every = (None, True) if bare == "*" else (bare, False)
+        cur.ws()
+        if cur.peek() != "]":
+            raise cur.error("']'")
+        cur.pos += 1
+        cur.ws()
+    return model, metric, cls, every
+
+
+def _check_range(metric: str, value: float, cur: _Cursor) -> None:
+    canonical = GLOBAL_ALIASES.get(metric) or CLASS_ALIASES.get(metric) or metric
+    if canonical not in HIGHER_IS_BETTER | LOWER_IS_BETTER:
+        return
+    lo, hi = _RANGES.get(canonical, (0.0, 1.0))
+    if not lo <= value <= hi:
+        raise MedauditError(f"{cur.option} {cur.text!r}: {value:g} is outside [{lo:g}, {hi:g}] for {metric}; "
+                            "write proportions as fractions (0.95) or percentages (95%)")
+
+
+def parse_gate(text: str, option: str = "--require") -> Gate:
+    """Parse ``[MODEL:]METRIC[CLASS] OP VALUE``; raise MedauditError naming ``option``.
+
+    Names may be quoted ('a]b', "no tumor") with backslash escapes; ``[*]`` means every
+    class; ``VALUE`` may end in ``%``. Whitespace between tokens is ignored."""
+    cur = _Cursor(text, option, _FORM)
+    model, metric, cls, every = _parse_target(cur)
+    m = cur.match(_OP)
+    if not m:
+        raise cur.error("an operator (>=, >, <=, <)")
+    cur.ws()
+    threshold = cur.number("a number")
+    cur.ws()
+    if cur.pos != len(text):
+        raise cur.error("end of expression")
+    _check_range(metric, threshold, cur)
+    return Gate(text.strip(), metric, m.group(0), threshold, model, cls, every)
+
+
+def parse_max_drop(text: str, option: str = "--max-drop") -> MaxDrop:
+    """Parse ``[MODEL:]METRIC[CLASS]=MAX_DROP``, e.g. ``recall=0.02`` or ``auc=1%``."""
+    cur = _Cursor(text, option, "form: [MODEL:]METRIC[CLASS]=MAX_DROP, e.g. recall=0.02")
+    model, metric, cls, every = _parse_target(cur)
+    if cur.peek() != "=":
+        raise cur.error("'='")
+    cur.pos += 1
+    cur.ws()
+    drop = cur.number("a non-negative number")
+    cur.ws()
+    if cur.pos != len(text):
+        raise cur.error("end of expression")
+    if drop < 0:
+        raise MedauditError(f"{option} {text!r}: the allowed drop must be >= 0")
+    _check_range(metric, drop, cur)
+    return MaxDrop(text.strip(), metric, drop, model, cls, every)
