@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from medaudit.errors import MedauditError
+from medaudit.errors import MedauditError, MedauditWarning
 
 
 class UserError(click.ClickException):
@@ -23,8 +24,20 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        original = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            # Our own warnings are for users: one plain line, no source location.
+            if issubclass(category, MedauditWarning):
+                click.echo(f"Warning: {message}", err=True)
+            else:
+                original(message, category, filename, lineno, file, line)
+
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = show
+                warnings.simplefilter("always", MedauditWarning)
+                return fn(*args, **kwargs)
         except MedauditError as exc:
             raise UserError(str(exc)) from None
 

@@ -1,0 +1,40 @@
+"""``medaudit data inspect SPEC``: splits, class counts, image sizes/modes, duplicates and leakage."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import click
+
+from medaudit.cli._common import handle_errors
+
+TASK_CHOICES = ("binary", "multiclass", "multilabel", "ordinal")
+
+
+@click.group("data")
+def data() -> None:
+    """Inspect data sources given to --data (folders, .npz, .csv, medmnist:NAME[@SIZE])."""
+
+
+@data.command("inspect")
+@click.argument("spec")
+@click.option("--classes", default=None, help="Comma-separated class names in label order (overrides folder names).")
+@click.option("--task", type=click.Choice(TASK_CHOICES), default=None, help="Declare the task (ordinal is never detected).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (keys sorted).")
+@handle_errors
+def inspect(spec: str, classes: str | None, task: str | None, as_json: bool) -> None:
+    """Summarise SPEC: decodes every image, so unreadable files are reported by name."""
+    from medaudit.data import inspect_dataset, load_dataset
+    from medaudit.data.inspect import format_inspection
+
+    class_list = [c.strip() for c in classes.split(",")] if classes else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = inspect_dataset(load_dataset(spec, classes=class_list, task=task))
+    for w in caught:
+        click.echo(f"Warning: {w.message}", err=True)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        click.echo(format_inspection(summary))

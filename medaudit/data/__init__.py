@@ -1,0 +1,69 @@
+"""Data sources behind ``--data SPEC``: one interface for image folders, ``.npz``, MedMNIST and CSV.
+
+``SPEC`` is one of:
+
+* a folder: ``root/{train,val,test}/<class>/*`` (also ``Training``/``Testing``) or
+  ``root/<class>/*`` (one split ``all``) — :mod:`medaudit.data.folders`;
+* a ``.npz`` file in the MedMNIST layout — :mod:`medaudit.data.npz`;
+* ``medmnist:NAME`` or ``medmnist:NAME@SIZE`` — :mod:`medaudit.data.medmnist`;
+* a ``.csv`` manifest ``path,label[,split]`` — :mod:`medaudit.data.manifest`.
+
+Every loader returns a :class:`Dataset` of :class:`Split` objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medaudit.data.base import TASKS, Dataset, Split
+from medaudit.data.demo import make_demo_dataset
+from medaudit.data.inspect import inspect_dataset
+from medaudit.errors import MedauditError
+
+__all__ = ["Dataset", "Split", "TASKS", "load_dataset", "make_demo_dataset", "inspect_dataset"]
+
+
+def load_dataset(spec: str, *, classes: list[str] | None = None, task: str | None = None) -> Dataset:
+    """Load the dataset named by ``spec`` (see the module docstring).
+
+    Parameters
+    ----------
+    spec : str
+        Folder, ``.npz`` file, ``.csv`` manifest, or ``medmnist:NAME[@SIZE]``.
+    classes : list of str, optional
+        Class names in label order (overrides folder names / label maps).
+    task : {"binary", "multiclass", "multilabel", "ordinal"}, optional
+        Declared task; detected from labels when omitted (``ordinal`` is never detected).
+
+    Raises
+    ------
+    MedauditError
+        Any bad input: missing path, empty split, unreadable layout, bad labels, ...
+    """
+    from medaudit.data import folders, manifest, medmnist, npz
+
+    if classes is not None:
+        classes = [c.strip() for c in classes if c.strip()]
+        if len(set(classes)) != len(classes) or len(classes) < 2:
+            raise MedauditError(f"--classes {','.join(classes)}: give at least 2 distinct class names")
+    if task is not None and task not in TASKS:
+        raise MedauditError(f"--task {task}: unknown task; expected one of {', '.join(TASKS)}")
+    spec = str(spec)
+    if spec.lower().startswith("medmnist:"):
+        name, size = medmnist.parse_spec(spec)
+        path = medmnist.fetch(name, size)
+        return npz.load_npz(path, spec=spec, classes=classes, task=task, known=name)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise MedauditError(f"--data {spec}: no such file or folder")
+    if path.is_dir():
+        return folders.load_folder(path.absolute(), spec=spec, classes=classes, task=task)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return npz.load_npz(path, spec=spec, classes=classes, task=task)
+    if suffix == ".csv":
+        return manifest.load_manifest(path.absolute(), spec=spec, classes=classes, task=task)
+    raise MedauditError(
+        f"--data {spec}: unsupported file type '{suffix}'; use an image folder, a .npz, a .csv manifest "
+        "or medmnist:NAME"
+    )

@@ -1,0 +1,251 @@
+"""The data types every source produces: :class:`Split` and :class:`Dataset`.
+
+A split holds its samples either as files (paths decoded lazily by
+:func:`medaudit.data.images.decode_image`) or as an in-memory uint8 array (``.npz``).
+Both expose the same interface; ``split.array`` is the fast path for arrays.
+
+Content hashes (duplicates, fingerprints) are sha256 over the *decoded, normalised*
+pixels plus mode and size (see :mod:`medaudit.data.images`), not over file bytes, so the
+same picture saved twice with different metadata or compression counts as a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medaudit.data.images import array_hash, decode_image, pixel_hash
+from medaudit.errors import MedauditError, MedauditWarning
+
+TASKS = ("binary", "multiclass", "multilabel", "ordinal")
+SPLIT_ORDER = ("train", "val", "test", "all")
+_SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+}  # fmt: skip
+
+
+def normalise_split_name(name: str) -> str | None:
+    """Map ``Training``/``validation``/``TEST``... to ``train``/``val``/``test``; None if not a split name."""
+    return _SPLIT_ALIASES.get(name.strip().lower())
+
+
+def _sha256_json(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(eq=False)
+class Split:
+    """One split of a dataset (``train``, ``val``, ``test`` or ``all``).
+
+    Parameters
+    ----------
+    name : str
+    sample_ids : list of str, length N
+        Relative posix path for files, ``"<split>/<index>"`` for array data. Unique.
+    labels : ndarray, shape (N,) int64 or (N, K) int8 (multilabel)
+    class_names : list of str
+    paths : list of Path, optional
+        Absolute file paths (file-backed splits).
+    array : ndarray of uint8, shape (N, H, W) or (N, H, W, 3), optional
+        Pixel data (array-backed splits); never copied or converted to float.
+    """
+
+    name: str
+    sample_ids: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+    paths: list[Path] | None = None
+    array: np.ndarray | None = None
+    _scan: dict | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.paths is None) == (self.array is None):
+            raise ValueError("a Split needs exactly one of paths or array")
+        n = len(self.sample_ids)
+        if n == 0:
+            raise MedauditError(f"split '{self.name}' is empty; add images or remove the split")
+        if len(self.labels) != n or (self.paths is not None and len(self.paths) != n):
+            raise ValueError("sample_ids, labels and paths must have the same length")
+        if self.array is not None and len(self.array) != n:
+            raise ValueError("array and sample_ids must have the same length")
+        if len(set(self.sample_ids)) != n:
+            dup = next(s for s, c in Counter(self.sample_ids).items() if c > 1)
+            raise MedauditError(f"split '{self.name}': sample '{dup}' is listed more than once")
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def __repr__(self) -> str:
+        kind = "array" if self.array is not None else "files"
+        return f"Split(name={self.name!r}, n={len(self)}, {kind})"
+
+    # -- pixels ------------------------------------------------------------
+    def load_image(self, i: int) -> Image.Image:
+        """Decoded, fully loaded image ``i`` in mode ``"L"`` or ``"RGB"``.
+
+        Raises
+        ------
+        MedauditError
+            The file is missing, unreadable, truncated or a decompression bomb.
+        """
+        if self.array is not None:
+            return Image.fromarray(self.array[i])
+        return decode_image(self.paths[i], display=self._display(i))[0]
+
+    def _display(self, i: int) -> str:
+        return str(self.paths[i]) if self.paths is not None else self.sample_ids[i]
+
+    def _ensure_scan(self) -> dict:
+        """Decode every sample once: content hashes, sizes, original modes, failures (cached)."""
+        if self._scan is not None:
+            return self._scan
+        if self.array is not None:
+            n, h, w = self.array.shape[:3]
+            mode = "L" if self.array.ndim == 3 else "RGB"
+            self._scan = {
+                "hashes": [array_hash(img) for img in self.array],
+                "sizes": Counter({(w, h): n}),
+                "modes": Counter({mode: n}),
+                "errors": [],
+            }
+            return self._scan
+        hashes: list[str] = []
+        sizes: Counter = Counter()
+        modes: Counter = Counter()
+        errors: list[str] = []
+        for i, path in enumerate(self.paths):
+            try:
+                im, original = decode_image(path, display=self._display(i))
+            except MedauditError as exc:
+                errors.append(str(exc))
+                hashes.append("")
+                continue
+            hashes.append(pixel_hash(im))
+            sizes[im.size] += 1
+            modes[original] += 1
+        self._scan = {"hashes": hashes, "sizes": sizes, "modes": modes, "errors": errors}
+        return self._scan
+
+    def verify(self) -> None:
+        """Decode every image; raise one MedauditError naming the unreadable files (if any)."""
+        errors = self._ensure_scan()["errors"]
+        if errors:
+            more = f" (and {len(errors) - 1} more unreadable images in split '{self.name}')" if len(errors) > 1 else ""
+            raise MedauditError(errors[0] + more)
+
+    def content_hashes(self) -> list[str]:
+        """Per-sample sha256 of the decoded, normalised pixels (+ mode and size); cached.
+
+        Raises MedauditError when an image cannot be decoded (see :meth:`verify`).
+        """
+        self.verify()
+        return list(self._scan["hashes"])
+
+    def image_stats(self) -> tuple[Counter, Counter]:
+        """(Counter of (width, height), Counter of original modes) over all samples."""
+        self.verify()
+        return self._scan["sizes"], self._scan["modes"]
+
+    # -- labels ------------------------------------------------------------
+    def class_counts(self) -> dict[str, int]:
+        """Samples per class name (multilabel: positives per label), every class listed."""
+        if self.labels.ndim == 2:
+            counts = self.labels.astype(np.int64).sum(axis=0)
+        else:
+            counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return {c: int(counts[k]) for k, c in enumerate(self.class_names)}
+
+    def fingerprint(self) -> str:
+        """sha256 hex over sample ids, labels and content hashes (decodes every image once)."""
+        return _sha256_json(
+            {"ids": self.sample_ids, "labels": self.labels.astype(np.int64).tolist(), "hashes": self.content_hashes()}
+        )
+
+
+@dataclass(eq=False)
+class Dataset:
+    """A labelled image dataset: class names, task and named splits.
+
+    Parameters
+    ----------
+    spec : str
+        The ``--data`` value it was loaded from.
+    class_names : list of str
+    task : {"binary", "multiclass", "multilabel", "ordinal"}
+    splits : dict of str to Split
+        Keys among ``train``, ``val``, ``test`` or the single ``all``.
+    """
+
+    spec: str
+    class_names: list[str]
+    task: str
+    splits: dict[str, Split]
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
+        return f"Dataset(spec={self.spec!r}, task={self.task!r}, classes={self.class_names}, {parts})"
+
+    def split(self, name: str) -> Split:
+        """The split called ``name`` (aliases such as ``Testing`` accepted)."""
+        key = normalise_split_name(name) or name
+        if key not in self.splits:
+            raise MedauditError(
+                f"split '{name}' not found in {self.spec}; available splits: {', '.join(self.splits)}"
+            )
+        return self.splits[key]
+
+    def fingerprint(self) -> str:
+        """Stable sha256 hex over class names, task and every split's fingerprint."""
+        return _sha256_json(
+            {
+                "class_names": self.class_names,
+                "task": self.task,
+                "splits": {k: s.fingerprint() for k, s in self.splits.items()},
+            }
+        )
+
+
+def order_splits(splits: dict[str, Split]) -> dict[str, Split]:
+    """Return ``splits`` in the canonical order train, val, test, all."""
+    return {k: splits[k] for k in sorted(splits, key=SPLIT_ORDER.index)}
+
+
+def resolve_task(requested: str | None, labels: list[np.ndarray], n_classes: int, default: str | None, where: str) -> str:
+    """Detect (or check a declared) task from label shapes and the number of classes.
+
+    ``ordinal`` is never detected, only declared (``task=`` or a known dataset's metadata).
+    """
+    multilabel = labels[0].ndim == 2
+    if requested is not None and requested not in TASKS:
+        raise MedauditError(f"unknown task '{requested}'; expected one of {', '.join(TASKS)}")
+    if n_classes < 2:
+        raise MedauditError(f"{where}: found {n_classes} class(es); a classifier audit needs at least 2")
+    task = requested or default or ("multilabel" if multilabel else "binary" if n_classes == 2 else "multiclass")
+    if multilabel != (task == "multilabel"):
+        shape = "(N, K) multi-label" if multilabel else "(N,) single-label"
+        raise MedauditError(f"{where}: task '{task}' does not fit its {shape} labels")
+    if task == "binary" and n_classes != 2:
+        raise MedauditError(f"{where}: task 'binary' needs exactly 2 classes, found {n_classes}")
+    return task
+
+
+def warn_missing_classes(splits: dict[str, Split]) -> None:
+    """MedauditWarning for each class (label) with no samples (positives) in a split."""
+    for name, split in splits.items():
+        empty = [c for c, n in split.class_counts().items() if n == 0]
+        if empty:
+            warnings.warn(
+                f"split '{name}' has no samples of class(es) {', '.join(repr(c) for c in empty)}; "
+                "their per-class metrics will be undefined there",
+                MedauditWarning,
+                stacklevel=3,
+            )

@@ -1,0 +1,169 @@
+"""Safe image decoding: one place that opens, bounds, fully decodes and normalises images.
+
+Policy (documented because it changes pixels):
+
+* Images are decoded completely (``Image.load``) so a truncated file fails *here*, naming
+  the file, instead of being dropped later (a silently dropped positive changes recall).
+* Decompression bombs: PIL's ``DecompressionBombWarning``/``Error`` are turned into
+  :class:`~medaudit.errors.MedauditError`, and images above :data:`MAX_PIXELS` are refused
+  before decoding.
+* Modes are normalised to ``"L"`` (grayscale) or ``"RGB"``:
+
+  - 16/32-bit integer and float grayscale (``I;16*``, ``I``, ``F``) → ``L`` by linearly
+    scaling the image's *actual* range ``[min, max]`` to ``[0, 255]`` (a constant image
+    becomes all zeros); raw 16-bit values would otherwise clip to white.
+  - ``1`` → ``L``; ``LA``/``La`` → ``L`` and ``RGBA``/``RGBa``/``PA``/``P`` with
+    transparency → ``RGB``, composited onto **black** (the usual medical background).
+  - ``P`` (palette), ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` → ``RGB``.
+  - EXIF orientation is applied (the image as a viewer shows it); multi-frame files
+    (GIF/TIFF stacks) use their first frame.
+
+Content hashes are sha256 over ``"<mode>:<W>x<H>:"`` followed by the normalised pixel
+bytes, so a PNG written from an array hashes the same as that array (see
+:func:`array_hash`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from medaudit.errors import MedauditError
+
+#: Largest image accepted, in pixels (~67 MP, i.e. 8192 x 8192). Classifier inputs are far
+#: smaller; anything bigger is more likely a bomb or a whole-slide image needing tiling.
+MAX_PIXELS = 8192 * 8192
+
+#: File extensions treated as images when scanning folders (lower case).
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"}
+)
+
+_HIGH_DEPTH_GRAY = {"I", "F", "I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;32", "I;32B"}
+_ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
+
+
+def is_image_file(path: Path) -> bool:
+    """True when ``path`` has an image extension and is not a hidden file."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def decode_image(
+    path: str | os.PathLike, *, display: str | None = None, max_pixels: int = MAX_PIXELS
+) -> tuple[Image.Image, str]:
+    """Open, fully decode and normalise one image file.
+
+    Parameters
+    ----------
+    path : path-like
+        The image file.
+    display : str, optional
+        Name used in error messages (e.g. the sample id); defaults to ``path``.
+    max_pixels : int
+        Refuse images with more than this many pixels (width x height).
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        Fully loaded, mode ``"L"`` or ``"RGB"`` (see the module docstring).
+    original_mode : str
+        The file's mode before normalisation (e.g. ``"I;16"``, ``"RGBA"``).
+
+    Raises
+    ------
+    MedauditError
+        Missing, unreadable, truncated or oversized (bomb) image.
+    """
+    name = display or str(path)
+    try:
+        # Escalate PIL's bomb warning to an error just for this call.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise MedauditError(
+                        f"{name}: image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels} "
+                        "(possible decompression bomb); downscale it before auditing"
+                    )
+                im.seek(0)
+                im.load()
+                original_mode = im.mode
+                im = ImageOps.exif_transpose(im)
+                out = normalise_mode(im)
+                out.load()
+    except MedauditError:
+        raise
+    except FileNotFoundError:
+        raise MedauditError(f"{name}: image file not found") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise MedauditError(f"{name}: refused as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise MedauditError(f"{name}: not a readable image (unknown or corrupt format); fix or remove the file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise MedauditError(f"{name}: cannot decode image ({exc}); the file is truncated or corrupt") from None
+    return out, original_mode
+
+
+def open_image(path: str | os.PathLike, *, display: str | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """:func:`decode_image` without the original mode."""
+    return decode_image(path, display=display, max_pixels=max_pixels)[0]
+
+
+def normalise_mode(im: Image.Image) -> Image.Image:
+    """Return ``im`` converted to ``"L"`` or ``"RGB"`` following the module policy."""
+    mode = im.mode
+    if mode in ("L", "RGB"):
+        return im
+    if mode in _HIGH_DEPTH_GRAY:
+        return _scale_to_l(np.asarray(im))
+    if mode == "1":
+        return im.convert("L")
+    if mode == "P":
+        # A palette with a transparent index behaves like RGBA.
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+        if im.mode == "RGB":
+            return im
+        mode = "RGBA"
+    if mode in _ALPHA_MODES:
+        gray = mode in ("LA", "La")
+        arr = np.asarray(im.convert("LA" if gray else "RGBA"), dtype=np.float32)
+        alpha = arr[..., -1:] / 255.0
+        comp = np.rint(arr[..., :-1] * alpha).astype(np.uint8)
+        return Image.fromarray(comp[..., 0] if gray else comp, "L" if gray else "RGB")
+    return im.convert("RGB")
+
+
+def _scale_to_l(arr: np.ndarray) -> Image.Image:
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError("image holds NaN or infinite pixel values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi > lo:
+        arr = (arr - lo) * (255.0 / (hi - lo))
+    else:
+        arr = np.zeros_like(arr)
+    return Image.fromarray(np.rint(arr).astype(np.uint8), "L")
+
+
+def pixel_hash(im: Image.Image) -> str:
+    """sha256 hex of a normalised image's mode, size and pixel bytes."""
+    w, h = im.size
+    return hashlib.sha256(f"{im.mode}:{w}x{h}:".encode() + im.tobytes()).hexdigest()
+
+
+def array_hash(img: np.ndarray) -> str:
+    """sha256 hex of one uint8 image array, equal to :func:`pixel_hash` of ``Image.fromarray(img)``.
+
+    Parameters
+    ----------
+    img : ndarray of uint8, shape (H, W) or (H, W, 3)
+    """
+    mode = "L" if img.ndim == 2 else "RGB"
+    h, w = img.shape[:2]
+    return hashlib.sha256(f"{mode}:{w}x{h}:".encode() + np.ascontiguousarray(img).tobytes()).hexdigest()
