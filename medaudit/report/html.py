@@ -1,0 +1,117 @@
+"""Jinja rendering of the report to one self-contained HTML string.
+
+Templates come from a ChoiceLoader: the user's ``--template-dir`` first, then the
+packaged ``medaudit.templates``; the packaged ones are also reachable as
+``medaudit/<name>`` so a user template can extend the one it replaces. Autoescape is
+on for everything. Images are embedded as ``data:`` URIs, so the HTML makes no request.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.resources
+from pathlib import Path
+from typing import Any
+
+from medaudit.errors import MedauditError
+
+ENTRY_TEMPLATE = "report.html.j2"
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
+         ".webp": "image/webp"}
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
+
+
+def packaged_template_dir() -> Path:
+    """Folder of the packaged templates (``templates/`` in the source tree)."""
+    return Path(str(importlib.resources.files("medaudit.templates")))
+
+
+def template_dirs(template_dir: str | Path | None) -> list[Path]:
+    """Template search path, user folder first; checks that the user folder exists."""
+    dirs = []
+    if template_dir is not None:
+        p = Path(template_dir)
+        if not p.is_dir():
+            raise MedauditError(f"--template-dir {p}: not a folder; pass a folder of Jinja templates")
+        dirs.append(p.resolve())
+    dirs.append(packaged_template_dir().resolve())
+    return dirs
+
+
+def make_env(template_dir: str | Path | None = None) -> Any:
+    """A Jinja environment with autoescape on and the user-then-packaged loader."""
+    import jinja2
+
+    dirs = template_dirs(template_dir)
+    packaged = jinja2.FileSystemLoader(str(dirs[-1]))
+    loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader([str(d) for d in dirs]),
+                                  jinja2.PrefixLoader({"medaudit": packaged})])
+    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+def data_uri(path: Path) -> str | None:
+    """``data:`` URI of an image file, or ``None`` if it is missing, not an image or too large."""
+    mime = _MIME.get(path.suffix.lower())
+    if mime is None or not path.is_file() or path.stat().st_size > MAX_IMAGE_BYTES:
+        return None
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def make_embedder(root: Path) -> Any:
+    """``embed(relative_path) -> data URI | None`` restricted to files inside ``root``.
+
+    Paths come from the snapshot (CAM tiles, figures); an absolute path or one that
+    escapes ``root`` (``../``) is refused, so a crafted report.json cannot pull
+    arbitrary files into the report.
+    """
+    root = Path(root).resolve()
+
+    def embed(rel: str) -> str | None:
+        if not rel or Path(rel).is_absolute() or "://" in rel:
+            return None
+        p = (root / rel).resolve()
+        if not p.is_relative_to(root):
+            return None
+        return data_uri(p)
+
+    return embed
+
+
+def render_html(snapshot: dict, asset_root: Path, *, template_dir: str | Path | None = None,
+                target: str = "html") -> str:
+    """Render the report HTML.
+
+    Parameters
+    ----------
+    snapshot : dict
+        Schema-1.0 snapshot; ``figures`` and CAM tile paths are relative to ``asset_root``.
+    asset_root : Path
+        Folder the relative image paths are resolved in (the report folder).
+    template_dir : path, optional
+        User templates that override or extend the packaged ones.
+    target : {"html", "pdf"}
+        ``"pdf"`` adds the PDF-only parts (TOC page numbers, sign-off entry in the TOC).
+
+    Returns
+    -------
+    str
+        The complete HTML document.
+    """
+    import jinja2
+
+    from medaudit.report.context import build_context
+
+    ctx = build_context(snapshot, make_embedder(asset_root), target=target)
+    env = make_env(template_dir)
+    try:
+        return env.get_template(ENTRY_TEMPLATE).render(**ctx)
+    except jinja2.TemplateNotFound as exc:
+        raise MedauditError(f"template {exc.name!r} not found in --template-dir or the packaged templates; "
+                            "check the file name") from exc
+    except jinja2.TemplateSyntaxError as exc:
+        raise MedauditError(f"template {exc.filename or exc.name}: line {exc.lineno}: {exc.message}; "
+                            "fix the template syntax") from exc
+    except jinja2.UndefinedError as exc:
+        raise MedauditError(f"template error: {exc.message}; a custom template uses a name the report "
+                            "context does not provide (see templates/README.md)") from exc

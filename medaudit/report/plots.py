@@ -1,0 +1,320 @@
+"""Matplotlib figures drawn from a snapshot (only reads it; never computes a metric).
+
+Every figure uses the same colour per model (:func:`model_colors`), is sized for an
+A4 column (about 17 cm wide) and saved as PNG at :data:`DPI`. A figure whose input
+is ``null`` in the snapshot is simply not drawn; the template then says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DPI = 150
+WIDTH_IN = 6.7  # ~17 cm: the text width of an A4 page with 2 cm margins
+# Colour-blind-safe (Okabe-Ito), in the order models appear in the snapshot.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+MAX_CURVE_PANELS = 8
+
+
+def model_colors(names: list[str]) -> dict[str, str]:
+    """Model name -> hex colour, stable by position in ``snapshot["models"]``."""
+    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+
+
+def _label(s: Any) -> str:
+    """Matplotlib text: escape ``$`` so a class name is never parsed as mathtext."""
+    return str(s).replace("$", r"\$")
+
+
+def _short(s: Any, n: int = 18) -> str:
+    s = _label(s)
+    return s if len(s) <= n else s[: n - 1] + "\u2026"
+
+
+def _style(plt: Any) -> None:
+    plt.rcParams.update({
+        "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
+        "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False,
+        "axes.grid": True, "grid.color": "#e5e5e5", "grid.linewidth": 0.6, "font.family": "DejaVu Sans",
+    })
+
+
+def make_figures(snapshot: dict, fig_dir: Path, *, dpi: int = DPI) -> dict[str, str]:
+    """Draw every figure the snapshot has data for into ``fig_dir``.
+
+    Parameters
+    ----------
+    snapshot : dict
+        A schema-1.0 snapshot (docs/report-schema.md).
+    fig_dir : Path
+        Output folder (created); files are named ``<key>.png``.
+    dpi : int
+        Raster resolution; 150 keeps a whole report at a few MB.
+
+    Returns
+    -------
+    dict
+        ``{key: "figures/<key>.png"}`` for the figures drawn (relative to the report folder).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig_dir = Path(fig_dir)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    models = snapshot.get("models") or []
+    colors = model_colors([m["name"] for m in models])
+    builders: list[tuple[str, Callable[[], Any]]] = [
+        ("class_distribution", lambda: _class_distribution(plt, snapshot.get("dataset") or {})),
+        ("training_curves", lambda: _training_curves(plt, models, colors)),
+        ("roc", lambda: _curves(plt, models, colors, "roc")),
+        ("pr", lambda: _curves(plt, models, colors, "pr")),
+        ("calibration", lambda: _calibration(plt, models, colors)),
+        ("missed_disease", lambda: _missed_disease(plt, models, colors)),
+        ("overlap", lambda: _overlap(plt, snapshot.get("comparisons"), colors)),
+    ]
+    for i, m in enumerate(models):
+        builders.append((f"confusion_m{i}", lambda m=m: _confusion(plt, m)))
+    out: dict[str, str] = {}
+    with plt.rc_context():
+        _style(plt)
+        for key, build in builders:
+            fig = build()
+            if fig is None:
+                continue
+            fig.savefig(fig_dir / f"{key}.png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+            plt.close(fig)
+            out[key] = f"figures/{key}.png"
+    return out
+
+
+def _class_distribution(plt: Any, dataset: dict) -> Any:
+    splits = dataset.get("splits") or {}
+    classes = dataset.get("class_names") or []
+    if not splits or not classes:
+        return None
+    import numpy as np
+
+    names = list(splits)
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.4))
+    x = np.arange(len(classes))
+    w = 0.8 / len(names)
+    greys = ["#4d4d4d", "#8c8c8c", "#bdbdbd", "#d9d9d9"]
+    for j, s in enumerate(names):
+        counts = [(splits[s].get("class_counts") or {}).get(c, 0) for c in classes]
+        bars = ax.bar(x + (j - (len(names) - 1) / 2) * w, counts, w, label=f"{_label(s)} (n={splits[s].get('n')})",
+                      color=greys[j % len(greys)], edgecolor="white", linewidth=0.5)
+        ax.bar_label(bars, fontsize=6, padding=1)
+    ax.set_xticks(x, [_short(c, 22) for c in classes])
+    ax.set_ylabel("samples")
+    ax.grid(axis="x", visible=False)
+    ax.legend(frameon=False, ncols=len(names))
+    ax.set_title("Class distribution per split")
+    return fig
+
+
+def _training_curves(plt: Any, models: list[dict], colors: dict) -> Any:
+    hist = [(m["name"], (m.get("checkpoint") or {}).get("history")) for m in models]
+    hist = [(n, h) for n, h in hist if h]
+    if not hist:
+        return None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(WIDTH_IN, 2.4))
+    for name, h in hist:
+        ep = [r.get("epoch") for r in h]
+        for key, ls, lab in (("train_loss", "-", "train"), ("val_loss", "--", "val")):
+            ys = [r.get(key) for r in h]
+            if any(v is not None for v in ys):
+                a1.plot(ep, [float("nan") if v is None else v for v in ys], ls, color=colors[name],
+                        label=f"{_label(name)} {lab}", lw=1.3)
+        for key, ls in (("val_auc", "-"), ("val_acc", ":")):
+            ys = [r.get(key) for r in h]
+            if any(v is not None for v in ys):
+                a2.plot(ep, [float("nan") if v is None else v for v in ys], ls, color=colors[name],
+                        label=f"{_label(name)} {key.replace('_', ' ')}", lw=1.3)
+    a1.set(xlabel="epoch", ylabel="loss", title="Loss")
+    a2.set(xlabel="epoch", ylabel="validation metric", title="Validation AUC / accuracy")
+    for a in (a1, a2):
+        a.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _confusion(plt: Any, model: dict) -> Any:
+    cm = ((model.get("metrics") or {}).get("confusion_matrix")) or None
+    if not cm or not cm.get("counts"):
+        return None
+    import numpy as np
+
+    labels = [_short(c, 14) for c in cm["labels"]]
+    counts = np.asarray(cm["counts"], dtype=float)
+    norm_rows = cm.get("normalized") or [None] * len(counts)
+    norm = np.array([r if r is not None else [np.nan] * len(counts) for r in norm_rows], dtype=float)
+    k = len(labels)
+    size = min(3.3, 1.4 + 0.35 * k)
+    fig, axes = plt.subplots(1, 2, figsize=(min(WIDTH_IN, 2 * size + 0.6), size))
+    for ax, mat, title, fmt in ((axes[0], counts, "Counts", "{:.0f}"), (axes[1], norm, "Normalised by true class", "{:.2f}")):
+        # Shade counts by row so a rare class is as readable as a common one.
+        scale = mat.max(axis=1, keepdims=True) if title == "Counts" else np.ones((k, 1))
+        shown = np.divide(mat, scale, out=np.zeros_like(mat), where=(scale > 0) & ~np.isnan(mat))
+        ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+        ax.grid(False)
+        for i in range(k):
+            for j in range(k):
+                v = mat[i, j]
+                txt = "n/a" if np.isnan(v) else fmt.format(v)
+                ax.text(j, i, txt, ha="center", va="center", fontsize=6.5,
+                        color="white" if shown[i, j] > 0.6 else "#222222")
+        ax.set_xticks(range(k), labels, rotation=35, ha="right")
+        ax.set_yticks(range(k), labels)
+        ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.suptitle(_label(model["name"]), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _curves(plt: Any, models: list[dict], colors: dict, kind: str) -> Any:
+    per_model = [(m["name"], ((m.get("metrics") or {}).get("curves") or {}).get(kind) or {}) for m in models]
+    classes: list[str] = []
+    for _, c in per_model:
+        classes += [k for k, v in c.items() if v and k not in classes and k != "micro"]
+    if not classes:
+        return None
+    classes = classes[:MAX_CURVE_PANELS]
+    ncol = min(4, len(classes))
+    nrow = -(-len(classes) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH_IN, 1.9 * nrow + 0.4), squeeze=False)
+    xk, yk = ("fpr", "tpr") if kind == "roc" else ("recall", "precision")
+    for ax, cname in zip(axes.flat, classes, strict=False):
+        for name, curves in per_model:
+            c = curves.get(cname)
+            if c:
+                ax.plot(c[xk], c[yk], color=colors[name], lw=1.2, label=_label(name),
+                        drawstyle="steps-post" if kind == "pr" else "default")
+        if kind == "roc":
+            ax.plot([0, 1], [0, 1], color="#999999", lw=0.7, ls=":")
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), title=_short(cname, 24), xlabel=xk.upper() if kind == "roc" else xk,
+               ylabel=yk.upper() if kind == "roc" else yk)
+        ax.set_aspect("equal", adjustable="box")
+    for ax in list(axes.flat)[len(classes):]:
+        ax.axis("off")
+    axes.flat[0].legend(frameon=False, loc="lower right" if kind == "roc" else "lower left")
+    fig.suptitle("ROC curves (one-vs-rest)" if kind == "roc" else "Precision-recall curves (one-vs-rest)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _calibration(plt: Any, models: list[dict], colors: dict) -> Any:
+    cal = [(m["name"], (m.get("metrics") or {}).get("calibration")) for m in models]
+    cal = [(n, c) for n, c in cal if c and c.get("bin_edges")]
+    if not cal:
+        return None
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(3.6, 3.8), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    a1.plot([0, 1], [0, 1], color="#999999", lw=0.7, ls=":", label="perfect calibration")
+    w = 1.0 / max(1, len(cal))
+    for j, (name, c) in enumerate(cal):
+        conf, acc, cnt = c.get("bin_confidence") or [], c.get("bin_accuracy") or [], c.get("bin_count") or []
+        pts = [(x, y) for x, y in zip(conf, acc, strict=False) if x is not None and y is not None]
+        if pts:
+            a1.plot(*zip(*pts, strict=False), "o-", ms=3, lw=1.2, color=colors[name], label=_label(name))
+        edges = c["bin_edges"]
+        lefts = edges[:-1]
+        widths = [(edges[i + 1] - edges[i]) for i in range(len(lefts))]
+        a2.bar([lo + wd * w * j for lo, wd in zip(lefts, widths, strict=False)], cnt, [wd * w for wd in widths], align="edge",
+               color=colors[name], alpha=0.85)
+    a1.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed accuracy", title="Reliability diagram")
+    a1.legend(frameon=False, loc="upper left")
+    a2.set(xlabel="predicted confidence (max probability)", ylabel="samples")
+    fig.tight_layout()
+    return fig
+
+
+def _missed_disease(plt: Any, models: list[dict], colors: dict) -> Any:
+    rows = [(m["name"], (m.get("fn_risk") or {}).get("per_class") or {}) for m in models if m.get("fn_risk")]
+    classes: list[str] = []
+    for _, pc in rows:
+        classes += [c for c in pc if c not in classes]
+    if not classes:
+        return None
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.28 * len(classes) * len(rows) + 0.8))
+    h = 0.8 / len(rows)
+    y = np.arange(len(classes))
+    for j, (name, pc) in enumerate(rows):
+        for i, c in enumerate(classes):
+            rate = (pc.get(c) or {}).get("rate") or {}
+            yy = y[i] + (j - (len(rows) - 1) / 2) * h
+            if rate.get("value") is None:
+                ax.text(0.005, yy, "undefined", va="center", fontsize=6, color="#777777", style="italic")
+                continue
+            lo, hi = rate.get("ci_low"), rate.get("ci_high")
+            err = [[rate["value"] - lo], [hi - rate["value"]]] if lo is not None and hi is not None else None
+            ax.barh(yy, rate["value"], h * 0.9, color=colors[name], xerr=err, ecolor="#333333",
+                    error_kw={"lw": 0.8, "capsize": 2}, label=_label(name) if i == 0 else None)
+    ax.set_yticks(y, [_short(c, 22) for c in classes])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("missed-disease rate (disease predicted as a negative class), 95% CI")
+    ax.grid(axis="y", visible=False)
+    ax.legend(frameon=False, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _overlap(plt: Any, comp: dict | None, colors: dict) -> Any:
+    if not comp or len(comp.get("models") or []) < 2:
+        return None
+    names = comp["models"]
+    if len(names) == 2 and comp.get("pairs"):
+        return _venn(plt, comp["pairs"][0], colors)
+    inter = [r for r in comp.get("intersections") or [] if r.get("count")]
+    if not inter:
+        return None
+    return _upset(plt, names, inter, colors)
+
+
+def _venn(plt: Any, pair: dict, colors: dict) -> Any:
+    from matplotlib.patches import Circle
+
+    fig, ax = plt.subplots(figsize=(3.2, 1.9))
+    a, b = pair["a"], pair["b"]
+    for x, name in ((-0.45, a), (0.45, b)):
+        ax.add_patch(Circle((x, 0), 0.8, facecolor=colors.get(name, "#888888"), alpha=0.25,
+                            edgecolor=colors.get(name, "#888888"), lw=1.5))
+    for x, v in ((-0.75, pair.get("only_a")), (0, pair.get("both")), (0.75, pair.get("only_b"))):
+        ax.text(x, 0, "n/a" if v is None else str(v), ha="center", va="center", fontsize=11, weight="bold")
+    ax.text(-0.45, 0.9, _short(a, 20), ha="center", color=colors.get(a), fontsize=8)
+    ax.text(0.45, 0.9, _short(b, 20), ha="center", color=colors.get(b), fontsize=8)
+    ax.set(xlim=(-1.35, 1.35), ylim=(-0.9, 1.05), aspect="equal", title="Misclassified test samples")
+    ax.axis("off")
+    return fig
+
+
+def _upset(plt: Any, names: list[str], inter: list[dict], colors: dict) -> Any:
+    inter = sorted(inter, key=lambda r: -r["count"])[:20]
+    fig, (top, bot) = plt.subplots(2, 1, figsize=(WIDTH_IN, 1.8 + 0.25 * len(names)), sharex=True,
+                                   gridspec_kw={"height_ratios": [2.2, 0.35 * len(names)]})
+    x = list(range(len(inter)))
+    bars = top.bar(x, [r["count"] for r in inter], color="#4d4d4d", width=0.6)
+    top.bar_label(bars, fontsize=6, padding=1)
+    top.set(ylabel="samples", title="Misclassified samples: exclusive intersections (UpSet)")
+    top.grid(axis="x", visible=False)
+    for j, name in enumerate(names):
+        for i, r in enumerate(inter):
+            on = name in r["models"]
+            bot.scatter(i, j, s=28, color=colors.get(name, "#333333") if on else "#dddddd", zorder=3)
+    for i, r in enumerate(inter):
+        ys = [names.index(n) for n in r["models"] if n in names]
+        if len(ys) > 1:
+            bot.plot([i, i], [min(ys), max(ys)], color="#555555", lw=1, zorder=2)
+    bot.set_yticks(range(len(names)), [_short(n, 20) for n in names])
+    bot.set_ylim(len(names) - 0.5, -0.5)
+    bot.set_xticks([])
+    bot.grid(False)
+    for s in ("left", "bottom"):
+        bot.spines[s].set_visible(False)
+    fig.tight_layout()
+    return fig

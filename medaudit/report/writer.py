@@ -1,0 +1,161 @@
+"""Write a report folder atomically: build in a temporary sibling, rename at the end.
+
+An interrupted or failed run leaves neither a half-written report nor the temporary
+folder; an existing ``out_dir`` is replaced only at the final step.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from medaudit.errors import MedauditError
+
+FORMATS = ("html", "pdf", "json")
+
+
+def _check_formats(formats: Iterable[str]) -> tuple[str, ...]:
+    fm = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    bad = [f for f in fm if f not in FORMATS]
+    if bad or not fm:
+        raise MedauditError(f"--format {','.join(bad) or '(empty)'}: unknown; use a comma list of {', '.join(FORMATS)}")
+    return fm
+
+
+def _safe_rel(name: str) -> Path:
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise MedauditError(f"extra file name {name!r}: must be a relative path inside the report folder")
+    return rel
+
+
+def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] = ("html", "pdf", "json"),
+                 template_dir: str | Path | None = None, extra_files: dict[str, Path] | None = None,
+                 asset_root: str | Path | None = None) -> dict[str, Path]:
+    """Write ``report.json``, ``figures/*.png``, ``report.html`` and ``report.pdf`` into ``out_dir``.
+
+    Parameters
+    ----------
+    snapshot : dict
+        Schema-1.0 snapshot (docs/report-schema.md); not modified. The written
+        ``report.json`` has ``figures`` filled with the relative figure paths.
+    out_dir : path
+        Report folder; replaced as a whole at the end if it exists.
+    formats : iterable of {"html", "pdf", "json"}
+    template_dir : path, optional
+        User templates overriding/extending the packaged ones.
+    extra_files : dict, optional
+        ``{relative name in the report: source path}`` copied in first (predictions
+        CSVs, CAM tiles referenced by ``models[i].cam.tiles[].file``).
+    asset_root : path, optional
+        Folder holding CAM tiles not given in ``extra_files`` (the folder of an existing
+        ``report.json``); referenced tiles found there are copied into the report.
+
+    Returns
+    -------
+    dict
+        ``{"json"|"html"|"pdf"|"figures": path}`` in the final ``out_dir``.
+    """
+    from medaudit.report.plots import make_figures
+
+    fm = _check_formats(formats)
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        for name, src in (extra_files or {}).items():
+            dst = tmp / _safe_rel(name)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copy2(src, dst)
+            except OSError as exc:
+                raise MedauditError(f"{src}: cannot copy into the report as {name} ({exc})") from exc
+        if asset_root is not None:
+            _copy_tiles(snapshot, Path(asset_root), tmp)
+        snap = copy.deepcopy(snapshot)
+        snap["figures"] = make_figures(snap, tmp / "figures")
+        written: dict[str, Path] = {"figures": out_dir / "figures"}
+        if "json" in fm:
+            (tmp / "report.json").write_text(json.dumps(snap, sort_keys=True, indent=2) + "\n", encoding="utf-8")
+            written["json"] = out_dir / "report.json"
+        if "html" in fm or "pdf" in fm:
+            from medaudit.report.html import render_html, template_dirs
+
+            if "html" in fm:
+                html = render_html(snap, tmp, template_dir=template_dir, target="html")
+                (tmp / "report.html").write_text(html, encoding="utf-8")
+                written["html"] = out_dir / "report.html"
+            if "pdf" in fm:
+                from medaudit.report.pdf import render_pdf
+
+                html = render_html(snap, tmp, template_dir=template_dir, target="pdf")
+                render_pdf(html, tmp / "report.pdf", allowed_dirs=template_dirs(template_dir))
+                written["pdf"] = out_dir / "report.pdf"
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return written
+
+
+def _copy_tiles(snapshot: dict, root: Path, dst_root: Path) -> None:
+    """Copy CAM tiles referenced by the snapshot from ``root`` (only paths inside it)."""
+    root = root.resolve()
+    for m in snapshot.get("models") or []:
+        for t in (m.get("cam") or {}).get("tiles") or []:
+            rel = t.get("file")
+            if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+                continue
+            src = (root / rel).resolve()
+            dst = dst_root / rel
+            if src.is_relative_to(root) and src.is_file() and not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move ``tmp`` to ``out_dir``; an existing ``out_dir`` is swapped out, then deleted."""
+    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+    old = None
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise MedauditError(f"-o {out_dir}: exists and is not a folder; choose another output path")
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:
+        if old is not None:
+            os.replace(old, out_dir)  # put the previous report back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def render_from_snapshot(snapshot_path: str | Path, out_dir: str | Path, *,
+                         formats: Iterable[str] = ("html", "pdf"), template_dir: str | Path | None = None
+                         ) -> dict[str, Path]:
+    """Re-render a saved ``report.json`` (``medaudit render``); needs no model or data.
+
+    CAM tiles are read from the snapshot's folder and copied into ``out_dir``; figures
+    are redrawn from the snapshot's numbers.
+    """
+    path = Path(snapshot_path)
+    try:
+        snapshot = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise MedauditError(f"{path}: not found; pass the report.json written by `medaudit report`") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MedauditError(f"{path}: not a readable JSON report ({exc})") from exc
+    if not isinstance(snapshot, dict) or snapshot.get("schema_version") is None:
+        raise MedauditError(f"{path}: no schema_version; this is not a medaudit report.json")
+    if str(snapshot["schema_version"]).split(".")[0] != "1":
+        raise MedauditError(f"{path}: schema_version {snapshot['schema_version']} is not supported (expected 1.x)")
+    if Path(out_dir).resolve() == path.resolve().parent:
+        raise MedauditError(f"-o {out_dir}: is the folder of the snapshot itself; choose a new output folder")
+    return write_report(snapshot, out_dir, formats=formats, template_dir=template_dir, asset_root=path.parent)

@@ -1,0 +1,331 @@
+"""A synthetic, schema-conformant ``report.json`` snapshot for the report tests.
+
+Built from seeded random predictions so the numbers hang together (confusion matrix,
+curves and per-class metrics agree). Deliberate edge cases:
+
+- the class ``"covid"`` is absent from the test split (its recall/AUC are null with a reason);
+- a class is literally named ``<script>alert(1)</script>`` (must be escaped everywhere);
+- the second model has converted weights (no history) and was selected on *test*;
+- ``kappa_quadratic`` is null (not an ordinal task).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ["normal", "pneumonia", "covid", "<script>alert(1)</script>"]
+MISSING = "covid"
+NEG = ["normal"]
+
+
+def _mv(value, lo=None, hi=None, method=None, reason=None, **extra):
+    d = {"value": value, "ci_low": lo, "ci_high": hi, "ci_method": method, "reason": reason}
+    d.update(extra)
+    return d
+
+
+def _undef(reason):
+    return _mv(None, reason=reason)
+
+
+def _wilson(k, n, z=1.959964):
+    if n == 0:
+        return _undef("no samples (n = 0)")
+    p = k / n
+    den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return _mv(p, max(0.0, c - h), min(1.0, c + h), "wilson", k=int(k), n=int(n))
+
+
+def _boot(fn, y, p, rng, reps=12):
+    v = fn(y, p)
+    if v is None:
+        return None
+    vals = []
+    for _ in range(reps):
+        idx = rng.integers(0, len(y), len(y))
+        b = fn(y[idx], p[idx])
+        if b is not None:
+            vals.append(b)
+    return _mv(float(v), float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5)), "bootstrap")
+
+
+def _model_metrics(y, probs, rng):
+    from sklearn.metrics import (
+        average_precision_score,
+        balanced_accuracy_score,
+        cohen_kappa_score,
+        f1_score,
+        matthews_corrcoef,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
+
+    C = len(CLASSES)
+    pred = probs.argmax(1)
+    present = [c for c in range(C) if (y == c).any()]
+    m: dict = {"n": int(len(y))}
+    m["accuracy"] = _wilson(int((pred == y).sum()), len(y))
+    m["balanced_accuracy"] = _boot(lambda a, b: balanced_accuracy_score(a, b.argmax(1)), y, probs, rng)
+    m["macro_f1"] = _boot(lambda a, b: f1_score(a, b.argmax(1), labels=present, average="macro"), y, probs, rng)
+    m["weighted_f1"] = _boot(lambda a, b: f1_score(a, b.argmax(1), average="weighted"), y, probs, rng)
+    for k in ("macro_precision", "macro_recall", "macro_specificity", "weighted_precision", "weighted_recall"):
+        m[k] = _mv(float(rng.uniform(0.6, 0.9)))
+    sub = probs[:, present] / probs[:, present].sum(1, keepdims=True)
+    m["auc_macro"] = _boot(lambda a, b: roc_auc_score(a, b[:, present] / b[:, present].sum(1, keepdims=True),
+                                                      multi_class="ovr", labels=present)
+                           if len(np.unique(a)) == len(present) else None, y, probs, rng)
+    m["auc_micro"] = _mv(float(roc_auc_score(np.eye(C)[y][:, present].ravel(), sub.ravel())))
+    m["ap_macro"] = _mv(float(np.mean([average_precision_score(y == c, probs[:, c]) for c in present])))
+    m["kappa"] = _mv(float(cohen_kappa_score(y, pred)))
+    m["kappa_quadratic"] = None
+    m["mcc"] = _mv(float(matthews_corrcoef(y, pred)))
+    conf = probs.max(1)
+    edges = np.linspace(0, 1, 16)
+    b = np.clip(np.digitize(conf, edges[1:-1]), 0, 14)
+    cnt = np.bincount(b, minlength=15)
+    bconf = [float(conf[b == i].mean()) if cnt[i] else None for i in range(15)]
+    bacc = [float((pred == y)[b == i].mean()) if cnt[i] else None for i in range(15)]
+    ece = sum(cnt[i] / len(y) * abs(bconf[i] - bacc[i]) for i in range(15) if cnt[i])
+    m["ece"] = _mv(float(ece), float(ece * 0.7), float(ece * 1.3), "bootstrap")
+    m["brier"] = _mv(float(np.mean(np.sum((probs - np.eye(C)[y]) ** 2, 1))))
+    m["calibration"] = {"n_bins": 15, "bin_edges": edges.tolist(), "bin_confidence": bconf,
+                        "bin_accuracy": bacc, "bin_count": cnt.tolist()}
+    cm = np.zeros((C, C), int)
+    np.add.at(cm, (y, pred), 1)
+    m["confusion_matrix"] = {"labels": CLASSES, "counts": cm.tolist(),
+                             "normalized": [(r / r.sum()).tolist() if r.sum() else None for r in cm]}
+    per, roc, pr = {}, {"micro": None}, {}
+    for c, name in enumerate(CLASSES):
+        tp = int(cm[c, c])
+        fp = int(cm[:, c].sum() - tp)
+        fn = int(cm[c].sum() - tp)
+        tn = int(cm.sum() - tp - fp - fn)
+        sup = int(cm[c].sum())
+        why = f"no samples of class '{name}' in y_true"
+        rec = _wilson(tp, tp + fn) if sup else _undef(why)
+        prec = _wilson(tp, tp + fp) if tp + fp else _undef(f"class '{name}' is never predicted")
+        f1 = (_mv(2 * prec["value"] * rec["value"] / (prec["value"] + rec["value"]))
+              if rec["value"] is not None and prec["value"] is not None and prec["value"] + rec["value"] > 0
+              else _undef(why if not sup else "precision and recall are both zero or undefined"))
+        per[name] = {"support": sup, "precision": prec, "recall": rec, "specificity": _wilson(tn, tn + fp),
+                     "npv": _wilson(tn, tn + fn), "f1": f1,
+                     "auc": _mv(float(roc_auc_score(y == c, probs[:, c]))) if sup else _undef(why),
+                     "ap": _mv(float(average_precision_score(y == c, probs[:, c]))) if sup else _undef(why),
+                     "missed_disease_rate": None}
+        if sup:
+            fpr, tpr, thr = roc_curve(y == c, probs[:, c])
+            roc[name] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": np.nan_to_num(thr, posinf=1.0).tolist()}
+            pp, rr, _ = precision_recall_curve(y == c, probs[:, c])
+            pr[name] = {"precision": pp.tolist(), "recall": rr.tolist()}
+        else:
+            roc[name] = pr[name] = None
+    fpr, tpr, thr = roc_curve(np.eye(C)[y][:, present].ravel(), sub.ravel())
+    roc["micro"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": np.nan_to_num(thr, posinf=1.0).tolist()}
+    m["per_class"] = per
+    m["curves"] = {"roc": roc, "pr": pr}
+    return m, pred
+
+
+def _fn_risk(y, pred, ids):
+    dis = ~np.isin(y, [CLASSES.index(c) for c in NEG])
+    missed = dis & (pred == 0)
+    out = {"negative_classes": NEG, "overall": _wilson(int(missed.sum()), int(dis.sum())), "per_class": {}}
+    for c, name in enumerate(CLASSES):
+        if name in NEG:
+            continue
+        mask = y == c
+        out["per_class"][name] = {
+            "rate": _wilson(int((missed & mask).sum()), int(mask.sum())) if mask.any()
+            else _undef(f"no samples of class '{name}' in y_true"),
+            "missed_ids": ids[missed & mask].tolist(), "missed_as": {"normal": int((missed & mask).sum())}}
+    return out
+
+
+def _operating_points(y, probs, rng):
+    pos = 1 - probs[:, 0]
+    dis = y != 0
+
+    def at(t, name, chosen, **extra):
+        tp = int((pos >= t)[dis].sum())
+        tn = int((pos < t)[~dis].sum())
+        return {"name": name, "threshold": float(t), "chosen_on": chosen,
+                "sensitivity": _wilson(tp, int(dis.sum())), "specificity": _wilson(tn, int((~dis).sum())), **extra}
+
+    return {"positive": "disease", "score": "p(disease) = 1 - p(normal)",
+            "points": [at(0.5, "default_0.5", "fixed"), at(0.37, "youden", "val"),
+                       at(0.12, "target_sensitivity_0.95", "val", target=0.95, reached_on_choice_split=True)],
+            "note": "thresholds chosen on the validation split and applied to test"}
+
+
+def _history(rng, epochs=6):
+    out = []
+    for e in range(1, epochs + 1):
+        out.append({"epoch": e, "train_loss": float(1.2 / e + rng.uniform(0, 0.05)),
+                    "val_loss": float(1.0 / e ** 0.7 + 0.2 + rng.uniform(0, 0.05)),
+                    "val_auc": float(0.7 + 0.2 * (1 - 1 / e)), "val_acc": float(0.6 + 0.25 * (1 - 1 / e)),
+                    "lr": 1e-3 * 0.5 ** (e // 3)})
+    return out
+
+
+def make_snapshot(n_models: int = 2, n: int = 120, seed: int = 0) -> dict:
+    """Return a schema-1.0 snapshot dict with ``n_models`` models on ``n`` test samples.
+
+    CAM tiles are referenced as ``cams/<model>_<k>.png``; write them with
+    :func:`write_cam_tiles` before rendering. Each call returns a fresh deep copy.
+    """
+    return copy.deepcopy(_cached_snapshot(n_models, n, seed))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_snapshot(n_models: int, n: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    test_classes = [0, 1, 3]  # no "covid" in the test split
+    y = rng.choice(test_classes, size=n, p=[0.5, 0.3, 0.2])
+    ids = np.array([f"test/{i}" for i in range(n)])
+    arch = [("resnet18", "cnn", 11_170_000, None, 18, 1.82e9), ("vit_tiny", "transformer", 5_530_000, 16, 12, 1.26e9),
+            ("efficientnet_b0", "cnn", 4_010_000, None, 16, 0.39e9)]
+    models, preds = [], {}
+    for i in range(n_models):
+        name, fam, params, patch, depth, flops = arch[i]
+        logits = rng.normal(0, 1, (n, len(CLASSES)))
+        logits[np.arange(n), y] += 1.6 + 0.4 * i
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        with warnings.catch_warnings():  # sklearn warns about the absent test class, by design
+            warnings.simplefilter("ignore", UserWarning)
+            metrics, pred = _model_metrics(y, probs, rng)
+        preds[name] = pred
+        fn = _fn_risk(y, pred, ids)
+        metrics["missed_disease_rate"] = fn["overall"]
+        for cname, blk in fn["per_class"].items():
+            metrics["per_class"][cname]["missed_disease_rate"] = blk["rate"]
+        converted = i == 1
+        tiles = [{"sample_id": f"test/{k}", "group": ["missed_disease", "error", "correct"][k % 3],
+                  "true": CLASSES[int(y[k])], "pred": CLASSES[int(pred[k])], "prob": float(probs[k].max()),
+                  "file": f"cams/{name}_{j:03d}.png"} for j, k in enumerate([3, 7, 11, 19])]
+        models.append({
+            "name": name,
+            "checkpoint": {"path": f"checkpoints/{name}.pt", "sha256": f"{i + 1:x}" * 64, "arch": name, "family": fam,
+                           "num_classes": len(CLASSES), "img_size": 64, "in_chans": 3, "mean": [0.485, 0.456, 0.406],
+                           "std": [0.229, 0.224, 0.225], "resize": "stretch", "params": params, "patch_size": patch,
+                           "depth": depth, "selected_on": "test" if converted else "val",
+                           "training": {"source": "converted", "weights_file": f"{name}.safetensors"} if converted
+                           else {"epochs": 6, "optimizer": "adamw", "lr": 1e-3, "batch_size": 64, "augment": "flip",
+                                 "seed": 0, "pretrained": False},
+                           "history": None if converted else _history(rng)},
+            "predictions": {"n": n, "file": f"predictions/{name}.npz", "csv": f"predictions/{name}.csv",
+                            "device": "cpu", "wall_s": 1.3 + i, "cached": False},
+            "metrics": metrics, "fn_risk": fn, "operating_points": _operating_points(y, probs, rng),
+            "efficiency": None if i == 2 else {"params": params, "flops": flops, "latency_ms": {"batch1": 3.1 + i,
+                                               "batch32": 41.0 + 5 * i}, "throughput_img_s": 780.0 - 100 * i,
+                                               "peak_memory_mb": 210.0 + 30 * i, "device": "cpu", "threads": 2},
+            "cam": {"method": "gradcam", "layer": "layer4.1" if fam == "cnn" else "blocks.11.norm1",
+                    "tiles": tiles, "reason": None},
+        })
+    if n_models > 2:
+        models[2]["cam"] = None
+    snap = {
+        "schema_version": "1.0", "title": "Pneumonia classifier audit", "author": "A. Reviewer",
+        "notes_markdown": "Synthetic **test** snapshot.\n\n- item one\n- <b>raw html</b> stays text\n\n"
+                          "[link](javascript:alert(1)) ![img](http://127.0.0.1:1/x.png)",
+        "dataset": {
+            "spec": "synthetic:chest4", "fingerprint": "ab" * 32, "task": "multiclass", "class_names": CLASSES,
+            "split_evaluated": "test",
+            "splits": {"train": {"n": 546, "class_counts": {"normal": 300, "pneumonia": 150, "covid": 40,
+                                                            CLASSES[3]: 56}},
+                       "val": {"n": 78, "class_counts": {"normal": 40, "pneumonia": 20, "covid": 8, CLASSES[3]: 10}},
+                       "test": {"n": n, "class_counts": {c: int((y == k).sum()) for k, c in enumerate(CLASSES)}}},
+            "duplicates": {"within": {"train": 18, "val": 0, "test": 1}, "across": {"train/val": 8, "train/test": 2},
+                           "leakage": True, "examples": [["train/12", "test/3"], ["train/40", "test/77"]]},
+        },
+        "models": models, "comparisons": _comparisons(models, y, preds, ids) if n_models >= 2 else None,
+        "findings": [{"level": "critical", "text": "resnet18 misses 12% of disease cases.", "model": "resnet18"},
+                     {"level": "warning", "text": "vit_tiny was selected on the test split.", "model": "vit_tiny"},
+                     {"level": "info", "text": "Class 'covid' has no test samples.", "model": None}],
+        "settings": {"split": "test", "bootstrap": 30, "seed": 0, "ece_bins": 15, "negative_classes": NEG,
+                     "negative_classes_source": "auto", "positive_class": None, "target_sensitivity": 0.95},
+        "figures": {},
+        "run": {"created": "2025-01-02T03:04:05+00:00", "command": "medaudit report --models a.pt b.pt --data x",
+                "duration_s": 12.5, "host": "ci-runner",
+                "versions": {"medaudit": "0.1.0", "torch": "2.14.1", "python": "3.11.9"}},
+    }
+    return json.loads(json.dumps(snap))  # plain JSON types only
+
+
+def _comparisons(models, y, preds, ids):
+    from scipy.stats import binomtest
+
+    names = [m["name"] for m in models]
+    wrong = {k: preds[k] != y for k in names}
+    pairs = []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            a, b = names[i], names[j]
+            both = int((wrong[a] & wrong[b]).sum())
+            oa = int((wrong[a] & ~wrong[b]).sum())
+            ob = int((~wrong[a] & wrong[b]).sum())
+            p = binomtest(min(oa, ob), oa + ob).pvalue if oa + ob else 1.0
+            auc_a, auc_b = models[i]["metrics"]["auc_macro"]["value"], models[j]["metrics"]["auc_macro"]["value"]
+            pairs.append({"a": a, "b": b, "both": both, "only_a": oa, "only_b": ob,
+                          "jaccard": both / max(1, both + oa + ob), "relation": "partial overlap",
+                          "disagreement_rate": float((preds[a] != preds[b]).mean()),
+                          "mcnemar": {"b01": oa, "b10": ob, "p_value": float(p), "p_mid": float(p) / 2,
+                                      "p_holm": min(1.0, float(p) * 2)},
+                          "delong": {"auc_a": auc_a, "auc_b": auc_b, "diff": auc_a - auc_b, "ci_low": auc_a - auc_b - 0.05,
+                                     "ci_high": auc_a - auc_b + 0.05, "z": 1.2, "p_value": 0.23, "p_holm": 0.46,
+                                     "per_class": None},
+                          "bootstrap_diff": {"accuracy": {"diff": 0.01, "ci_low": -0.03, "ci_high": 0.05},
+                                             "macro_f1": {"diff": 0.02, "ci_low": -0.04, "ci_high": 0.07}},
+                          "missed_disease": {"both": 3, "only_a": 2, "only_b": 1, "relation": "partial overlap"}})
+    inter = {}
+    for k in range(len(y)):
+        key = tuple(n for n in names if wrong[n][k])
+        if key:
+            inter[key] = inter.get(key, 0) + 1
+    return {"models": names, "n": int(len(y)),
+            "error_sets": {k: {"n_errors": int(wrong[k].sum()), "ids": ids[wrong[k]].tolist()} for k in names},
+            "pairs": pairs, "hard_samples": ids[np.logical_and.reduce([wrong[k] for k in names])].tolist(),
+            "intersections": [{"models": list(k), "count": v} for k, v in sorted(inter.items(), key=lambda t: -t[1])]}
+
+
+def write_cam_tiles(snapshot: dict, root: Path) -> dict[str, Path]:
+    """Write small PNG tiles for every ``cam.tiles[].file`` under ``root``; return {relname: path}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(1)
+    out = {}
+    for m in snapshot["models"]:
+        for t in (m.get("cam") or {}).get("tiles", []):
+            p = Path(root) / t["file"]
+            p.parent.mkdir(parents=True, exist_ok=True)
+            img = rng.random((32, 32, 3))
+            plt.imsave(p, img)
+            out[t["file"]] = p
+    return out
+
+
+def with_copy(snapshot: dict) -> dict:
+    """Deep copy (tests mutate snapshots)."""
+    return copy.deepcopy(snapshot)
+
+
+def minimal_snapshot() -> dict:
+    """Schema-conformant snapshot with no models and every optional block null."""
+    return {"schema_version": "1.0", "title": "Empty audit", "author": None, "notes_markdown": None,
+            "dataset": {"spec": "synthetic:none", "fingerprint": "00" * 32, "task": "binary",
+                        "class_names": ["normal", "disease"], "split_evaluated": "test", "splits": {},
+                        "duplicates": None},
+            "models": [], "comparisons": None, "findings": [], "settings": {}, "figures": {},
+            "run": {"created": "2025-01-02T03:04:05+00:00", "command": "medaudit report", "duration_s": 0.1,
+                    "host": "h", "versions": {}}}

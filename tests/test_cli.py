@@ -1,0 +1,153 @@
+"""End-to-end CLI tests: report, predict, convert, demo, help — through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from medaudit.cli import COMMANDS, main
+from medaudit.checkpoint import save_checkpoint
+from medaudit.data import make_demo_dataset
+from medaudit.models import create_model
+from medaudit.preprocess import Recipe
+
+CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "data", n_train=3, n_val=3, n_test=4, size=32)
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+    """A CNN and a ViT, random init (the audit does not care how good they are)."""
+    d = tmp_path_factory.mktemp("ckpt")
+    paths = []
+    for arch in ("resnet18", "vit_tiny_patch16_224"):
+        torch.manual_seed(1)
+        m = create_model(arch, 4, img_size=32)
+        p = d / f"{arch.split('_')[0]}.pt"
+        save_checkpoint(p, m, arch=arch, class_names=CLASSES, task="multiclass", recipe=Recipe(img_size=32),
+                        small_stem=arch == "resnet18", selected_on="val")
+        paths.append(p)
+    return paths
+
+
+def _report(args, tmp_path):
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(main, ["report", *args, "-o", str(out)])
+    return res, out
+
+
+def test_report_end_to_end_json_html(demo_data, two_checkpoints, tmp_path):
+    a, b = two_checkpoints
+    res, out = _report(["--models", str(a), str(b), "--data", str(demo_data), "--bootstrap", "50", "--no-bench",
+                        "--cam-per-group", "1", "--format", "json,html"], tmp_path)
+    assert res.exit_code == 0, res.output
+    snap = json.loads((out / "report.json").read_text())
+    assert [m["name"] for m in snap["models"]] == ["resnet18", "vit"]
+    assert snap["settings"]["negative_classes"] == ["notumor"]  # auto-detected
+    assert snap["comparisons"]["pairs"][0]["a"] == "resnet18"
+    m = snap["models"][0]
+    preds = np.load(out / m["predictions"]["file"], allow_pickle=False)
+    acc = float((preds["probs"].argmax(1) == preds["y_true"]).mean())
+    assert m["metrics"]["accuracy"]["value"] == pytest.approx(acc)
+    assert (out / "report.html").is_file() and not (out / "report.pdf").exists()
+    assert m["cam"]["tiles"] and (out / m["cam"]["tiles"][0]["file"]).is_file()
+    # a second run uses the predictions cache
+    res2, out2 = _report(["--models", str(a), "--data", str(demo_data), "--bootstrap", "0", "--no-bench", "--no-cam",
+                          "--format", "json"], tmp_path / "again")
+    assert res2.exit_code == 0, res2.output
+    assert json.loads((out2 / "report.json").read_text())["models"][0]["predictions"]["cached"] is True
+
+
+def test_report_gate_failure_still_writes_report(demo_data, two_checkpoints, tmp_path):
+    res, out = _report(["--models", str(two_checkpoints[0]), "--data", str(demo_data), "--bootstrap", "0",
+                        "--no-bench", "--no-cam", "--format", "json", "--gate", "accuracy>=1.01"], tmp_path)
+    assert res.exit_code in (1, 2), res.output
+    bad = CliRunner().invoke(main, ["report", "--models", str(two_checkpoints[0]), "--data", str(demo_data),
+                                    "--no-bench", "--no-cam", "--format", "json", "--gate", "accuracy>=0",
+                                    "--gate", "recall[glioma]>=2", "-o", str(tmp_path / "g")])
+    assert bad.exit_code == 2  # threshold out of range is rejected before any work
+    res, out = _report(["--models", str(two_checkpoints[0]), "--data", str(demo_data), "--bootstrap", "0",
+                        "--no-bench", "--no-cam", "--format", "json", "--gate", "accuracy>=0.999"], tmp_path / "f")
+    snap = json.loads((out / "report.json").read_text())
+    expected = 0 if snap["models"][0]["metrics"]["accuracy"]["value"] >= 0.999 else 1
+    assert res.exit_code == expected, res.output
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--models", "missing.pt"], "checkpoint not found"),
+        (["--models", "{a}", "--split", "nope"], "nope"),
+        (["--models", "{a}", "--negative-class", "healthy"], "healthy"),
+        (["--models", "{a}", "--names", "x,y"], "--names"),
+        (["--models", "{a}", "--format", "docx"], "--format"),
+    ],
+)
+def test_report_bad_input_exit_2_no_traceback(demo_data, two_checkpoints, tmp_path, args, needle):
+    args = [x.replace("{a}", str(two_checkpoints[0])) for x in args]
+    res, out = _report([*args, "--data", str(demo_data), "--no-bench", "--no-cam", "--bootstrap", "0"], tmp_path)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output and "Traceback" not in res.output
+    assert not out.exists()  # nothing half-written
+
+
+def test_report_class_mismatch(demo_data, tmp_path):
+    m = create_model("resnet18", 2, img_size=32)
+    p = save_checkpoint(tmp_path / "bin.pt", m, arch="resnet18", class_names=["a", "b"], task="binary",
+                        recipe=Recipe(img_size=32), small_stem=True)
+    res, _ = _report(["--models", str(p), "--data", str(demo_data), "--no-bench", "--no-cam"], tmp_path)
+    assert res.exit_code == 2 and "differ from the data" in res.output
+
+
+def test_predict_and_csv(demo_data, two_checkpoints, tmp_path):
+    out = tmp_path / "p.npz"
+    args = ["predict", "--model", str(two_checkpoints[0]), "--data", str(demo_data), "-o", str(out),
+            "--csv", str(tmp_path / "p.csv")]
+    res = CliRunner().invoke(main, [*args, "--no-cache"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("ran") and out.is_file()
+    assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("sample_id,y_true,y_pred,p_glioma")
+    assert CliRunner().invoke(main, args).output.startswith("cached")
+
+
+def test_convert_cli(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), tmp_path / "best.pth")
+    res = CliRunner().invoke(main, ["convert", str(tmp_path / "best.pth"), "--arch", "tv:resnet18", "--classes",
+                                    "normal,pneumonia", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5",
+                                    "-o", str(tmp_path / "m.pt")])
+    assert res.exit_code == 0, res.output
+    meta = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert meta["recipe"]["mean"] == [0.5, 0.5, 0.5] and meta["task"] == "binary"
+    res = CliRunner().invoke(main, ["convert", str(tmp_path / "best.pth"), "--arch", "tv:resnet18", "--classes",
+                                    "a,b,c", "-o", str(tmp_path / "m3.pt")])
+    assert res.exit_code == 2 and "2 outputs but 3 class names" in res.output
+
+
+def test_help_lists_every_command_and_is_light():
+    res = CliRunner().invoke(main, ["--help"])
+    assert res.exit_code == 0
+    for name in COMMANDS:
+        assert name in res.output
+    for name in COMMANDS:  # every subcommand has help with an example
+        sub = CliRunner().invoke(main, [name, "--help"])
+        assert sub.exit_code == 0, (name, sub.output)
+    code = "import sys, medaudit.cli; medaudit.cli.main.list_commands(None); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # no heavy import for --help
+
+
+def test_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "medaudit", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "medaudit" in out.stdout

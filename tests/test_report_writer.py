@@ -1,0 +1,86 @@
+"""Atomic report folder writing and the `medaudit render` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import medaudit.report.pdf as pdf_mod
+from medaudit.cli.render import render
+from medaudit.errors import MedauditError
+from medaudit.report import render_from_snapshot, write_report
+from tests.snapshot_factory import minimal_snapshot
+
+
+def _siblings(parent):
+    return sorted(p.name for p in parent.iterdir())
+
+
+def test_failure_in_pdf_step_leaves_nothing(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("simulated crash while writing the PDF")
+
+    monkeypatch.setattr(pdf_mod, "render_pdf", boom)
+    out = tmp_path / "report"
+    with pytest.raises(RuntimeError, match="simulated"):
+        write_report(minimal_snapshot(), out, formats=("html", "pdf", "json"))
+    assert _siblings(tmp_path) == []  # no out_dir, no temporary folder
+
+
+def test_failure_keeps_previous_report(tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    write_report(minimal_snapshot(), out, formats=("json",))
+    before = (out / "report.json").read_text()
+    monkeypatch.setattr(pdf_mod, "render_pdf", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    snap = minimal_snapshot()
+    snap["title"] = "second"
+    with pytest.raises(KeyboardInterrupt):
+        write_report(snap, out, formats=("json", "pdf"))
+    assert (out / "report.json").read_text() == before
+    assert _siblings(tmp_path) == ["report"]
+
+
+def test_success_replaces_folder_and_copies_extras(tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    csv = tmp_path / "p.csv"
+    csv.write_text("id,prob\n")
+    written = write_report(minimal_snapshot(), out, formats=("html", "json"),
+                           extra_files={"predictions/m.csv": csv})
+    assert not (out / "stale.txt").exists()
+    assert (out / "predictions" / "m.csv").read_text() == "id,prob\n"
+    assert set(written) == {"html", "json", "figures"} and written["html"].is_file()
+    assert _siblings(tmp_path) == ["p.csv", "report"]
+    with pytest.raises(MedauditError, match="extra file"):
+        write_report(minimal_snapshot(), tmp_path / "r2", formats=("json",), extra_files={"../x": csv})
+    with pytest.raises(MedauditError, match="--format"):
+        write_report(minimal_snapshot(), tmp_path / "r3", formats=("docx",))
+    assert _siblings(tmp_path) == ["p.csv", "report"]
+
+
+def test_cli_render(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    snap = minimal_snapshot()
+    (src / "report.json").write_text(json.dumps(snap), encoding="utf-8")
+    runner = CliRunner()
+    res = runner.invoke(render, [str(src / "report.json"), "-o", str(tmp_path / "out"), "--format", "html,json"])
+    assert res.exit_code == 0, res.output
+    assert "html:" in res.output and (tmp_path / "out" / "report.html").is_file()
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["title"] == snap["title"]
+    res = runner.invoke(render, [str(tmp_path / "missing.json"), "-o", str(tmp_path / "o2")])
+    assert res.exit_code == 2 and "not found" in res.output
+    (src / "bad.json").write_text("{not json")
+    res = runner.invoke(render, [str(src / "bad.json"), "-o", str(tmp_path / "o3")])
+    assert res.exit_code == 2 and "not a readable JSON report" in res.output
+    res = runner.invoke(render, [str(src / "report.json"), "-o", str(tmp_path / "o4"), "--format", "html,doc"])
+    assert res.exit_code == 2 and "--format" in res.output
+
+
+def test_render_from_snapshot_refuses_own_folder(tmp_path):
+    (tmp_path / "report.json").write_text(json.dumps(minimal_snapshot()))
+    with pytest.raises(MedauditError, match="folder of the snapshot"):
+        render_from_snapshot(tmp_path / "report.json", tmp_path)
