@@ -116,6 +116,7 @@ def assemble_snapshot(
     author: str | None = None,
     notes_markdown: str | None = None,
     run: dict | None = None,
+    efficiency: dict | None = None,
 ) -> dict:
     """Build the whole snapshot; the ``run`` block is the only non-deterministic part."""
     from medaudit.compare import compare_models
@@ -161,6 +162,7 @@ def assemble_snapshot(
         "comparisons": comparisons,
         "findings": findings,
         "settings": settings_block,
+        "efficiency": efficiency,
         "figures": {},
         "run": run or {},
     }

@@ -123,6 +123,7 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
     val_name = "val" if "val" in ds.splits and opts.settings.split != "val" else None
 
     timings: dict[str, float] = {}
+    efficiency_summary = None
     results: list[ModelResult] = []
     staging = Path(tempfile.mkdtemp(prefix="medaudit-report-"))
     try:
@@ -158,7 +159,8 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
                 device=opts.device, repeats=opts.bench_repeats, checkpoint_paths=[ld.path for ld in loaded],
             )
             for r, n in zip(results, names):
-                r.efficiency = {**bench["models"][n], "environment": bench["environment"]}
+                r.efficiency = bench["models"][n]
+            efficiency_summary = {"environment": bench["environment"], "ratios": bench["ratios"]}
             timings["bench"] = time.perf_counter() - t
 
         if opts.cam:
@@ -187,7 +189,7 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
         snapshot = assemble_snapshot(
             results, dataset=dataset_block, settings=opts.settings,
             title=opts.title or f"Audit of {', '.join(names)} on {Path(opts.data_spec).name}",
-            author=opts.author, notes_markdown=notes, run=run,
+            author=opts.author, notes_markdown=notes, run=run, efficiency=efficiency_summary,
         )
         run["duration_s"] = round(time.perf_counter() - t0, 3)
         paths = write_report(snapshot, opts.out_dir, formats=opts.formats, template_dir=opts.template_dir,
