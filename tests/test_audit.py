@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pytest
+
+from medaudit.audit import AuditSettings, ModelResult, assemble_snapshot, resolve_negative_classes
+from medaudit.errors import MedauditError
+from medaudit.predictions import Predictions
+
+CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+def _preds(name, seed, n=80):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), n // 4)
+    logits = rng.normal(size=(n, 4)) + 2.0 * np.eye(4)[y]
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return Predictions(name, CLASSES, "multiclass", [f"s{i:03d}" for i in range(n)], y, p)
+
+
+def _result(p):
+    return ModelResult(preds=p, checkpoint={"arch": "x"}, prediction_info={"n": p.n_samples})
+
+
+def test_negative_class_resolution():
+    s = AuditSettings()
+    assert resolve_negative_classes(CLASSES, "multiclass", s) == (["notumor"], "auto")
+    assert resolve_negative_classes(["malignant", "normal_benign"], "binary", s)[0] == ["normal_benign"]
+    assert resolve_negative_classes(["benign", "malignant"], "binary", s) == (["benign"], "binary-default")
+    assert resolve_negative_classes(["a", "b"], "binary", AuditSettings(positive_class="a"))[0] == ["b"]
+    with pytest.raises(MedauditError, match="--negative-class"):
+        resolve_negative_classes(CLASSES, "multiclass", AuditSettings(negative_classes=["healthy"]))
+    assert resolve_negative_classes(["x", "y", "z"], "multiclass", s) == ([], "none found")
+
+
+def test_snapshot_wires_risk_into_metrics_and_is_deterministic():
+    settings = AuditSettings(bootstrap=100, seed=3)
+    snaps = []
+    for _ in range(2):
+        results = [_result(_preds("a", 0)), _result(_preds("b", 1))]
+        snaps.append(assemble_snapshot(results, dataset={"spec": "mem"}, settings=settings, title="t"))
+    a, b = snaps
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    m = a["models"][0]
+    # missed-disease rate for glioma = share of glioma samples predicted notumor, by hand
+    p = _preds("a", 0)
+    gl = p.y_true == 0
+    expected = float((p.y_pred[gl] == 2).mean())
+    assert m["metrics"]["per_class"]["glioma"]["missed_disease_rate"]["value"] == pytest.approx(expected)
+    assert m["metrics"]["missed_disease_rate"] == m["fn_risk"]["overall"]
+    assert a["comparisons"]["models"] == ["a", "b"] and a["findings"]
+    assert m["operating_points"]["points"][0]["threshold"] == 0.5
+    json.dumps(a, allow_nan=False)  # valid JSON: no NaN anywhere
+
+
+def test_duplicate_names_and_empty():
+    with pytest.raises(MedauditError, match="unique"):
+        assemble_snapshot([_result(_preds("a", 0)), _result(_preds("a", 1))], dataset={}, settings=AuditSettings(
+            bootstrap=0), title="t")
+    with pytest.raises(MedauditError, match="no models"):
+        assemble_snapshot([], dataset={}, settings=AuditSettings(), title="t")
+
+
+def test_templates_are_packaged():
+    import tomllib
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = cfg["tool"]["setuptools"]["package-data"]["medaudit.templates"]
+    for f in (root / "templates").rglob("*"):
+        if f.is_file() and f.name not in ("README.md", "__init__.py") and "__pycache__" not in f.parts:
+            rel = f.relative_to(root / "templates").as_posix()
+            assert any(fnmatch(rel, p) for p in patterns), f"{rel} would be missing from the wheel"
+    assert "medaudit.data" in cfg["tool"]["setuptools"]["packages"]
