@@ -1,0 +1,64 @@
+"""Scale benchmark: ``compute_metrics`` on 100,000 synthetic predictions x 10 classes.
+
+Run: ``.venv/bin/python benchmarks/audit_scale.py [--n 100000] [--classes 10] [--bootstrap 1000]``.
+Prints wall time, process CPU time (the machine is shared, so wall time also shows contention;
+load average printed) and peak memory (tracemalloc peak of Python/numpy allocations, and the
+process's max RSS from ``resource.getrusage``). Targets: < 10 s and < 1 GB on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+import tracemalloc
+
+import numpy as np
+
+
+def synthetic(n: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Imbalanced labels and softmax probabilities of a moderately good, float32 classifier."""
+    rng = np.random.default_rng(seed)
+    prior = np.linspace(1.0, 3.0, c)
+    y = rng.choice(c, size=n, p=prior / prior.sum())
+    logits = rng.normal(size=(n, c)) + 1.5 * np.eye(c)[y]
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return y, probs.astype(np.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    args = ap.parse_args()
+
+    from medaudit.metrics import compute_metrics
+
+    y, probs = synthetic(args.n, args.classes)
+    names = [f"class_{i}" for i in range(args.classes)]
+    compute_metrics(y[:500], probs[:500], names, "multiclass", n_bootstrap=10)  # warm imports
+    tracemalloc.start()
+    t0, c0 = time.perf_counter(), time.process_time()
+    m = compute_metrics(y, probs, names, "multiclass", n_bootstrap=args.bootstrap, seed=0)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(
+        json.dumps(
+            {
+                "n": args.n, "classes": args.classes, "bootstrap": args.bootstrap,
+                "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "load_avg_1min": os.getloadavg()[0], "tracemalloc_peak_mb": round(peak / 2**20, 1), "max_rss_mb": round(rss_mb, 1),
+                "auc_macro": m["auc_macro"], "macro_f1": m["macro_f1"], "json_kb": round(len(json.dumps(m)) / 1024, 1),
+            },
+            indent=1,
+        )
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

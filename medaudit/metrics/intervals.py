@@ -1,0 +1,168 @@
+"""Confidence intervals: Wilson score intervals, stratified bootstrap weights, value objects.
+
+A *value object* is the JSON dict of ``docs/report-schema.md``::
+
+    {"value": v, "ci_low": lo, "ci_high": hi, "ci_method": "wilson"|"bootstrap"|None, "reason": None}
+
+Undefined quantities are never 0: their value is ``None`` and ``reason`` says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from statistics import NormalDist
+
+import numpy as np
+
+from medaudit.errors import MedauditError
+
+
+def wilson_interval(k, n, alpha: float = 0.05):
+    """Wilson (1927) score interval for a binomial proportion ``k / n``.
+
+    Parameters
+    ----------
+    k, n : int or array_like of int
+        Successes and trials (broadcast together). ``0 <= k <= n``.
+    alpha : float
+        1 - confidence level (0.05 gives a 95 % interval).
+
+    Returns
+    -------
+    (low, high) : floats for scalar input, else two float64 arrays of the broadcast shape.
+        ``nan`` where ``n == 0`` (the proportion is undefined).
+
+    Notes
+    -----
+    ``(k + z²/2) / (n + z²) ± z / (n + z²) * sqrt(k (n - k) / n + z² / 4)``, no continuity
+    correction (Newcombe 1998, method 3). Newcombe's worked example 81/263 gives 0.2553-0.3662.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise MedauditError(f"wilson_interval: alpha must be in (0, 1), got {alpha}")
+    k_arr = np.asarray(k, dtype=np.float64)
+    n_arr = np.asarray(n, dtype=np.float64)
+    if np.any(k_arr < 0) or np.any(k_arr > n_arr):
+        raise MedauditError("wilson_interval: need 0 <= k <= n for every pair")
+    z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    z2 = z * z
+    with np.errstate(invalid="ignore", divide="ignore"):
+        center = (k_arr + z2 / 2.0) / (n_arr + z2)
+        half = z / (n_arr + z2) * np.sqrt(k_arr * (n_arr - k_arr) / n_arr + z2 / 4.0)
+        low = np.where(n_arr > 0, np.clip(center - half, 0.0, 1.0), np.nan)
+        high = np.where(n_arr > 0, np.clip(center + half, 0.0, 1.0), np.nan)
+    if low.ndim == 0:
+        return float(low), float(high)
+    return low, high
+
+
+# -- value objects ------------------------------------------------------------------------
+
+
+def undefined(reason: str, *, k: int | None = None, n: int | None = None) -> dict:
+    """Value object of an undefined metric (``value`` None, ``reason`` set)."""
+    out = {"value": None, "ci_low": None, "ci_high": None, "ci_method": None, "reason": reason}
+    if n is not None:
+        out["k"], out["n"] = k, n
+    return out
+
+
+def proportion(k: int, n: int, reason_if_empty: str, alpha: float = 0.05) -> dict:
+    """Value object of ``k / n`` with its Wilson interval and ``k``/``n``; undefined when ``n == 0``."""
+    k, n = int(k), int(n)
+    if n == 0:
+        return undefined(reason_if_empty, k=k, n=n)
+    low, high = wilson_interval(k, n, alpha)
+    return {"value": k / n, "ci_low": low, "ci_high": high, "ci_method": "wilson", "reason": None, "k": k, "n": n}
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def estimate(value: float, ci: tuple[float, float] | None, reason_if_nan: str) -> dict:
+    """Value object of a bootstrapped statistic; ``value`` NaN means undefined (``reason_if_nan``)."""
+    if value is None or not np.isfinite(value):
+        return undefined(reason_if_nan)
+    if ci is None or not (np.isfinite(ci[0]) and np.isfinite(ci[1])):
+        return {"value": float(value), "ci_low": None, "ci_high": None, "ci_method": None, "reason": None}
+    return {
+        "value": float(value),
+        "ci_low": _num(ci[0]),
+        "ci_high": _num(ci[1]),
+        "ci_method": "bootstrap",
+        "reason": None,
+    }
+
+
+def percentile_ci(samples: np.ndarray, alpha: float = 0.05, min_defined: float = 0.5) -> np.ndarray:
+    """Percentile bootstrap interval per column, ignoring resamples where the statistic is undefined.
+
+    Parameters
+    ----------
+    samples : ndarray, shape (B, M)
+        Bootstrap replicates of M statistics; NaN marks a resample where a statistic is undefined
+        (e.g. a class never predicted, so its precision has no value).
+    alpha : float
+    min_defined : float
+        A column whose share of defined replicates is below this gets no interval (NaN), because
+        the remaining replicates are a biased subset.
+
+    Returns
+    -------
+    ndarray, shape (2, M)
+        Low and high percentiles (NaN where no interval).
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    out = np.full((2, samples.shape[1]), np.nan)
+    if samples.shape[0] == 0:
+        return out
+    defined = np.isfinite(samples)
+    share = defined.mean(axis=0)
+    ok = share >= min_defined
+    if not ok.any():
+        return out
+    full = ok & (share == 1.0)
+    q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
+    if full.any():
+        out[:, full] = np.percentile(samples[:, full], q, axis=0)
+    partial = ok & ~full
+    if partial.any():
+        out[:, partial] = np.nanpercentile(samples[:, partial], q, axis=0)
+    return out
+
+
+# -- stratified bootstrap -------------------------------------------------------------------
+
+
+def stratified_weights(
+    strata_sizes: list[int], n_bootstrap: int, rng: np.random.Generator, chunk: int
+) -> Iterator[np.ndarray]:
+    """Yield bootstrap count weights, ``chunk`` resamples at a time.
+
+    Samples must be ordered so that each stratum is one contiguous block, in the order of
+    ``strata_sizes``. Each resample draws ``n_t`` samples with replacement inside stratum ``t``
+    (so class supports stay fixed); a sample's weight is how often it was drawn.
+
+    Yields
+    ------
+    ndarray of float32 (exact small integers), shape (N, m)
+        Column ``j`` holds the weights of one resample; ``m <= chunk``; sums over a stratum's
+        rows equal its size. Sample-major so a sparse ``S @ W`` streams contiguous rows.
+    """
+    n_total = int(sum(strata_sizes))
+    done = 0
+    while done < n_bootstrap:
+        m = min(chunk, n_bootstrap - done)
+        w = np.empty((n_total, m), dtype=np.float32)
+        start = 0
+        column = np.arange(m, dtype=np.int64)[:, None]
+        for size in strata_sizes:
+            if size:
+                # Flat index sample * m + resample, so bincount lands in the (N, m) layout directly.
+                idx = rng.integers(0, size, size=(m, size), dtype=np.int64)
+                idx *= m
+                idx += column
+                w[start : start + size] = np.bincount(idx.ravel(), minlength=size * m).reshape(size, m)
+            start += size
+        done += m
+        yield w

@@ -1,0 +1,233 @@
+"""``compute_metrics``: the ``metrics`` block of the report snapshot (docs/report-schema.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medaudit.errors import MedauditError
+from medaudit.metrics import calibration as cal
+from medaudit.metrics.classification import confusion_json, confusion_metrics, multilabel_metrics, nanmean
+from medaudit.metrics.curves import RankingDesign, auc_ap_from_sums, curves_json, ranking_design
+from medaudit.metrics.intervals import estimate, percentile_ci, proportion
+from medaudit.metrics.resample import Block, SumDesign, point_and_bootstrap
+
+TASKS = ("binary", "multiclass", "multilabel", "ordinal")
+SCALARS = (
+    "balanced_accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "macro_specificity",
+    "weighted_precision", "weighted_recall", "auc_macro", "auc_micro", "ap_macro", "kappa", "mcc", "ece", "brier",
+)  # fmt: skip
+PER_CLASS_BOOT = ("f1", "auc", "ap")
+
+
+def _validate(y_true, probs, class_names, task) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    if task not in TASKS:
+        raise MedauditError(f"compute_metrics: unknown task '{task}' (expected one of {', '.join(TASKS)})")
+    names = [str(c) for c in class_names]
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y_true)
+    n = y.shape[0] if y.ndim else 0
+    if probs.ndim != 2 or probs.shape != (n, len(names)):
+        raise MedauditError(f"compute_metrics: probabilities have shape {probs.shape}, expected ({n}, {len(names)})")
+    if n == 0:
+        raise MedauditError("compute_metrics: no samples to evaluate; check the split and the predictions file")
+    if not np.isfinite(probs).all():
+        raise MedauditError("compute_metrics: probabilities contain NaN or inf; re-run `medaudit predict`")
+    if task == "binary" and len(names) != 2:
+        raise MedauditError(f"compute_metrics: a binary task needs 2 class names, got {len(names)}")
+    if not np.issubdtype(y.dtype, np.integer) and not np.array_equal(y, np.round(y)):
+        raise MedauditError("compute_metrics: y_true must hold integer class indices (0/1 for multilabel)")
+    y = y.astype(np.int64)
+    if task == "multilabel":
+        if y.shape != probs.shape or not np.isin(y, (0, 1)).all():
+            raise MedauditError(f"compute_metrics: multilabel y_true must be 0/1 of shape {probs.shape}")
+    elif y.ndim != 1 or y.min() < 0 or y.max() >= len(names):
+        raise MedauditError(f"compute_metrics: y_true must be class indices in [0, {len(names)}) of shape ({n},)")
+    return y, probs, names
+
+
+def _canonical_order(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Sort by (true class, probabilities): makes the output independent of input sample order."""
+    y2 = y.reshape(len(y), -1)
+    keys = [probs[:, j] for j in range(probs.shape[1] - 1, -1, -1)] + [y2[:, j] for j in range(y2.shape[1] - 1, -1, -1)]
+    return np.lexsort(keys)
+
+
+def _design(y, probs, task, n_bins) -> tuple[SumDesign, list[RankingDesign]]:
+    """All weighted sums of the audit, and the ranking layout of each class (then micro)."""
+    n, c = probs.shape
+    ids = np.arange(n)
+    ml = task == "multilabel"
+    blocks = []
+    if ml:
+        pred = (probs >= 0.5).astype(np.int64)
+        rows = (np.arange(c)[None, :] * 4 + 2 * y + pred).ravel()  # tn, fp, fn, tp per label
+        blocks.append(Block("counts", rows, np.repeat(ids, c), 4 * c))
+        exact = np.flatnonzero((pred == y).all(axis=1))
+        blocks.append(Block("exact", np.zeros(exact.size, np.int64), exact, 1))
+        positive = y.astype(bool)
+    else:
+        blocks.append(Block("cm", y * c + probs.argmax(axis=1), ids, c * c))
+        positive = np.eye(c, dtype=bool)[y]
+    groups = []
+    for k in range(c):
+        d = ranking_design(probs[:, k], positive[:, k])
+        blocks.append(Block(f"rank{k}", d.rows, ids, d.n_rows))
+        groups.append(d)
+    d = ranking_design(probs.ravel(), positive.ravel())
+    blocks.append(Block("rank_micro", d.rows, np.repeat(ids, c), d.n_rows))
+    groups.append(d)
+    conf, outcome, owner = cal.forecasts(y, probs, ml)
+    blocks.append(Block("ece", cal.assign_bins(conf, n_bins), owner, n_bins, outcome - conf))
+    blocks.append(Block("brier", np.zeros(n, np.int64), ids, 1, cal.brier_per_sample(y, probs, task)))
+    return SumDesign(n, blocks), groups
+
+
+def _evaluator(task: str, n: int, c: int, groups: list[RankingDesign], n_forecasts: int):
+    def evaluate(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        m = s["brier"].shape[1]
+        if task == "multilabel":
+            out = multilabel_metrics(s["counts"].T.reshape(m, c, 4), s["exact"][0], np.full(m, float(n)))
+            out["kappa"] = out["mcc"] = np.full(m, np.nan)
+        else:
+            out = confusion_metrics(s["cm"].T.reshape(m, c, c), ordinal=task == "ordinal")
+        aucs, aps = zip(*(auc_ap_from_sums(s[f"rank{k}"], groups[k]) for k in range(c)), strict=True)
+        out["auc"], out["ap"] = np.stack(aucs, axis=1), np.stack(aps, axis=1)
+        if task == "binary":
+            out["auc_macro"], out["ap_macro"] = out["auc"][:, 1], out["ap"][:, 1]
+        else:
+            out["auc_macro"], out["ap_macro"] = nanmean(out["auc"]), nanmean(out["ap"])
+        out["auc_micro"] = auc_ap_from_sums(s["rank_micro"], groups[c], with_ap=False)[0]
+        out["ece"] = cal.ece_from_sums(s["ece"], np.full(m, float(n_forecasts)))
+        out["brier"] = s["brier"][0] / n
+        out["support"] = out["support"].astype(np.int64)
+        return out
+
+    return evaluate
+
+
+def _counts(y: np.ndarray, probs: np.ndarray, ml: bool) -> tuple:
+    """Integer one-vs-rest ``tp, fp, fn, tn`` per class (C,) and the number of exact matches."""
+    if ml:
+        pred, yb = probs >= 0.5, y.astype(bool)
+        tp, fp = (yb & pred).sum(0), (~yb & pred).sum(0)
+        fn, tn = (yb & ~pred).sum(0), (~yb & ~pred).sum(0)
+        return tp, fp, fn, tn, int((pred == yb).all(axis=1).sum())
+    c = probs.shape[1]
+    cm = np.zeros((c, c), np.int64)
+    np.add.at(cm, (y, probs.argmax(axis=1)), 1)
+    tp = np.diag(cm)
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    return tp, fp, fn, len(y) - tp - fp - fn, int(tp.sum())
+
+
+def _per_class_json(point: dict, ci: dict, names: list[str], counts: tuple) -> dict:
+    tp, fp, fn, tn = counts
+    per_class = {}
+    for j, name in enumerate(names):
+        no_pos = f"no samples of class '{name}' in y_true"
+        no_neg = f"every sample belongs to class '{name}' (no negatives)"
+        per_class[name] = {
+            "support": int(tp[j] + fn[j]),
+            "precision": proportion(tp[j], tp[j] + fp[j], f"class '{name}' is never predicted"),
+            "recall": proportion(tp[j], tp[j] + fn[j], no_pos),
+            "specificity": proportion(tn[j], tn[j] + fp[j], no_neg),
+            "npv": proportion(tn[j], tn[j] + fn[j], f"every sample is predicted as class '{name}'"),
+            "f1": estimate(point["f1"][j], tuple(ci["f1"][:, j]), no_pos),
+            "auc": estimate(point["auc"][j], tuple(ci["auc"][:, j]), no_pos if tp[j] + fn[j] == 0 else no_neg),
+            "ap": estimate(point["ap"][j], tuple(ci["ap"][:, j]), no_pos),
+            "missed_disease_rate": None,
+        }
+    return per_class
+
+
+# Averages: which per-class value they average (for the note naming skipped classes).
+_AVERAGED = {"macro_f1": "f1", "weighted_f1": "f1", "macro_precision": "precision", "macro_recall": "recall",
+             "macro_specificity": "specificity", "weighted_precision": "precision", "weighted_recall": "recall",
+             "balanced_accuracy": "recall", "auc_macro": "auc", "ap_macro": "ap"}  # fmt: skip
+_NO_VARIATION = "labels and predictions leave no variation beyond chance (denominator 0)"
+
+
+def _scalars_json(point: dict, ci: dict, names: list[str], task: str) -> dict:
+    ml, c = task == "multilabel", len(names)
+    reasons = {
+        "kappa": "multilabel task: see per-label metrics" if ml else _NO_VARIATION,
+        "mcc": "multilabel task: see per-label metrics" if ml else _NO_VARIATION,
+        "ece": "no samples",
+        "brier": "no samples",
+        "auc_micro": "pooled labels hold a single value (no positives or no negatives)",
+        "balanced_accuracy": "sensitivity or specificity is undefined for every label" if ml else None,
+    }
+    if task == "binary":
+        reasons["auc_macro"] = f"AUC of the positive class '{names[1]}' is undefined"
+        reasons["ap_macro"] = f"AP of the positive class '{names[1]}' is undefined"
+    out = {}
+    for key in SCALARS:
+        source = None if reasons.get(key) else _AVERAGED.get(key)
+        reason = reasons.get(key) or f"{_AVERAGED.get(key, key)} is undefined for every class"
+        value = estimate(point[key], tuple(ci[key][:, 0]), reason)
+        if source and value["value"] is not None:
+            skipped = [nm for j, nm in enumerate(names) if not np.isfinite(point[source][j])]
+            if skipped:
+                value["note"] = f"over {c - len(skipped)} of {c} classes; undefined for: " + ", ".join(skipped)
+        out[key] = value
+    if task == "ordinal":
+        out["kappa_quadratic"] = estimate(point["kappa_quadratic"], tuple(ci["kappa_quadratic"][:, 0]), _NO_VARIATION)
+    else:
+        out["kappa_quadratic"] = None
+    return out
+
+
+def compute_metrics(
+    y_true, probs, class_names, task, *, n_bootstrap: int = 1000, seed: int = 0, ece_bins: int = 15
+) -> dict:
+    """The ``metrics`` block of the report snapshot, with confidence intervals.
+
+    Parameters
+    ----------
+    y_true : array_like of int, shape (N,), or (N, K) 0/1 for ``task="multilabel"``
+    probs : array_like of float, shape (N, C)
+        Softmax probabilities (single-label) or per-label sigmoid probabilities (multilabel).
+        Prediction = argmax (single-label) or ``p >= 0.5`` per label.
+    class_names : list of str, length C
+    task : {"binary", "multiclass", "multilabel", "ordinal"}
+    n_bootstrap : int
+        Resamples of the percentile bootstrap (0 = no bootstrap intervals). Single-label tasks
+        resample within each true class (class supports fixed); multilabel resamples samples.
+    seed : int
+        Seed of the bootstrap ``numpy.random.Generator``; same inputs + seed = same output, and
+        the input sample order does not matter (samples are put in a canonical order first).
+    ece_bins : int
+
+    Returns
+    -------
+    dict
+        JSON-ready (python floats/ints/lists/None). Proportions carry Wilson intervals with
+        ``k``/``n``; other statistics bootstrap intervals (NaN replicates — e.g. a class not
+        predicted in a resample — are skipped; no interval when fewer than half are defined).
+        Undefined values are ``None`` with a ``reason`` (policy: :mod:`medaudit.metrics.classification`).
+        Averages that skip classes where a value is undefined carry a ``note`` naming them.
+        ``missed_disease_rate`` entries are left None for the caller (see :func:`fn_risk`).
+    """
+    y, probs, names = _validate(y_true, probs, class_names, task)
+    if n_bootstrap < 0 or ece_bins < 1:
+        raise MedauditError("compute_metrics: --bootstrap must be >= 0 and --ece-bins >= 1")
+    order = _canonical_order(y, probs)
+    y, probs = y[order], probs[order]
+    n, c = probs.shape
+    ml = task == "multilabel"
+    design, groups = _design(y, probs, task, ece_bins)
+    evaluate = _evaluator(task, n, c, groups, n * c if ml else n)
+    strata = [n] if ml else np.bincount(y, minlength=c).tolist()
+    keys = list(SCALARS) + list(PER_CLASS_BOOT) + (["kappa_quadratic"] if task == "ordinal" else [])
+    point, boot = point_and_bootstrap(design, evaluate, strata, n_bootstrap, seed, keys)
+    ci = {k: percentile_ci(boot[k].reshape(n_bootstrap, int(np.prod(boot[k].shape[1:])))) for k in keys}
+
+    *counts, n_exact = _counts(y, probs, ml)
+    out = {"n": int(n), "accuracy": proportion(n_exact, n, "no samples"), "missed_disease_rate": None}
+    out.update(_scalars_json(point, ci, names, task))
+    out["per_class"] = _per_class_json(point, ci, names, counts)
+    out["confusion_matrix"] = confusion_json(names, y, probs, ml)
+    out["curves"] = curves_json(names, y, probs, ml)
+    conf, outcome, _ = cal.forecasts(y, probs, ml)
+    out["calibration"] = cal.reliability(conf, outcome, ece_bins)
+    return out
