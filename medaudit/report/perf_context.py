@@ -1,4 +1,4 @@
-"""Template context for sections 5-8: missed-disease risk, comparison, galleries, efficiency.
+"""Template context for sections 5 and 7: missed-disease risk and Grad-CAM galleries.
 
 Split from :mod:`medaudit.report.context` to keep modules small; same rules: read the
 snapshot, format, and turn every ``null`` into an explicit "undefined"/"not available".
@@ -74,48 +74,6 @@ def risk_section(models: list[dict], figs: dict) -> dict:
     return {"per_model": out, "figure": figs.get("missed_disease")}
 
 
-def comparison_section(comp: dict | None, n_models: int, figs: dict, colors: dict) -> dict:
-    """Section 6: error overlap, McNemar and DeLong per model pair."""
-    if comp is None:
-        why = "fewer than 2 models in this report" if n_models < 2 else "the comparison was not run"
-        return {"reason": not_available(why)}
-    notes = Footnotes()
-    pairs = []
-    for p in comp.get("pairs") or []:
-        mc, dl, md = p.get("mcnemar") or {}, p.get("delong"), p.get("missed_disease")
-        boot = [{"metric": k, "text": _diff(v)} for k, v in (p.get("bootstrap_diff") or {}).items()]
-        pairs.append({
-            "a": p.get("a"), "b": p.get("b"), "both": fmt_any(p.get("both")), "only_a": fmt_any(p.get("only_a")),
-            "only_b": fmt_any(p.get("only_b")), "jaccard": fmt_float(p.get("jaccard")),
-            "relation": p.get("relation") or "", "disagreement": fmt_float(p.get("disagreement_rate")),
-            "b01": fmt_any(mc.get("b01")), "b10": fmt_any(mc.get("b10")), "mc_p": fmt_p(mc.get("p_value")),
-            "mc_p_mid": fmt_p(mc.get("p_mid")), "mc_p_holm": fmt_p(mc.get("p_holm")),
-            "delong": None if dl is None else {
-                "auc_a": fmt_float(dl.get("auc_a")), "auc_b": fmt_float(dl.get("auc_b")),
-                "diff": _diff(dl), "z": fmt_float(dl.get("z"), 2), "p": fmt_p(dl.get("p_value")),
-                "p_holm": fmt_p(dl.get("p_holm"))},
-            "delong_reason": not_available("DeLong needs a single AUC per model on the same samples")
-            if dl is None else None,
-            "boot": boot,
-            "missed": None if md is None else {k: fmt_any(md.get(k)) for k in ("both", "only_a", "only_b", "relation")},
-        })
-    inter = [{"models": " \u2229 ".join(map(str, r.get("models") or [])), "count": fmt_any(r.get("count"))}
-             for r in comp.get("intersections") or []]
-    errs = [{"name": k, "color": colors.get(k, "#333"), "n": fmt_any(v.get("n_errors"))}
-            for k, v in (comp.get("error_sets") or {}).items()]
-    return {"reason": None, "models": comp.get("models") or [], "n": fmt_any(comp.get("n")), "pairs": pairs,
-            "intersections": inter, "errors": errs, "hard": _ids(comp.get("hard_samples")),
-            "n_hard": len(comp.get("hard_samples") or []), "figure": figs.get("overlap"), "notes": notes.reasons,
-            "upset": len(comp.get("models") or []) > 2}
-
-
-def _diff(d: dict | None) -> str:
-    """``+0.012 [-0.020–0.041]`` for a difference with an interval."""
-    if not d or d.get("diff") is None:
-        return "undefined"
-    return fmt_metric({"value": d["diff"], "ci_low": d.get("ci_low"), "ci_high": d.get("ci_high")})
-
-
 def gallery_section(models: list[dict], embed: Callable[[str], str | None]) -> dict:
     """Section 7: Grad-CAM tiles; with 2+ models, one row per sample id, models side by side."""
     per_model = []
@@ -144,21 +102,3 @@ def gallery_section(models: list[dict], embed: Callable[[str], str | None]) -> d
              "tiles": [by_model[c].get(sid) for c in cols]} for sid in order]
     return {"per_model": per_model, "columns": cols, "rows": rows,
             "reason": None if rows else not_available("no Grad-CAM tiles in the snapshot")}
-
-
-def efficiency_section(models: list[dict]) -> dict:
-    """Section 8: every efficiency field, models side by side (schema owned by bench.py)."""
-    keys: list[str] = []
-    flat = []
-    for m in models:
-        f = dict(flatten(m.get("efficiency"))) if m.get("efficiency") else None
-        flat.append(f)
-        for k in f or {}:
-            if k not in keys:
-                keys.append(k)
-    rows = [{"label": k.replace("_", " ").replace(".", " \u00b7 "), "values": [Cell(fmt_any(f[k]) if f is not None and k in f else
-                                                           ("not available" if f is None else "\u2014"))
-                                                      for f in flat]} for k in keys]
-    reasons = [(m.get("name"), not_available("benchmark not run (--no-bench)")) for m, f in zip(models, flat, strict=False) if f is None]
-    return {"names": [m.get("name") for m in models], "rows": rows, "missing": reasons,
-            "reason": None if rows else not_available("no model has efficiency measurements (--no-bench)")}
