@@ -6,7 +6,13 @@ curves and per-class metrics agree). Deliberate edge cases:
 - the class ``"covid"`` is absent from the test split (its recall/AUC are null with a reason);
 - a class is literally named ``<script>alert(1)</script>`` (must be escaped everywhere);
 - the second model has converted weights (no history) and was selected on *test*;
-- ``kappa_quadratic`` is null (not an ordinal task).
+- ``kappa_quadratic`` is null (not an ordinal task);
+- the third model (``n_models=3``) was not benchmarked (``efficiency`` null, as with --no-bench);
+- the overall DeLong p-value is null with a reason (macro AUC), per-class DeLong is given.
+
+Efficiency blocks follow :mod:`medaudit.bench` (its summaries are built with the real
+``summarize_ms``/``paired_ratio`` from seeded fake timings); the training record has the
+keys ``medaudit train`` writes.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from medaudit.bench_timing import paired_ratio, summarize_ms
 
 CLASSES = ["normal", "pneumonia", "covid", "<script>alert(1)</script>"]
 MISSING = "covid"
@@ -176,6 +184,48 @@ def _history(rng, epochs=6):
     return out
 
 
+ENVIRONMENT = {"device": "cpu", "device_name": "AMD EPYC", "dtype": "float32", "threads": 2, "interop_threads": 2,
+               "cpu_count": 2, "torch": "2.14.1", "timm": "1.0.31", "medaudit": "0.1.0", "python": "3.11.9",
+               "platform": "Linux-6.1-x86_64-with-glibc2.36", "loadavg_1m": 3.25, "timer": "perf_counter",
+               "schedule": "interleaved", "repeats": 20, "warmup": 5, "batch_sizes": [1, 32],
+               "grad": "inference_mode"}
+
+
+def _timings(rng, base_ms, n=20):
+    """Seeded fake per-round times (ms) for batch 1 and 32, with one-sided noise."""
+    return {1: (base_ms * (1 + rng.exponential(0.08, n))).tolist(),
+            32: (base_ms * 14 * (1 + rng.exponential(0.05, n))).tolist()}
+
+
+def _efficiency(params, flops, times, ckpt_bytes):
+    """One model's efficiency block with the keys of medaudit.bench's docstring."""
+    batch_ms = {str(b): summarize_ms(t) for b, t in times.items()}
+    throughput = {str(b): b / (batch_ms[str(b)]["median"] / 1e3) for b in times}
+    return {"params_total": params, "params_trainable": params, "weights_bytes": params * 4 + 9_600,
+            "checkpoint_bytes": ckpt_bytes, "input_shape": [3, 64, 64], "flops": int(flops),
+            "macs": int(flops) // 2, "flops_reason": None, "latency_ms": batch_ms["1"], "batch_ms": batch_ms,
+            "throughput": throughput, "gflops_per_s": flops * throughput["32"] / 1e9, "gflops_per_s_batch": 32,
+            "peak_memory_bytes": 54_906_880, "peak_memory_kind": "cpu_rss_hwm_delta", "peak_memory_reason": None,
+            "peak_memory_batch": 32, "channels_last": False, "environment": ENVIRONMENT}
+
+
+TRAINING = {"amp": False, "arch": "resnet18", "augment": "basic", "batch_size": 32, "best_epoch": 5,
+            "best_score": 0.8125, "class_weights": "auto", "class_weights_used": [0.6, 1.2, 4.1, 3.2],
+            "data": "/data/chest4", "device": "cpu", "early_stop": 3, "epochs": 8, "epochs_run": 6,
+            "finetune": "full", "focal_alpha": None, "focal_gamma": 2.0, "img_size": 64, "in_chans": 3,
+            "interpolation": "bilinear", "label_smoothing": 0.0, "loss": "focal", "lr": 0.001,
+            "mean": [0.485, 0.456, 0.406], "milestones": [4, 6], "momentum": 0.9, "n_train": 546, "n_val": 78,
+            "num_workers": None, "optimizer": "adamw", "pretrained": False, "resize": "stretch", "sampler": "none",
+            "scheduler": "multistep", "seed": 0, "select_by": "val_auc", "small_stem": False,
+            "std": [0.229, 0.224, 0.225], "stopped_early": True, "torch_version": "2.14.1", "train_split": "train",
+            "val_fraction": 0.1, "val_source": "val", "warmup_epochs": 0, "weight_decay": 0.05, "weights": None}
+
+
+def _sizes(n):
+    return {"n_distinct": 1, "width": {"min": 64, "max": 64}, "height": {"min": 64, "max": 64},
+            "most_common": {"size": [64, 64], "count": n}}
+
+
 def make_snapshot(n_models: int = 2, n: int = 120, seed: int = 0) -> dict:
     """Return a schema-1.0 snapshot dict with ``n_models`` models on ``n`` test samples.
 
@@ -193,7 +243,7 @@ def _cached_snapshot(n_models: int, n: int, seed: int) -> dict:
     ids = np.array([f"test/{i}" for i in range(n)])
     arch = [("resnet18", "cnn", 11_170_000, None, 18, 1.82e9), ("vit_tiny", "transformer", 5_530_000, 16, 12, 1.26e9),
             ("efficientnet_b0", "cnn", 4_010_000, None, 16, 0.39e9)]
-    models, preds = [], {}
+    models, preds, times = [], {}, {}
     for i in range(n_models):
         name, fam, params, patch, depth, flops = arch[i]
         logits = rng.normal(0, 1, (n, len(CLASSES)))
@@ -216,17 +266,16 @@ def _cached_snapshot(n_models: int, n: int, seed: int) -> dict:
             "checkpoint": {"path": f"checkpoints/{name}.pt", "sha256": f"{i + 1:x}" * 64, "arch": name, "family": fam,
                            "num_classes": len(CLASSES), "img_size": 64, "in_chans": 3, "mean": [0.485, 0.456, 0.406],
                            "std": [0.229, 0.224, 0.225], "resize": "stretch", "params": params, "patch_size": patch,
+                           "flops": int(flops), "macs": int(flops) // 2,
                            "depth": depth, "selected_on": "test" if converted else "val",
                            "training": {"source": "converted", "weights_file": f"{name}.safetensors"} if converted
-                           else {"epochs": 6, "optimizer": "adamw", "lr": 1e-3, "batch_size": 64, "augment": "flip",
-                                 "seed": 0, "pretrained": False},
+                           else dict(TRAINING, arch=name),
                            "history": None if converted else _history(rng)},
             "predictions": {"n": n, "file": f"predictions/{name}.npz", "csv": f"predictions/{name}.csv",
                             "device": "cpu", "wall_s": 1.3 + i, "cached": False},
             "metrics": metrics, "fn_risk": fn, "operating_points": _operating_points(y, probs, rng),
-            "efficiency": None if i == 2 else {"params": params, "flops": flops, "latency_ms": {"batch1": 3.1 + i,
-                                               "batch32": 41.0 + 5 * i}, "throughput_img_s": 780.0 - 100 * i,
-                                               "peak_memory_mb": 210.0 + 30 * i, "device": "cpu", "threads": 2},
+            "efficiency": None if i == 2 else _efficiency(params, flops, times.setdefault(name, _timings(rng, 4.0 - i)),
+                                                          params * 4 + 1200),
             "cam": {"method": "gradcam", "layer": "layer4.1" if fam == "cnn" else "blocks.11.norm1",
                     "tiles": tiles, "reason": None},
         })
@@ -240,9 +289,15 @@ def _cached_snapshot(n_models: int, n: int, seed: int) -> dict:
             "spec": "synthetic:chest4", "fingerprint": "ab" * 32, "task": "multiclass", "class_names": CLASSES,
             "split_evaluated": "test",
             "splits": {"train": {"n": 546, "class_counts": {"normal": 300, "pneumonia": 150, "covid": 40,
-                                                            CLASSES[3]: 56}},
-                       "val": {"n": 78, "class_counts": {"normal": 40, "pneumonia": 20, "covid": 8, CLASSES[3]: 10}},
-                       "test": {"n": n, "class_counts": {c: int((y == k).sum()) for k, c in enumerate(CLASSES)}}},
+                                                            CLASSES[3]: 56},
+                                 "image_sizes": {"n_distinct": 3, "width": {"min": 64, "max": 512},
+                                                 "height": {"min": 64, "max": 480},
+                                                 "most_common": {"size": [64, 64], "count": 540}},
+                                 "modes": {"L": 544, "RGB": 2}},
+                       "val": {"n": 78, "class_counts": {"normal": 40, "pneumonia": 20, "covid": 8, CLASSES[3]: 10},
+                               "image_sizes": _sizes(78), "modes": {"L": 78}},
+                       "test": {"n": n, "class_counts": {c: int((y == k).sum()) for k, c in enumerate(CLASSES)},
+                                "image_sizes": _sizes(n), "modes": {"L": n}}},
             "duplicates": {"within": {"train": 18, "val": 0, "test": 1}, "across": {"train/val": 8, "train/test": 2},
                            "leakage": True, "examples": [["train/12", "test/3"], ["train/40", "test/77"]]},
         },
@@ -250,6 +305,7 @@ def _cached_snapshot(n_models: int, n: int, seed: int) -> dict:
         "findings": [{"level": "critical", "text": "resnet18 misses 12% of disease cases.", "model": "resnet18"},
                      {"level": "warning", "text": "vit_tiny was selected on the test split.", "model": "vit_tiny"},
                      {"level": "info", "text": "Class 'covid' has no test samples.", "model": None}],
+        "efficiency": _top_efficiency(models, times),
         "settings": {"split": "test", "bootstrap": 30, "seed": 0, "ece_bins": 15, "negative_classes": NEG,
                      "negative_classes_source": "auto", "positive_class": None, "target_sensitivity": 0.95},
         "figures": {},
@@ -258,6 +314,22 @@ def _cached_snapshot(n_models: int, n: int, seed: int) -> dict:
                 "versions": {"medaudit": "0.1.0", "torch": "2.14.1", "python": "3.11.9"}},
     }
     return json.loads(json.dumps(snap))  # plain JSON types only
+
+
+def _top_efficiency(models, times):
+    """``snapshot["efficiency"]``: environment once, paired ratios of the benchmarked models."""
+    if not times:
+        return None
+    eff = {m["name"]: m["efficiency"] for m in models if m["efficiency"]}
+    names = list(times)
+    ratios = []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            a, b = names[i], names[j]
+            ratios.append({"a": a, "b": b, "params_ratio": eff[a]["params_total"] / eff[b]["params_total"],
+                           "flops_ratio": eff[a]["flops"] / eff[b]["flops"],
+                           "time_ratio": {str(s): paired_ratio(times[a][s], times[b][s]) for s in (1, 32)}})
+    return {"environment": ENVIRONMENT, "ratios": ratios}
 
 
 def _comparisons(models, y, preds, ids):
@@ -274,23 +346,61 @@ def _comparisons(models, y, preds, ids):
             ob = int((~wrong[a] & wrong[b]).sum())
             p = binomtest(min(oa, ob), oa + ob).pvalue if oa + ob else 1.0
             auc_a, auc_b = models[i]["metrics"]["auc_macro"]["value"], models[j]["metrics"]["auc_macro"]["value"]
+            acc_a, acc_b = float((preds[a] == y).mean()), float((preds[b] == y).mean())
+            per_class = {}
+            for c in CLASSES:
+                if c == MISSING:
+                    per_class[c] = {"auc_a": None, "auc_b": None, "diff": None, "ci_low": None, "ci_high": None,
+                                    "se": None, "z": None, "p_value": None, "p_holm": None,
+                                    "reason": f"no samples of class '{c}' in y_true"}
+                    continue
+                k = CLASSES.index(c)
+                ca, cb = 0.8 - 0.01 * k, 0.78 + 0.02 * k
+                per_class[c] = {"auc_a": ca, "auc_b": cb, "diff": ca - cb, "ci_low": ca - cb - 0.06,
+                                "ci_high": ca - cb + 0.06, "se": 0.03, "z": (ca - cb) / 0.03,
+                                "p_value": 0.2 + 0.1 * k, "p_holm": min(1.0, 3 * (0.2 + 0.1 * k)), "reason": None}
+            recall = {c: ({"diff": None, "ci_low": None, "ci_high": None,
+                           "reason": f"no samples of class '{c}' in y_true"} if c == MISSING else
+                          {"diff": 0.05 - 0.04 * k, "ci_low": -0.1 - 0.04 * k, "ci_high": 0.2 - 0.04 * k, "reason": None})
+                      for k, c in enumerate(CLASSES)}
             pairs.append({"a": a, "b": b, "both": both, "only_a": oa, "only_b": ob,
-                          "jaccard": both / max(1, both + oa + ob), "relation": "partial overlap",
+                          "jaccard": both / max(1, both + oa + ob), "jaccard_reason": None,
+                          "relation": f"errors({a}) \u2229 errors({b}) partial", "relation_kind": "overlapping",
+                          "relation_text": f"errors({a}) and errors({b}) overlap: {both} shared, {oa} {a}-only, "
+                                           f"{ob} {b}-only",
+                          "accuracy_a": acc_a, "accuracy_b": acc_b, "n_disagree": int((preds[a] != preds[b]).sum()),
                           "disagreement_rate": float((preds[a] != preds[b]).mean()),
-                          "mcnemar": {"b01": oa, "b10": ob, "p_value": float(p), "p_mid": float(p) / 2,
-                                      "p_holm": min(1.0, float(p) * 2)},
-                          "delong": {"auc_a": auc_a, "auc_b": auc_b, "diff": auc_a - auc_b, "ci_low": auc_a - auc_b - 0.05,
-                                     "ci_high": auc_a - auc_b + 0.05, "z": 1.2, "p_value": 0.23, "p_holm": 0.46,
-                                     "per_class": None},
-                          "bootstrap_diff": {"accuracy": {"diff": 0.01, "ci_low": -0.03, "ci_high": 0.05},
-                                             "macro_f1": {"diff": 0.02, "ci_low": -0.04, "ci_high": 0.07}},
-                          "missed_disease": {"both": 3, "only_a": 2, "only_b": 1, "relation": "partial overlap"}})
+                          "mcnemar": {"b01": oa, "b10": ob, "n_discordant": oa + ob, "p_value": float(p),
+                                      "p_mid": float(p) / 2, "p_holm": min(1.0, float(p) * 2)},
+                          "delong": {"auc_a": auc_a, "auc_b": auc_b, "diff": auc_a - auc_b, "ci_low": None,
+                                     "ci_high": None, "se": None, "z": None, "p_value": None, "p_holm": None,
+                                     "method": "delong one-vs-rest", "positive": None,
+                                     "reason": "macro AUC (mean of one-vs-rest AUCs) has no DeLong test; see per_class",
+                                     "per_class": per_class},
+                          "bootstrap_diff": {"accuracy": {"diff": acc_a - acc_b, "ci_low": acc_a - acc_b - 0.04,
+                                                          "ci_high": acc_a - acc_b + 0.04, "reason": None},
+                                             "macro_f1": {"diff": 0.02, "ci_low": -0.04, "ci_high": 0.07, "reason": None},
+                                             "recall": recall,
+                                             "settings": {"confidence": 0.95, "n_bootstrap": 30, "seed": 0,
+                                                          "method": "paired percentile bootstrap, stratified by true class"}},
+                          "missed_disease": {"both": 3, "only_a": 2, "only_b": 1, "n_disease": int((y != 0).sum()),
+                                             "jaccard": 0.5, "jaccard_reason": None, "relation": "partial overlap",
+                                             "relation_kind": "overlapping",
+                                             "relation_text": f"misses({a}) and misses({b}) overlap: 3 shared, "
+                                                              f"2 {a}-only, 1 {b}-only"}})
     inter = {}
     for k in range(len(y)):
         key = tuple(n for n in names if wrong[n][k])
         if key:
             inter[key] = inter.get(key, 0) + 1
-    return {"models": names, "n": int(len(y)),
+    n_tests = len(pairs)
+    return {"models": names, "n": int(len(y)), "task": "multiclass", "negative_classes": NEG,
+            "missed_sets": {k: {"n_missed": int((wrong[k] & (y != 0) & (preds[k] == 0)).sum()),
+                                "ids": ids[wrong[k] & (y != 0) & (preds[k] == 0)].tolist()} for k in names},
+            "multiple_testing": {"method": "holm", "mcnemar_tests": n_tests, "delong_tests": 3 * n_tests,
+                                 "note": f"{n_tests} McNemar and {3 * n_tests} DeLong tests were made; p_holm controls "
+                                         "the chance of any false positive within each family. Bootstrap intervals "
+                                         "are not adjusted."},
             "error_sets": {k: {"n_errors": int(wrong[k].sum()), "ids": ids[wrong[k]].tolist()} for k in names},
             "pairs": pairs, "hard_samples": ids[np.logical_and.reduce([wrong[k] for k in names])].tolist(),
             "intersections": [{"models": list(k), "count": v} for k, v in sorted(inter.items(), key=lambda t: -t[1])]}
@@ -326,6 +436,6 @@ def minimal_snapshot() -> dict:
             "dataset": {"spec": "synthetic:none", "fingerprint": "00" * 32, "task": "binary",
                         "class_names": ["normal", "disease"], "split_evaluated": "test", "splits": {},
                         "duplicates": None},
-            "models": [], "comparisons": None, "findings": [], "settings": {}, "figures": {},
+            "models": [], "comparisons": None, "findings": [], "efficiency": None, "settings": {}, "figures": {},
             "run": {"created": "2025-01-02T03:04:05+00:00", "command": "medaudit report", "duration_s": 0.1,
                     "host": "h", "versions": {}}}

@@ -29,3 +29,50 @@ def test_nothing_drawn_without_data(tmp_path):
 def test_colours_stable_by_position():
     assert model_colors(["a", "b"]) == {"a": PALETTE[0], "b": PALETTE[1]}
     assert model_colors(["b", "a"])["b"] == PALETTE[0]
+
+
+def _draw(fn, *args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medaudit.report.plots import _style
+
+    _style(plt)
+    fig = fn(plt, *args)
+    fig.canvas.draw()
+    return plt, fig
+
+
+def test_curve_legend_is_shared_below_panels():
+    from medaudit.report.plots import _curves
+
+    snap = make_snapshot(2)
+    plt, fig = _draw(_curves, snap["models"], model_colors(["resnet18", "vit_tiny"]), "roc")
+    try:
+        assert all(ax.get_legend() is None for ax in fig.axes)  # nothing drawn over the curves
+        assert len(fig.legends) == 1
+        leg = fig.legends[0]
+        assert [t.get_text() for t in leg.get_texts()] == ["resnet18", "vit_tiny"]
+        # the legend lies below every panel
+        top = leg.get_window_extent().y1
+        assert all(top <= ax.get_window_extent().y0 + 1 for ax in fig.axes if ax.axison)
+    finally:
+        plt.close(fig)
+
+
+def test_training_curves_single_epoch_has_markers_and_integer_ticks():
+    from medaudit.report.plots import _training_curves
+
+    snap = make_snapshot(2)
+    m = snap["models"][0]
+    m["checkpoint"]["history"] = m["checkpoint"]["history"][:1]
+    plt, fig = _draw(_training_curves, [m], model_colors([m["name"]]))
+    try:
+        for ax in fig.axes:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks == [1.0]
+            assert all(line.get_marker() == "o" for line in ax.get_lines())
+    finally:
+        plt.close(fig)

@@ -165,3 +165,17 @@ def test_pdf_has_sections_toc_and_page_numbers(report):
     last_page = text.split("\f")[pages - 1]
     assert "Reviewer sign-off" in last_page and "Decision" in last_page
     assert CLASSES[0] in text
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext (poppler-utils) not installed")
+def test_pdf_headings_are_not_orphaned(report):
+    """A heading shares its page with the start of its content (tables split, headings do not)."""
+    pdf = report["out"] / "report.pdf"
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    pages = text.split("\f")
+    for heading, follower in [("8 Efficiency", "Parameters (M)"), ("Training set-up", "Initialisation"),
+                              ("7 Grad-CAM and prediction galleries", "true:"),
+                              ("Measurement environment", "Device"), ("All training settings", "class_weights_used"),
+                              ("Bootstrap differences", "Macro-F1")]:
+        page = next(p for p in pages[1:] if re.search(rf"^\s*{re.escape(heading)}", p, re.M))  # [1:]: not the TOC
+        assert follower in page.split(heading, 1)[1], heading

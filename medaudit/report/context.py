@@ -12,6 +12,8 @@ from collections.abc import Callable
 from itertools import zip_longest
 from typing import Any
 
+from medaudit.report.compare_context import comparison_section
+from medaudit.report.eff_context import efficiency_section
 from medaudit.report.format import (
     Cell,
     Footnotes,
@@ -25,8 +27,9 @@ from medaudit.report.format import (
     fmt_p,
     not_available,
 )
-from medaudit.report.perf_context import comparison_section, efficiency_section, gallery_section, risk_section
+from medaudit.report.perf_context import gallery_section, risk_section
 from medaudit.report.plots import model_colors
+from medaudit.report.train_context import all_settings, training_rows
 
 SECTIONS = [
     ("summary", "Summary"),
@@ -106,7 +109,7 @@ def build_context(snapshot: dict, embed: Embed, *, target: str = "html") -> dict
     ctx["risk"] = risk_section(models, figs)
     ctx["comparison"] = comparison_section(snapshot.get("comparisons"), len(models), figs, colors)
     ctx["gallery"] = gallery_section(models, embed)
-    ctx["efficiency"] = efficiency_section(models)
+    ctx["efficiency"] = efficiency_section(models, snapshot.get("efficiency"))
     ctx["appendix"] = _appendix(snapshot, models)
     return ctx
 
@@ -161,7 +164,8 @@ def _data(ds: dict) -> dict:
     classes = ds.get("class_names") or []
     splits = ds.get("splits") or {}
     split_rows = [{"name": s, "n": fmt_int(v.get("n")),
-                   "counts": [fmt_int((v.get("class_counts") or {}).get(c, 0)) for c in classes]}
+                   "counts": [fmt_int((v.get("class_counts") or {}).get(c, 0)) for c in classes],
+                   "sizes": _image_sizes(v.get("image_sizes")), "modes": _modes(v.get("modes"))}
                   for s, v in splits.items()]
     dup = ds.get("duplicates")
     dup_ctx = None
@@ -174,8 +178,35 @@ def _data(ds: dict) -> dict:
                    "n_examples": len(dup.get("examples") or [])}
     return {"spec": ds.get("spec") or "unknown", "fingerprint": ds.get("fingerprint") or "unknown",
             "task": ds.get("task") or "unknown", "split_evaluated": ds.get("split_evaluated") or "unknown",
-            "classes": classes, "split_rows": split_rows, "duplicates": dup_ctx,
+            "classes": classes, "split_rows": split_rows,
+            "has_sizes": any("image_sizes" in v or "modes" in v for v in splits.values()), "duplicates": dup_ctx,
             "duplicates_reason": not_available("duplicate check not run") if dup is None else None}
+
+
+def _image_sizes(sz: dict | None) -> str:
+    """``64×64`` when every image has one size, else the width × height ranges
+    (pixels, as stored; before any resize) and the most common size."""
+    if not sz:
+        return "not recorded"
+    w, h = sz.get("width") or {}, sz.get("height") or {}
+    common = sz.get("most_common") or {}
+    if sz.get("n_distinct") == 1 and common.get("size"):
+        return "×".join(map(str, common["size"]))
+
+    def rng(d: dict) -> str:
+        return str(d.get("min")) if d.get("min") == d.get("max") else f"{d.get('min')}–{d.get('max')}"
+
+    text = f"{rng(w)} × {rng(h)} ({fmt_any(sz.get('n_distinct'))} sizes"
+    if common.get("size"):
+        text += f"; most common {'×'.join(map(str, common['size']))}, n = {fmt_any(common.get('count'))}"
+    return text + ")"
+
+
+def _modes(modes: dict | None) -> str:
+    """Pillow image modes with counts (``L: 546``), the reader's check for mixed RGB/grey data."""
+    if not modes:
+        return "not recorded"
+    return ", ".join(f"{k}: {fmt_int(v)}" for k, v in modes.items())
 
 
 def _models(models: list[dict], names: list[str], colors: dict, figs: dict) -> dict:
@@ -184,7 +215,7 @@ def _models(models: list[dict], names: list[str], colors: dict, figs: dict) -> d
         ("Family", lambda m: {"cnn": "CNN", "transformer": "Transformer"}.get(_ck(m).get("family"),
                                                                               str(_ck(m).get("family") or "unknown"))),
         ("Parameters", lambda m: fmt_count(_ck(m).get("params"))),
-        ("FLOPs (per image)", lambda m: fmt_count(_flops(m)) if _flops(m) is not None else "not available"),
+        ("FLOPs / MACs (per image)", _fmt_flops),
         ("Input size", lambda m: _input_size(_ck(m))),
         ("Depth", lambda m: fmt_any(_ck(m).get("depth"))),
         ("Patch size", lambda m: "n/a (CNN)" if _ck(m).get("patch_size") is None and _ck(m).get("family") == "cnn"
@@ -207,19 +238,13 @@ def _models(models: list[dict], names: list[str], colors: dict, figs: dict) -> d
             warnings.append(f"{name}: the split used to select this checkpoint is unknown.")
         tr = ck.get("training")
         training.append({"name": name, "color": colors[name],
-                         "fields": [(k, fmt_any(v)) for k, v in flatten(tr)] if tr else [],
                          "reason": None if tr else not_available("no training record in the checkpoint"),
-                         "history": bool(ck.get("history")),
                          "history_reason": None if ck.get("history") else not_available(
                              "converted weights" if (tr or {}).get("source") == "converted"
                              else "no training history in the checkpoint")})
-    keys: list[str] = []
-    for t in training:
-        keys += [k for k, _ in t["fields"] if k not in keys]
-    train_rows = [{"label": k, "values": [dict(t["fields"]).get(k, "\u2014") if t["fields"] else "not available"
-                                          for t in training]} for k in keys]
     return {"names": names, "colors": [colors[n] for n in names], "arch": arch, "warnings": warnings,
-            "training": training, "train_rows": train_rows, "curves": figs.get("training_curves"),
+            "training": training, "train_rows": training_rows([_ck(m).get("training") for m in models]),
+            "curves": figs.get("training_curves"),
             "curves_reason": None if figs.get("training_curves") else not_available(
                 "no model has a training history (e.g. converted weights)")}
 
@@ -228,14 +253,21 @@ def _ck(m: dict) -> dict:
     return m.get("checkpoint") or {}
 
 
-def _flops(m: dict) -> Any:
-    eff = m.get("efficiency") or {}
-    for k in ("flops", "flops_per_image", "macs"):
-        if eff.get(k) is not None:
-            return eff[k]
-    if eff.get("gflops") is not None:
-        return eff["gflops"] * 1e9
-    return None
+def _flops(m: dict) -> tuple[Any, Any]:
+    """(FLOPs, MACs) per image: the checkpoint's static counts first (present with
+    --no-bench), then the benchmark's; FLOPs = 2 x MACs (medaudit.bench.count_flops)."""
+    for blk in (_ck(m), m.get("efficiency") or {}):
+        flops, macs = blk.get("flops"), blk.get("macs")
+        if flops is not None or macs is not None:
+            return (flops if flops is not None else 2 * macs), (macs if macs is not None else flops / 2)
+    return None, None
+
+
+def _fmt_flops(m: dict) -> str:
+    flops, macs = _flops(m)
+    if flops is None:
+        return "not available: no FLOP count in the checkpoint or benchmark"
+    return f"{fmt_count(flops)} / {fmt_count(macs)}"
 
 
 def _input_size(ck: dict) -> str:
@@ -288,7 +320,9 @@ def _appendix(snapshot: dict, models: list[dict]) -> dict:
             "settings": [(k, "not set" if v is None else fmt_any(v))
                          for k, v in flatten(snapshot.get("settings") or {})],
             "fingerprint": ds.get("fingerprint") or "unknown", "spec": ds.get("spec") or "unknown",
-            "checkpoints": ck_rows, "schema_version": snapshot.get("schema_version") or "unknown"}
+            "checkpoints": ck_rows,
+            "training": [all_settings(m.get("name"), _ck(m).get("training")) for m in models if _ck(m).get("training")],
+            "schema_version": snapshot.get("schema_version") or "unknown"}
 
 
 __all__ = ["build_context", "render_markdown", "SECTIONS", "fmt_metric", "fmt_kn", "fmt_p"]

@@ -10,21 +10,17 @@ from collections.abc import Callable
 from typing import Any
 
 from medaudit.report.format import (
-    Cell,
     Footnotes,
-    flatten,
-    fmt_any,
     fmt_float,
     fmt_kn,
-    fmt_metric,
-    fmt_p,
     not_available,
 )
 
 MAX_IDS = 12  # sample ids listed inline; the full lists stay in report.json
 
 
-def _ids(ids: list | None) -> str:
+def ids_text(ids: list | None) -> str:
+    """The first :data:`MAX_IDS` sample ids, then how many more are in report.json."""
     ids = list(ids or [])
     if not ids:
         return "none"
@@ -49,7 +45,7 @@ def risk_section(models: list[dict], figs: dict) -> dict:
             entry["rows"] = [{"name": c, "rate": notes.metric(v.get("rate"), f"models.{i}.fn_risk.per_class.{c}.rate"),
                               "kn": fmt_kn(v.get("rate")),
                               "missed_as": ", ".join(f"{k}: {n}" for k, n in (v.get("missed_as") or {}).items()) or "none",
-                              "ids": _ids(v.get("missed_ids"))}
+                              "ids": ids_text(v.get("missed_ids"))}
                              for c, v in (fn.get("per_class") or {}).items()]
         if op is None:
             entry["op_reason"] = not_available("operating points need a binary or disease-vs-negative score")

@@ -117,28 +117,40 @@ def _class_distribution(plt: Any, dataset: dict) -> Any:
 
 
 def _training_curves(plt: Any, models: list[dict], colors: dict) -> Any:
+    from matplotlib.ticker import MaxNLocator
+
     hist = [(m["name"], (m.get("checkpoint") or {}).get("history")) for m in models]
     hist = [(n, h) for n, h in hist if h]
     if not hist:
         return None
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(WIDTH_IN, 2.4))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(WIDTH_IN, 2.9))
+    n_epochs = max(len(h) for _, h in hist)
+    # With few epochs a line is invisible (one point) or misleading; show the points.
+    marker = "o" if n_epochs <= 10 else None
     for name, h in hist:
         ep = [r.get("epoch") for r in h]
-        for key, ls, lab in (("train_loss", "-", "train"), ("val_loss", "--", "val")):
+        for ax, key, ls, lab in ((a1, "train_loss", "-", "train loss"), (a1, "val_loss", "--", "val loss"),
+                                 (a2, "val_auc", "-", "val AUC"), (a2, "val_acc", ":", "val accuracy")):
             ys = [r.get(key) for r in h]
             if any(v is not None for v in ys):
-                a1.plot(ep, [float("nan") if v is None else v for v in ys], ls, color=colors[name],
-                        label=f"{_label(name)} {lab}", lw=1.3)
-        for key, ls in (("val_auc", "-"), ("val_acc", ":")):
-            ys = [r.get(key) for r in h]
-            if any(v is not None for v in ys):
-                a2.plot(ep, [float("nan") if v is None else v for v in ys], ls, color=colors[name],
-                        label=f"{_label(name)} {key.replace('_', ' ')}", lw=1.3)
+                ax.plot(ep, [float("nan") if v is None else v for v in ys], ls, color=colors[name], marker=marker,
+                        ms=3.5, label=f"{_label(name)} {lab}", lw=1.3)
     a1.set(xlabel="epoch", ylabel="loss", title="Loss")
     a2.set(xlabel="epoch", ylabel="validation metric", title="Validation AUC / accuracy")
+    epochs = sorted({r.get("epoch") for _, h in hist for r in h if r.get("epoch") is not None})
     for a in (a1, a2):
-        a.legend(frameon=False)
-    fig.tight_layout()
+        a.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(8, max(1, len(epochs)))))
+        if len(epochs) == 1:
+            a.set_xlim(epochs[0] - 1, epochs[0] + 1)
+            a.set_xticks(epochs)
+    handles, labels = [], []
+    for a in (a1, a2):
+        for h, lab in zip(*a.get_legend_handles_labels(), strict=True):
+            handles.append(h)
+            labels.append(lab)
+    # Shared legend below both panels: inside an axis it would cover the curves.
+    fig.tight_layout(rect=(0, 0.06 + 0.05 * -(-len(labels) // 4), 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncols=4, frameon=False, fontsize=6.5)
     return fig
 
 
@@ -185,7 +197,7 @@ def _curves(plt: Any, models: list[dict], colors: dict, kind: str) -> Any:
     classes = classes[:MAX_CURVE_PANELS]
     ncol = min(4, len(classes))
     nrow = -(-len(classes) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH_IN, 1.9 * nrow + 0.4), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH_IN, 1.9 * nrow + 0.7), squeeze=False)
     xk, yk = ("fpr", "tpr") if kind == "roc" else ("recall", "precision")
     for ax, cname in zip(axes.flat, classes, strict=False):
         for name, curves in per_model:
@@ -200,9 +212,16 @@ def _curves(plt: Any, models: list[dict], colors: dict, kind: str) -> Any:
         ax.set_aspect("equal", adjustable="box")
     for ax in list(axes.flat)[len(classes):]:
         ax.axis("off")
-    axes.flat[0].legend(frameon=False, loc="lower right" if kind == "roc" else "lower left")
+    # One legend for the whole figure, below the panels, so it never hides a curve.
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
     fig.suptitle("ROC curves (one-vs-rest)" if kind == "roc" else "Precision-recall curves (one-vs-rest)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08 if nrow == 1 else 0.05, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncols=min(len(labels), 4), frameon=False)
     return fig
 
 
