@@ -36,6 +36,9 @@ class ReportOptions:
     cache_dir: Path | None = None
     bench: bool = True
     bench_repeats: int = 10
+    # Batch 1 only by default: the evaluation pass itself measures batched throughput, and
+    # timing a batch of 32 costs more than inferring a small test split (benchmarks/report_overhead.py).
+    bench_batch_sizes: tuple[int, ...] = (1,)
     cam: bool = True
     cam_method: str = "gradcam"
     cam_layer: str | None = None
@@ -156,7 +159,8 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
             t = time.perf_counter()
             bench = benchmark_models(
                 [(n, ld.model, (ld.recipe.in_chans, ld.recipe.img_size, ld.recipe.img_size)) for n, ld in zip(names, loaded)],
-                device=opts.device, repeats=opts.bench_repeats, checkpoint_paths=[ld.path for ld in loaded],
+                device=opts.device, repeats=opts.bench_repeats, batch_sizes=opts.bench_batch_sizes,
+                checkpoint_paths=[ld.path for ld in loaded],
             )
             for r, n in zip(results, names):
                 r.efficiency = bench["models"][n]

@@ -67,3 +67,11 @@ def test_percentile_ci_skips_undefined_and_refuses_mostly_undefined():
     y = np.arange(100.0)
     y[::4] = np.nan
     assert percentile_ci(y[:, None])[1, 0] == pytest.approx(np.nanpercentile(y, 97.5))
+
+
+def test_wilson_bounds_exact_at_the_extremes():
+    # The estimate must lie inside its interval even at k = 0 and k = n (plots and gates rely on it).
+    n = np.arange(1, 301)
+    low0, _ = wilson_interval(np.zeros_like(n), n)
+    _, high_n = wilson_interval(n, n)
+    assert np.all(low0 == 0.0) and np.all(high_n == 1.0)

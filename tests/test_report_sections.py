@@ -89,8 +89,13 @@ def test_efficiency_null_everywhere():
         m["efficiency"] = None
     ctx = efficiency_section(snap["models"], None)
     labels = [r["label"] for r in ctx["rows"]]
-    # only the static counts remain, read from the checkpoint; no row of "not measured"
-    assert labels == ["Parameters (M)", "FLOPs per image (G)", "MACs per image (G)"]
+    # only the static counts and the evaluation pass remain; no row of "not measured"
+    assert labels == ["Parameters (M)", "FLOPs per image (G)", "MACs per image (G)",
+                      "Evaluation pass (images/s, whole split)"]
+    from medaudit.report.eff_context import num
+
+    pred = snap["models"][0]["predictions"]
+    assert ctx["rows"][-1]["values"][0].text == f"{num(pred['n'] / pred['wall_s'])} (cpu)"
     assert ctx["missing"] == ["resnet18", "vit_tiny"] and ctx["env_rows"] == [] and ctx["ratios"] == []
     assert ctx["ratios_reason"].startswith("not available:")
 

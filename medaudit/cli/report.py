@@ -20,6 +20,16 @@ def parse_formats(value: str) -> tuple[str, ...]:
     return fmts
 
 
+def _int_list(value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got '{value}'", param_hint="--bench-batch-sizes") from None
+    if not out or min(out) < 1:
+        raise click.BadParameter("batch sizes must be >= 1", param_hint="--bench-batch-sizes")
+    return out
+
+
 @click.command()
 @click.option("--models", "models", required=True, multiple=True, type=click.Path(path_type=Path), help="Checkpoints to audit (repeat the option or list several after it).")
 @click.argument("more_models", nargs=-1, type=click.Path(path_type=Path))
@@ -39,6 +49,7 @@ def parse_formats(value: str) -> tuple[str, ...]:
 @click.option("--no-cache", is_flag=True, help="Re-run inference even if cached predictions exist.")
 @click.option("--no-bench", is_flag=True, help="Skip the efficiency measurements.")
 @click.option("--bench-repeats", default=10, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--bench-batch-sizes", default="1", show_default=True, help="Batch sizes timed by the efficiency step, e.g. 1,32 (the evaluation pass reports its own throughput).")
 @click.option("--no-cam", is_flag=True, help="Skip the Grad-CAM galleries.")
 @click.option("--cam-method", default="gradcam", show_default=True, type=click.Choice(["gradcam", "gradcam++", "eigencam", "layercam", "scorecam"]))
 @click.option("--cam-layer", default=None, help="Dotted path of the CAM target layer (default: chosen per architecture).")
@@ -53,7 +64,7 @@ def parse_formats(value: str) -> tuple[str, ...]:
 @click.option("--quiet", is_flag=True)
 @handle_errors
 def report(models, more_models, data_spec, split, out_dir, names, classes, negative_classes, positive_class,
-           target_sensitivity, bootstrap, seed, ece_bins, device, batch_size, no_cache, no_bench, bench_repeats,
+           target_sensitivity, bootstrap, seed, ece_bins, device, batch_size, no_cache, no_bench, bench_repeats, bench_batch_sizes,
            no_cam, cam_method, cam_layer, cam_per_group, formats, title, author, notes_path, template_dir, gates,
            gate_on, quiet):
     """Audit checkpoints on a dataset and write report.html, report.pdf and report.json.
@@ -84,7 +95,7 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
         names=[n.strip() for n in names.split(",")] if names else None,
         classes=[c.strip() for c in classes.split(",")] if classes else None,
         settings=settings, device=device, batch_size=batch_size, use_cache=not no_cache,
-        bench=not no_bench, bench_repeats=bench_repeats, cam=not no_cam and cam_per_group > 0,
+        bench=not no_bench, bench_repeats=bench_repeats, bench_batch_sizes=_int_list(bench_batch_sizes), cam=not no_cam and cam_per_group > 0,
         cam_method=cam_method, cam_layer=cam_layer, cam_per_group=cam_per_group, formats=formats,
         title=title, author=author, notes_path=notes_path, template_dir=template_dir,
         progress=not (quiet or progress_disabled()),

@@ -48,8 +48,12 @@ def wilson_interval(k, n, alpha: float = 0.05):
     with np.errstate(invalid="ignore", divide="ignore"):
         center = (k_arr + z2 / 2.0) / (n_arr + z2)
         half = z / (n_arr + z2) * np.sqrt(k_arr * (n_arr - k_arr) / n_arr + z2 / 4.0)
-        low = np.where(n_arr > 0, np.clip(center - half, 0.0, 1.0), np.nan)
-        high = np.where(n_arr > 0, np.clip(center + half, 0.0, 1.0), np.nan)
+        # At k = 0 (k = n) the bound is exactly 0 (1); the formula leaves ~1e-17 rounding,
+        # which would put the estimate outside its own interval.
+        low = np.where(k_arr == 0, 0.0, np.clip(center - half, 0.0, 1.0))
+        high = np.where(k_arr == n_arr, 1.0, np.clip(center + half, 0.0, 1.0))
+        low = np.where(n_arr > 0, low, np.nan)
+        high = np.where(n_arr > 0, high, np.nan)
     if low.ndim == 0:
         return float(low), float(high)
     return low, high

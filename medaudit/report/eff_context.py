@@ -68,6 +68,7 @@ def _latency(lat: dict | None) -> str:
 def _model_rows(models: list[dict], notes: Footnotes) -> list[dict]:
     effs = [m.get("efficiency") for m in models]
     cks = [m.get("checkpoint") or {} for m in models]
+    evals = [m.get("predictions") or {} for m in models]
 
     def row(label: str, fn, *, static: bool = False) -> dict:
         cells = []
@@ -134,9 +135,19 @@ def _model_rows(models: list[dict], notes: Footnotes) -> list[dict]:
             if e.get("gflops_per_s") is None
             else Cell(f"{num(e['gflops_per_s'])} (batch {e.get('gflops_per_s_batch', '?')})")),
         row("Peak memory added by a forward (MB)", memory),
+        row("Evaluation pass (images/s, whole split)", lambda e, ck, i: _eval_rate(evals[i], notes), static=True),
         row("Memory format, dtype", layout),
     ]
     return rows
+
+
+def _eval_rate(pred: dict, notes: Footnotes) -> Cell:
+    """Throughput of the real evaluation pass (batched, with data loading), from the predictions run."""
+    n, wall = pred.get("n"), pred.get("wall_s")
+    if not n or not wall:
+        return Cell("undefined", notes.add("evaluation time not recorded"), None, "undef")
+    where = f"{pred.get('device') or '?'}" + ("; from cache, timed when first run" if pred.get("cached") else "")
+    return Cell(f"{num(n / wall)} ({where})")
 
 
 def _environments(top: dict | None, models: list[dict]) -> tuple[list[str], list[dict]]:

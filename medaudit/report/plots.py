@@ -270,7 +270,9 @@ def _missed_disease(plt: Any, models: list[dict], colors: dict) -> Any:
                 ax.text(0.005, yy, "undefined", va="center", fontsize=6, color="#777777", style="italic")
                 continue
             lo, hi = rate.get("ci_low"), rate.get("ci_high")
-            err = [[rate["value"] - lo], [hi - rate["value"]]] if lo is not None and hi is not None else None
+            # Bootstrap bounds need not bracket the estimate; matplotlib rejects negative bars.
+            err = ([[max(0.0, rate["value"] - lo)], [max(0.0, hi - rate["value"])]]
+                   if lo is not None and hi is not None else None)
             ax.barh(yy, rate["value"], h * 0.9, color=colors[name], xerr=err, ecolor="#333333",
                     error_kw={"lw": 0.8, "capsize": 2}, label=_label(name) if i == 0 else None)
     ax.set_yticks(y, [_short(c, 22) for c in classes])
