@@ -11,7 +11,7 @@ import medaudit.report.pdf as pdf_mod
 from medaudit.cli.render import render
 from medaudit.errors import MedauditError
 from medaudit.report import render_from_snapshot, write_report
-from tests.snapshot_factory import minimal_snapshot
+from tests.snapshot_factory import make_snapshot, minimal_snapshot
 
 
 def _siblings(parent):
@@ -84,3 +84,21 @@ def test_render_from_snapshot_refuses_own_folder(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps(minimal_snapshot()))
     with pytest.raises(MedauditError, match="folder of the snapshot"):
         render_from_snapshot(tmp_path / "report.json", tmp_path)
+
+
+def test_render_reuses_saved_figures_unless_asked(tmp_path, monkeypatch):
+    import medaudit.report.plots as plots
+
+    first = write_report(make_snapshot(2), tmp_path / "a", formats=("json", "html"))
+    figs = json.loads(first["json"].read_text())["figures"]
+    assert figs, "the minimal snapshot should produce figures"
+    calls = []
+    orig = plots.make_figures
+    monkeypatch.setattr(plots, "make_figures", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    render_from_snapshot(first["json"], tmp_path / "b", formats=("html",))
+    assert calls == [] and all((tmp_path / "b" / rel).is_file() for rel in figs.values())
+    render_from_snapshot(first["json"], tmp_path / "c", formats=("html",), redraw_figures=True)
+    assert calls == [1]
+    (tmp_path / "a" / next(iter(figs.values()))).unlink()  # a missing figure → all redrawn
+    render_from_snapshot(first["json"], tmp_path / "d", formats=("html",))
+    assert calls == [1, 1]

@@ -36,7 +36,7 @@ def _safe_rel(name: str) -> Path:
 
 def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] = ("html", "pdf", "json"),
                  template_dir: str | Path | None = None, extra_files: dict[str, Path] | None = None,
-                 asset_root: str | Path | None = None) -> dict[str, Path]:
+                 asset_root: str | Path | None = None, reuse_figures: bool = False) -> dict[str, Path]:
     """Write ``report.json``, ``figures/*.png``, ``report.html`` and ``report.pdf`` into ``out_dir``.
 
     Parameters
@@ -55,6 +55,10 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
     asset_root : path, optional
         Folder holding CAM tiles not given in ``extra_files`` (the folder of an existing
         ``report.json``); referenced tiles found there are copied into the report.
+    reuse_figures : bool
+        With ``asset_root``: copy the figures listed in ``snapshot["figures"]`` from there
+        instead of redrawing them (they are a pure function of the snapshot's numbers, and
+        plotting is most of a re-render's time). Any missing file → all are redrawn.
 
     Returns
     -------
@@ -78,7 +82,8 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
         if asset_root is not None:
             _copy_tiles(snapshot, Path(asset_root), tmp)
         snap = copy.deepcopy(snapshot)
-        snap["figures"] = make_figures(snap, tmp / "figures")
+        reused = _reuse_figures(snap, Path(asset_root), tmp) if reuse_figures and asset_root is not None else None
+        snap["figures"] = reused if reused is not None else make_figures(snap, tmp / "figures")
         written: dict[str, Path] = {"figures": out_dir / "figures"}
         if "json" in fm:
             (tmp / "report.json").write_text(json.dumps(snap, sort_keys=True, indent=2) + "\n", encoding="utf-8")
@@ -137,13 +142,32 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _reuse_figures(snap: dict, root: Path, tmp: Path) -> dict[str, str] | None:
+    """Copy the snapshot's saved figures; None when any is missing or outside ``root``."""
+    figs = snap.get("figures") or {}
+    if not figs:
+        return None
+    root = root.resolve()
+    sources = {}
+    for rel in figs.values():
+        src = (root / _safe_rel(rel)).resolve()
+        if root not in src.parents or not src.is_file():
+            return None
+        sources[rel] = src
+    for rel, src in sources.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, tmp / rel)
+    return dict(figs)
+
+
 def render_from_snapshot(snapshot_path: str | Path, out_dir: str | Path, *,
-                         formats: Iterable[str] = ("html", "pdf"), template_dir: str | Path | None = None
-                         ) -> dict[str, Path]:
+                         formats: Iterable[str] = ("html", "pdf"), template_dir: str | Path | None = None,
+                         redraw_figures: bool = False) -> dict[str, Path]:
     """Re-render a saved ``report.json`` (``medaudit render``); needs no model or data.
 
-    CAM tiles are read from the snapshot's folder and copied into ``out_dir``; figures
-    are redrawn from the snapshot's numbers.
+    CAM tiles and the saved figures are read from the snapshot's folder and copied into
+    ``out_dir``; figures are redrawn from the snapshot's numbers only when some are missing
+    or ``redraw_figures`` is set (after editing the snapshot by hand).
     """
     path = Path(snapshot_path)
     try:
@@ -158,4 +182,5 @@ def render_from_snapshot(snapshot_path: str | Path, out_dir: str | Path, *,
         raise MedauditError(f"{path}: schema_version {snapshot['schema_version']} is not supported (expected 1.x)")
     if Path(out_dir).resolve() == path.resolve().parent:
         raise MedauditError(f"-o {out_dir}: is the folder of the snapshot itself; choose a new output folder")
-    return write_report(snapshot, out_dir, formats=formats, template_dir=template_dir, asset_root=path.parent)
+    return write_report(snapshot, out_dir, formats=formats, template_dir=template_dir, asset_root=path.parent,
+                        reuse_figures=not redraw_figures)
