@@ -1,0 +1,203 @@
+"""Class activation maps through pytorch_grad_cam, batched, leaving the model as it was.
+
+pytorch_grad_cam puts the model in eval mode, zeroes parameter gradients and registers
+hooks; :func:`model_state_preserved` undoes all of that, so auditing a model never changes
+it (train/eval flags, ``requires_grad``, ``.grad`` and hooks are restored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medaudit.errors import MedauditError
+from medaudit.explain.targets import resolve_target_layer
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+# --cam-method name -> pytorch_grad_cam class name; "scorecam" costs one forward pass per
+# channel of the target layer per image (512 for ResNet-18), so it is far slower.
+CAM_METHODS = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "eigencam": "EigenCAM",
+    "layercam": "LayerCAM",
+    "scorecam": "ScoreCAM",
+}
+_GRADIENT_FREE = {"eigencam", "scorecam"}
+
+
+@dataclass
+class CamResult:
+    """CAMs for a batch of images.
+
+    Attributes
+    ----------
+    cams : ndarray of float32, shape (B, H, W)
+        Maps at input resolution, min-max scaled to [0, 1] per image; rows of invalid
+        CAMs are all NaN (never zeros that could be drawn as "looked nowhere").
+    valid : ndarray of bool, shape (B,)
+    reasons : list of (str or None)
+        Why a CAM is invalid; None for valid ones.
+    method, layer : str
+        The method key and the concrete dotted name of the target layer.
+    """
+
+    cams: np.ndarray
+    valid: np.ndarray
+    reasons: list[str | None]
+    method: str
+    layer: str
+    targets: list[int] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def model_state_preserved(model: nn.Module) -> Iterator[None]:
+    """Restore every module's ``training`` flag and every parameter's ``requires_grad``/``.grad`` on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    params = list(model.parameters())
+    saved = [(p, p.requires_grad, p.grad) for p in params]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, requires_grad, grad in saved:
+            p.requires_grad_(requires_grad)
+            p.grad = grad
+
+
+def _cam_class(method: str):
+    import pytorch_grad_cam
+
+    if method not in CAM_METHODS:
+        raise MedauditError(f"--cam-method must be one of {', '.join(CAM_METHODS)} (got '{method}')")
+    if method == "scorecam":
+        return _quiet_scorecam_class()
+    return getattr(pytorch_grad_cam, CAM_METHODS[method])
+
+
+def _quiet_scorecam_class():
+    """ScoreCAM with the library's weights but without its per-image tqdm bars."""
+    import torch
+    import torch.nn.functional as F
+    from pytorch_grad_cam import ScoreCAM
+
+    class QuietScoreCAM(ScoreCAM):
+        def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
+            bs = getattr(self, "batch_size", 16)
+            with torch.no_grad():
+                act = torch.from_numpy(activations).to(self.device)
+                up = F.interpolate(act, size=input_tensor.shape[-2:], mode="bilinear", align_corners=True)
+                flat = up.flatten(2)
+                lo, hi = flat.min(-1)[0][..., None, None], flat.max(-1)[0][..., None, None]
+                up = (up - lo) / (hi - lo + 1e-8)
+                scores = []
+                for target, x, masks in zip(targets, input_tensor, up, strict=True):
+                    s = [
+                        torch.stack([target(o) for o in self.model(x[None] * masks[i : i + bs, None])]).cpu()
+                        for i in range(0, masks.shape[0], bs)
+                    ]
+                    scores.append(torch.cat(s))
+                return torch.softmax(torch.stack(scores).float(), dim=-1).numpy()
+
+    return QuietScoreCAM
+
+
+def _spatial_check(activations: list, layer: str) -> str | None:
+    # A 1x1 map min-max scales to all zeros; say why instead of "zero everywhere".
+    if activations and tuple(activations[0].shape[-2:]) == (1, 1):
+        return f"layer '{layer}' has a 1x1 output at this input size (no spatial detail); choose an earlier --cam-layer"
+    return None
+
+
+def _check(cam: np.ndarray) -> str | None:
+    if not np.isfinite(cam).all():
+        return "CAM has NaN/inf values (non-finite activations or gradients)"
+    if float(cam.max()) <= 0.0:
+        return "CAM is zero everywhere (no positive evidence for the class at this layer)"
+    return None
+
+
+def compute_cams(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: Sequence[int],
+    *,
+    method: str = "gradcam",
+    layer: str | None = None,
+    arch: str | None = None,
+    batch_size: int = 16,
+) -> CamResult:
+    """Compute one CAM per image for the given target class.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits ``(B, C)``; left exactly as it was (see module docstring).
+    images : Tensor, shape (B, C, H, W)
+        Normalised model input, on the model's device or CPU.
+    targets : sequence of int, length B
+        Class index explained for each image (usually the predicted class).
+    method : str
+        A key of :data:`CAM_METHODS`.
+    layer : str, optional
+        Dotted target-layer path; default chosen per family by :func:`resolve_target_layer`.
+    arch : str, optional
+        Architecture name for messages.
+    batch_size : int
+        Images per pytorch_grad_cam call (bounds memory).
+
+    Returns
+    -------
+    CamResult
+        ``cams`` (B, H, W) float32 in [0, 1], NaN rows where ``valid`` is False.
+    """
+    import torch
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if images.ndim != 4:
+        raise MedauditError(f"images must be a (B, C, H, W) tensor (got shape {tuple(images.shape)})")
+    if len(targets) != images.shape[0]:
+        raise MedauditError(f"got {len(targets)} targets for {images.shape[0]} images")
+    if batch_size < 1:
+        raise MedauditError(f"--batch-size must be >= 1 (got {batch_size})")
+    cam_cls = _cam_class(method)
+    module, name, reshape = resolve_target_layer(model, arch=arch, layer=layer)
+    b, _, h, w = images.shape
+    if reshape is not None:
+        reshape.set_input_size(h, w)
+    device = next(model.parameters()).device
+    out = np.full((b, h, w), np.nan, dtype=np.float32)
+    reasons: list[str | None] = []
+    with model_state_preserved(model), torch.enable_grad():
+        model.eval()
+        # Gradients w.r.t. activations only: frozen weights skip weight-gradient work and
+        # never touch .grad; the input needs grad so frozen models still build a graph.
+        for p in model.parameters():
+            p.requires_grad_(False)
+        cam = cam_cls(model=model, target_layers=[module], reshape_transform=reshape)
+        cam.batch_size = batch_size
+        try:
+            for start in range(0, b, batch_size):
+                x = images[start : start + batch_size].detach().to(device).clone()
+                if method not in _GRADIENT_FREE:
+                    x.requires_grad_(True)
+                chunk = [ClassifierOutputTarget(int(t)) for t in targets[start : start + batch_size]]
+                maps = cam(input_tensor=x, targets=chunk)
+                flat_reason = _spatial_check(cam.activations_and_grads.activations, name)
+                for j, m in enumerate(maps):
+                    reason = flat_reason or _check(m)
+                    reasons.append(reason)
+                    if reason is None:
+                        out[start + j] = np.clip(m, 0.0, 1.0)
+        finally:
+            cam.activations_and_grads.release()
+    valid = np.array([r is None for r in reasons], dtype=bool)
+    return CamResult(out, valid, reasons, method, name, [int(t) for t in targets])

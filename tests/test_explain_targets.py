@@ -1,0 +1,96 @@
+"""Target-layer resolution per family and the token reshape (grids from the model, never 14x14)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+
+from medaudit.errors import MedauditError  # noqa: E402
+from medaudit.explain import compute_cams, resolve_target_layer  # noqa: E402
+
+
+def _vit(**kw):
+    from timm.models.vision_transformer import VisionTransformer
+
+    base = dict(num_classes=3, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
+    return VisionTransformer(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    "kw, size, grid, prefix",
+    [
+        (dict(img_size=32, patch_size=8), 32, (4, 4), 1),
+        (dict(img_size=64, patch_size=16, reg_tokens=4, no_embed_class=True), 64, (4, 4), 5),
+        (dict(img_size=384, patch_size=16, depth=1), 384, (24, 24), 1),
+        (dict(img_size=224, patch_size=16, depth=1), 224, (14, 14), 1),
+        (dict(img_size=(32, 48), patch_size=8), (32, 48), (4, 6), 1),
+        (dict(img_size=32, patch_size=8, class_token=False, global_pool="avg"), 32, (4, 4), 0),
+    ],
+)
+def test_timm_vit_grid_and_prefix_follow_the_model(kw, size, grid, prefix):
+    model = _vit(**kw).eval()
+    module, name, reshape = resolve_target_layer(model)
+    assert name == f"blocks.{len(model.blocks) - 1}.norm1" and module is model.blocks[-1].norm1
+    h, w = (size, size) if isinstance(size, int) else size
+    reshape.set_input_size(h, w)
+    assert reshape.grid == grid and reshape.num_prefix_tokens == prefix
+    res = compute_cams(model, torch.randn(2, 3, h, w), [0, 1])
+    assert res.cams.shape == (2, h, w)
+
+
+def test_dynamic_size_vit_uses_the_actual_input_size():
+    model = _vit(img_size=32, patch_size=8, dynamic_img_size=True).eval()
+    res = compute_cams(model, torch.randn(1, 3, 48, 40), [0])
+    assert res.cams.shape == (1, 48, 40)
+
+
+def test_torchvision_vit_and_resnet():
+    import torchvision
+
+    vit = torchvision.models.VisionTransformer(image_size=48, patch_size=16, num_layers=2, num_heads=2,
+                                               hidden_dim=32, mlp_dim=64, num_classes=3)
+    _, name, reshape = resolve_target_layer(vit)
+    assert name == "encoder.layers.encoder_layer_1.ln_1"
+    reshape.set_input_size(48, 48)
+    assert reshape.grid == (3, 3) and reshape.num_prefix_tokens == 1
+    assert resolve_target_layer(torchvision.models.resnet18(num_classes=3))[1] == "layer4.1"
+
+
+@pytest.mark.parametrize(
+    "arch, kw, expected",
+    [
+        ("resnet18", {}, "layer4.1"),
+        ("convnext_atto", {}, "stages.3"),
+        ("efficientnet_b0", {}, "bn2"),
+        ("mobilenetv3_small_050", {}, "blocks.5"),
+        ("swin_tiny_patch4_window7_224", dict(img_size=64, window_size=4, depths=(1, 1, 1, 1)), "layers.3.blocks.0.norm1"),
+    ],
+)
+def test_timm_families(arch, kw, expected):
+    model = timm.create_model(arch, pretrained=False, num_classes=3, **kw).eval()
+    assert resolve_target_layer(model, arch)[1] == expected
+    if arch.startswith("swin"):
+        res = compute_cams(model, torch.randn(1, 3, 64, 64), [0])
+        assert res.cams.shape == (1, 64, 64)
+
+
+def test_layer_override_and_bad_path():
+    model = _vit(img_size=32, patch_size=8)
+    module, name, reshape = resolve_target_layer(model, layer="blocks.-2.norm1")
+    assert name == "blocks.0.norm1" and module is model.blocks[0].norm1 and reshape is not None
+    with pytest.raises(MedauditError, match="--cam-layer 'blocks.9.norm1'.*candidates: .*blocks"):
+        resolve_target_layer(model, "vit_x", layer="blocks.9.norm1")
+    with pytest.raises(MedauditError, match="candidates"):
+        resolve_target_layer(model, layer="nonsense")
+
+
+def test_token_count_mismatch_is_a_clear_error():
+    from medaudit.explain import TokenReshape
+
+    r = TokenReshape(1, lambda h, w: (h // 8, w // 8))
+    r.set_input_size(32, 32)
+    assert r(torch.zeros(2, 17, 5)).shape == (2, 5, 4, 4)
+    with pytest.raises(MedauditError, match="patch tokens"):
+        r(torch.zeros(2, 20, 5))
