@@ -1,0 +1,395 @@
+"""The training loop behind ``medaudit train``: reproducible, resumable, selection on validation only.
+
+Reproducibility: model init, dropout and every random draw run inside
+``torch.random.fork_rng`` seeded with ``cfg.seed`` (the caller's global RNG is left as it was);
+data order comes from a private ``torch.Generator`` and augmentation from another. Every
+epoch ends with an atomic ``NAME.last.pt`` holding everything needed to continue exactly
+(model, optimizer, AMP scaler, RNG states, epoch, best score, history); the best epoch on the
+validation criterion is written to ``NAME.pt``. The test split is never read.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medaudit.augment import Augmenter
+from medaudit.checkpoint import atomic_torch_save, build_checkpoint, safe_torch_load
+from medaudit.errors import MedauditError
+from medaudit.losses import balanced_class_weights, build_loss, check_loss_task, multilabel_pos_weights
+from medaudit.models import SMALL_INPUT_MAX, create_model, model_family
+from medaudit.preprocess import Recipe, iter_batches, split_tensor_dataset
+from medaudit.train_config import TrainConfig
+from medaudit.train_state import (
+    epoch_summary,
+    freeze_backbone,
+    is_better,
+    n_correct,
+    resolve_splits,
+    select_device,
+    selection_score,
+    set_train_mode,
+)
+from medaudit.train_state import val_metrics as compute_val_metrics
+
+# Loss finiteness is checked every batch on the CPU (free) and every N batches on a GPU (a check syncs).
+_CHECK_EVERY_ACCEL = 20
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; the message says how to resume."""
+
+
+@dataclass
+class TrainResult:
+    best_path: Path
+    last_path: Path
+    best_epoch: int
+    best_score: float | None
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def last_path_for(out: str | Path) -> Path:
+    """``checkpoints/NAME.pt`` -> ``checkpoints/NAME.last.pt``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".last.pt")
+
+
+def check_writable(out: Path) -> None:
+    """Fail before training, not after an hour, when the checkpoint cannot be written."""
+    if out.is_dir():
+        raise MedauditError(f"-o {out}: is a folder; give a file name such as {out / 'model.pt'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".medaudit-write-test.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise MedauditError(f"-o {out}: output folder is not writable ({exc.strerror}); choose another path") from None
+
+
+def load_resume(path: str | Path) -> tuple[TrainConfig, dict]:
+    """Read a ``NAME.last.pt``; returns its config and the whole checkpoint dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedauditError(f"--resume {path}: file not found")
+    obj = safe_torch_load(path)
+    if not isinstance(obj, dict) or "resume" not in obj:
+        raise MedauditError(f"--resume {path}: not a resumable state; pass the NAME.last.pt written by medaudit train")
+    return TrainConfig.from_dict(obj["resume"]["config"]), obj
+
+
+def train(
+    ds: Any,
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: dict | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train ``cfg.arch`` on ``ds`` and write ``out`` (best on validation) and ``NAME.last.pt``.
+
+    Parameters
+    ----------
+    ds : dataset
+        ``medaudit.data`` dataset (``class_names``, ``task``, ``splits``, ``split(name)``,
+        ``fingerprint()``). Only the train and val splits are read.
+    cfg : TrainConfig
+    out : path
+        Best checkpoint path; ``NAME.last.pt`` is written beside it every epoch.
+    resume : dict, optional
+        The checkpoint dict from :func:`load_resume` (``cfg`` must be its config).
+    progress : bool
+        Show a tqdm bar per epoch.
+    log : callable
+        Receives the epoch summary lines and warnings (``lambda s: None`` to silence).
+
+    Raises
+    ------
+    MedauditError
+        Bad options for this data, non-finite loss (after keeping the last good state).
+    TrainingInterrupted
+        On KeyboardInterrupt, with the resume command in the message.
+    """
+    cfg.validate()
+    out = Path(out)
+    last = last_path_for(out)
+    check_writable(out)
+    class_names, task = [str(c) for c in ds.class_names], ds.task
+    multilabel = task == "multilabel"
+    check_loss_task(cfg.loss, task)
+    recall_cls = cfg.recall_class()
+    if recall_cls is not None and recall_cls not in class_names:
+        raise MedauditError(f"--select-by val_recall[{recall_cls}]: no such class (classes: {', '.join(class_names)})")
+    if cfg.sampler == "balanced" and multilabel:
+        raise MedauditError("--sampler balanced is for single-label data; use --loss bce --class-weights auto")
+    splits = resolve_splits(ds, cfg.val_fraction, cfg.seed, warn=log)
+    train_split, val_split = splits.train, splits.val
+    if cfg.batch_size > len(train_split):
+        raise MedauditError(
+            f"--batch-size {cfg.batch_size} is larger than the training split ({len(train_split)} samples); lower it"
+        )
+    _check_val_defines_criterion(cfg, val_split, class_names, multilabel)
+
+    recipe = Recipe(cfg.img_size, cfg.in_chans, tuple(cfg.mean), tuple(cfg.std), cfg.resize, cfg.interpolation)
+    small_stem = cfg.small_stem if cfg.small_stem is not None else cfg.img_size <= SMALL_INPUT_MAX
+    device = select_device(cfg.device)
+    amp = bool(cfg.amp and device.type == "cuda")
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.arch, len(class_names), in_chans=cfg.in_chans, img_size=cfg.img_size,
+                             pretrained=cfg.pretrained and resume is None, weights=None if resume else cfg.weights,
+                             small_stem=small_stem)
+        if resume is not None:
+            model.load_state_dict(resume["state_dict"])
+        # After the model so an unknown architecture fails fast (this decodes every image once).
+        fingerprint = ds.fingerprint()
+        if resume is not None and resume.get("dataset_fingerprint") not in (None, fingerprint):
+            raise MedauditError("--resume: the data differ from the run being resumed (dataset fingerprint mismatch)")
+        loop = _Loop(cfg, model, device, amp, recipe, class_names, multilabel, train_split, val_split, progress, log)
+        meta = {
+            "arch": cfg.arch, "class_names": class_names, "task": task, "recipe": recipe,
+            "small_stem": small_stem, "dataset_fingerprint": fingerprint,
+        }
+        info = {
+            "val_source": splits.val_source, "train_split": splits.train_name, "n_train": len(train_split),
+            "n_val": len(val_split), "class_weights_used": loop.class_weights, "device": str(device), "amp": amp,
+        }
+        return loop.run(out, last, meta, info, resume)
+
+
+def _check_val_defines_criterion(cfg: TrainConfig, val, class_names: list[str], multilabel: bool) -> None:
+    y = np.asarray(val.labels)
+    present = set(np.flatnonzero(y.sum(axis=0) > 0)) if multilabel else set(np.unique(y).tolist())
+    if cfg.select_by == "val_auc" and not multilabel and len(present) < len(class_names):
+        missing = [class_names[i] for i in range(len(class_names)) if i not in present]
+        raise MedauditError(f"--select-by val_auc: classes {missing} are absent from the validation split "
+                            "(AUC undefined); use --select-by val_loss or a larger --val-fraction")
+    rc = cfg.recall_class()
+    if rc is not None and class_names.index(rc) not in present:
+        raise MedauditError(f"--select-by val_recall[{rc}]: class '{rc}' is absent from the validation split")
+
+
+class _Loop:
+    """State of one training run (kept small: the loop, evaluation and checkpointing)."""
+
+    def __init__(self, cfg, model, device, amp, recipe, class_names, multilabel, train_split, val_split,
+                 progress, log):
+        self.cfg, self.device, self.amp, self.recipe = cfg, device, amp, recipe
+        self.class_names, self.multilabel, self.log, self.progress = class_names, multilabel, log, progress
+        self.train_split, self.val_split = train_split, val_split
+        self.channels_last = model_family(model) == "cnn" and device.type != "cpu"
+        self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        self.head = freeze_backbone(model) if cfg.finetune == "head" else None
+        self.class_weights = self._class_weights()
+        self.criterion = build_loss(
+            cfg.loss, "multilabel" if multilabel else "multiclass", len(class_names),
+            class_weights=self.class_weights, focal_gamma=cfg.focal_gamma,
+            focal_alpha=cfg.focal_alpha if cfg.focal_alpha is None or len(cfg.focal_alpha) > 1 else cfg.focal_alpha[0],
+            label_smoothing=cfg.label_smoothing,
+        ).to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+            self.opt = cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.order_gen = torch.Generator().manual_seed(cfg.seed)
+        self.augment = Augmenter(cfg.augment, recipe.mean, recipe.std, seed=cfg.seed + 1)
+        labels = np.asarray(train_split.labels)
+        self.sample_weights = None
+        if cfg.sampler == "balanced":
+            w = balanced_class_weights(labels, len(class_names))
+            self.sample_weights = torch.as_tensor(w[labels], dtype=torch.float64)
+
+    def _class_weights(self) -> list[float] | None:
+        cw = self.cfg.class_weight_values()
+        if cw != "auto":
+            return cw
+        y = np.asarray(self.train_split.labels)
+        w = multilabel_pos_weights(y) if self.multilabel else balanced_class_weights(y, len(self.class_names))
+        return [float(v) for v in w]
+
+    # -- data -------------------------------------------------------------------------
+    def _epoch_batches(self) -> list[np.ndarray]:
+        n, bs = len(self.train_split), self.cfg.batch_size
+        if self.sample_weights is not None:
+            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=self.order_gen)
+        else:
+            order = torch.randperm(n, generator=self.order_gen)
+        order = order.numpy()
+        batches = [order[i : i + bs] for i in range(0, n, bs)]
+        # A trailing batch of one sample breaks BatchNorm in train mode; drop it (it is reshuffled next epoch).
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches.pop()
+        return batches
+
+    def _iter_train(self, batches: list[np.ndarray]):
+        split = self.train_split
+        if split.array is not None:
+            for idx in batches:
+                yield self.recipe.batch_from_array(split.array[idx]), torch.as_tensor(split.labels[idx])
+            return
+        nw = self.cfg.num_workers if self.cfg.num_workers is not None else min(4, os.cpu_count() or 1)
+        loader = torch.utils.data.DataLoader(
+            split_tensor_dataset(split, self.recipe), batch_sampler=[b.tolist() for b in batches], num_workers=nw,
+            pin_memory=self.device.type == "cuda",
+        )
+        for x, y, _ in loader:
+            yield x, y
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _target(self, y: torch.Tensor) -> torch.Tensor:
+        y = y.to(self.device, non_blocking=True)
+        return y.float() if self.multilabel else y.long()
+
+    # -- one epoch ----------------------------------------------------------------------
+    def _train_epoch(self, epoch: int, last: Path) -> tuple[float, float]:
+        from tqdm.auto import tqdm
+
+        batches = self._epoch_batches()
+        set_train_mode(self.model, self.head)
+        check_every = 1 if self.device.type == "cpu" else _CHECK_EVERY_ACCEL
+        losses: list[torch.Tensor] = []
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        bar = tqdm(self._iter_train(batches), total=len(batches), disable=not self.progress, leave=False,
+                   desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch")
+        for b, (x, y) in enumerate(bar):
+            x, y = self.augment(self._to_device(x)), self._target(y)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                logits = self.model(x)
+                loss = self.criterion(logits, y)
+            losses.append(loss.detach())
+            if (b + 1) % check_every == 0 or b + 1 == len(batches):
+                self._check_finite(losses, epoch, last)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            loss_sum += loss.detach() * len(y)
+            correct += n_correct(logits.detach(), y, self.multilabel)
+            seen += len(y)
+        return float(loss_sum) / seen, float(correct) / seen
+
+    def _check_finite(self, losses: list[torch.Tensor], epoch: int, last: Path) -> None:
+        ok = torch.isfinite(torch.stack(losses))
+        if bool(ok.all()):
+            return
+        b = int((~ok).nonzero()[0, 0])
+        kept = f"the last good state is {last} (epoch {epoch})" if last.is_file() else "no epoch had completed"
+        raise MedauditError(f"training loss became {float(losses[b])} at epoch {epoch + 1}, batch {b + 1}; stopped "
+                            f"({kept}; the best checkpoint is untouched). Lower --lr or check the data")
+
+    @torch.no_grad()
+    def evaluate(self, split) -> tuple[float, np.ndarray, np.ndarray]:
+        """Loss (the training criterion), probabilities (N, C) and labels on a split."""
+        self.model.eval()
+        logits, ys = [], []
+        for x, y, _ in iter_batches(split, self.recipe, max(self.cfg.batch_size, 256),
+                                    num_workers=self.cfg.num_workers):
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                logits.append(self.model(self._to_device(x)).float())
+            ys.append(y)
+        z = torch.cat(logits)
+        y = torch.cat(ys).to(self.device)
+        loss = float(self.criterion(z, y.float() if self.multilabel else y.long()))
+        probs = torch.sigmoid(z) if self.multilabel else torch.softmax(z, dim=1)
+        return loss, probs.cpu().numpy(), y.cpu().numpy()
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self, out: Path, last: Path, meta: dict, info: dict, resume: dict | None) -> TrainResult:
+        cfg = self.cfg
+        history: list[dict] = []
+        start, best_score, best_epoch, bad = 0, None, 0, 0
+        if resume is not None:
+            st = resume["resume"]
+            self.opt.load_state_dict(st["optimizer"])
+            if st.get("scaler"):
+                self.scaler.load_state_dict(st["scaler"])
+            self.order_gen.set_state(st["order_rng"])
+            self.augment.set_state(st["augment_rng"])
+            torch.set_rng_state(st["torch_rng"])
+            if self.device.type == "cuda" and st.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(st["cuda_rng"], self.device)
+            start, best_score, best_epoch, bad = st["epoch_done"], st["best_score"], st["best_epoch"], st["bad_epochs"]
+            history = list(resume["history"])
+            self.log(f"resuming {cfg.arch} after epoch {start} (best so far: epoch {best_epoch}, {best_score})")
+        stopped_early = False
+        epoch = start
+        try:
+            for epoch in range(start, cfg.epochs):
+                lr = cfg.lr_at(epoch)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                t0 = time.perf_counter()
+                train_loss, train_acc = self._train_epoch(epoch, last)
+                val_loss, probs, y = self.evaluate(self.val_split)
+                entry = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                         **compute_val_metrics(y, probs, self.class_names, self.multilabel), "lr": lr}
+                entry["epoch_time_s"] = time.perf_counter() - t0
+                score = selection_score(cfg.select_by, cfg.recall_class(), entry)
+                entry["score"] = score
+                best_loss = history[best_epoch - 1]["val_loss"] if best_epoch else None
+                improved = is_better(score, val_loss, best_score, best_loss)
+                if improved:
+                    best_score, best_epoch, bad = score, epoch + 1, 0
+                else:
+                    bad += 1
+                history.append(entry)
+                training = self._training_block(info, best_epoch, best_score, epoch + 1, False)
+                if improved:
+                    atomic_torch_save(build_checkpoint(self.model, **meta, training=training, history=history,
+                                                       selected_on="val"), out)
+                self._save_last(last, meta, training, history, epoch + 1, best_score, best_epoch, bad)
+                self.log(epoch_summary(entry, cfg, improved))
+                if cfg.early_stop is not None and bad >= cfg.early_stop:
+                    stopped_early = True
+                    self.log(f"early stop: no improvement of {cfg.select_by} for {bad} epochs")
+                    break
+        except KeyboardInterrupt:
+            done = f"epoch {epoch} is saved in {last}" if last.is_file() else "no epoch had completed"
+            hint = f"; resume with: medaudit train --resume {last}" if last.is_file() else ""
+            raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}; {done}{hint}") from None
+        if best_epoch == 0:
+            raise MedauditError(f"--select-by {cfg.select_by} was undefined in every epoch; no checkpoint selected")
+        if best_epoch == len(history) and not stopped_early:
+            return TrainResult(out, last, best_epoch, best_score, history, stopped_early)  # already complete
+        # The best checkpoint gets the full history (curves past the best epoch) and the final summary.
+        best = safe_torch_load(out)
+        best["history"] = history
+        best["training"] = self._training_block(info, best_epoch, best_score, len(history), stopped_early)
+        atomic_torch_save(best, out)
+        return TrainResult(out, last, best_epoch, best_score, history, stopped_early)
+
+    def _training_block(self, info: dict, best_epoch: int, best_score, epochs_run: int, stopped_early: bool) -> dict:
+        return {**self.cfg.to_dict(), **info, "best_epoch": best_epoch, "best_score": best_score,
+                "epochs_run": epochs_run, "stopped_early": stopped_early, "torch_version": str(torch.__version__)}
+
+    def _save_last(self, last, meta, training, history, epoch_done, best_score, best_epoch, bad) -> None:
+        state = {
+            "config": self.cfg.to_dict(), "epoch_done": epoch_done, "best_score": best_score,
+            "best_epoch": best_epoch, "bad_epochs": bad, "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict() if self.amp else None, "order_rng": self.order_gen.get_state(),
+            "augment_rng": self.augment.state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+        ckpt = build_checkpoint(self.model, **meta, training=training, history=history, selected_on="unknown",
+                                extra={"resume": state})
+        atomic_torch_save(ckpt, last)
