@@ -128,11 +128,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from medaudit.train_state import select_device
+    from medaudit.device import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = select_device(args.device)
+    device = resolve_device(args.device)
     ds = make_dataset(args.n, args.img_size, args.classes, seed=0)
     loops = {"medaudit": medaudit_loop(ds, args, device), "hand": hand_loop(ds, args, device)}
     for fn in loops.values():  # warm-up (allocator, cuDNN autotune, first-touch)

@@ -248,7 +248,7 @@ def benchmark_models(
     import torch
     from tqdm.auto import tqdm
 
-    from medaudit.predict import resolve_device
+    from medaudit.device import resolve_device
 
     if not models:
         raise MedauditError("benchmark_models needs at least one model")

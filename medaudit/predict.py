@@ -19,32 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medaudit import __version__
+from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
 from medaudit.predictions import FORMAT, Predictions
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
     from medaudit.checkpoint import Loaded
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks cuda > mps > cpu; an explicit device that is absent is an error."""
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise MedauditError(f"--device '{device}' is not a device name (auto, cpu, cuda, cuda:1, mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MedauditError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return dev
 
 
 def default_cache_dir() -> Path:

@@ -142,7 +142,7 @@ class Predictions:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Predictions":
+    def load(cls, path: str | os.PathLike) -> Predictions:
         path = Path(path)
         if not path.is_file():
             raise MedauditError(f"predictions file not found: {path}")

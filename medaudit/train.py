@@ -23,6 +23,7 @@ import torch
 
 from medaudit.augment import Augmenter
 from medaudit.checkpoint import atomic_torch_save, build_checkpoint, safe_torch_load
+from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
 from medaudit.losses import balanced_class_weights, build_loss, check_loss_task, multilabel_pos_weights
 from medaudit.models import SMALL_INPUT_MAX, create_model, model_family
@@ -34,7 +35,6 @@ from medaudit.train_state import (
     is_better,
     n_correct,
     resolve_splits,
-    select_device,
     selection_score,
     set_train_mode,
 )
@@ -143,7 +143,7 @@ def train(
 
     recipe = Recipe(cfg.img_size, cfg.in_chans, tuple(cfg.mean), tuple(cfg.std), cfg.resize, cfg.interpolation)
     small_stem = cfg.small_stem if cfg.small_stem is not None else cfg.img_size <= SMALL_INPUT_MAX
-    device = select_device(cfg.device)
+    device = resolve_device(cfg.device)
     amp = bool(cfg.amp and device.type == "cuda")
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):

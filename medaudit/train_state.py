@@ -95,27 +95,6 @@ def resolve_splits(ds: Any, val_fraction: float, seed: int, warn) -> Splits:
     return Splits(SubsetSplit(train, tr_idx), SubsetSplit(train, va_idx), source, train_name)
 
 
-def select_device(name: str) -> torch.device:
-    """``auto`` = cuda > mps > cpu; an explicit device that is not available is an error."""
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise MedauditError(f"--device '{name}' is not a device (use auto, cpu, cuda, cuda:N or mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MedauditError("--device cuda: no CUDA GPU is available here; use --device auto or cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise MedauditError("--device mps: MPS is not available here; use --device auto or cpu")
-    return dev
-
-
 def classifier_module(model: nn.Module) -> nn.Module:
     """The final classification layer (timm ``get_classifier()``; torchvision fc/heads/classifier)."""
     from torch import nn

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +18,12 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _few_threads():
+def _one_thread():
+    # Tests use tiny models: one thread is fastest, and two threads on a busy 2-core box
+    # spin-wait (a step measured 100x slower).
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(1)
 
 
 class ArraySplit:

@@ -62,9 +62,10 @@ def test_duplicate_names_and_empty():
 
 
 def test_templates_are_packaged():
-    import tomllib
     from fnmatch import fnmatch
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parents[1]
     cfg = tomllib.loads((root / "pyproject.toml").read_text())

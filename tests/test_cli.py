@@ -11,8 +11,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from medaudit.cli import COMMANDS, main
 from medaudit.checkpoint import save_checkpoint
+from medaudit.cli import COMMANDS, main
 from medaudit.data import make_demo_dataset
 from medaudit.models import create_model
 from medaudit.preprocess import Recipe

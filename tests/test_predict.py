@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from medaudit.checkpoint import load_checkpoint
+from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
-from medaudit.predict import predict_cached, resolve_device, run_inference
+from medaudit.predict import predict_cached, run_inference
 from tests.conftest import ArraySplit
 
 

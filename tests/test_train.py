@@ -12,15 +12,6 @@ from medaudit.train import load_resume, train
 from medaudit.train_config import TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one thread is fastest, and 2 threads on a loaded 2-core box spin-wait (100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def write_npz(path, n=(40, 15, 12), k=3, size=16, seed=0, val=True):
     """MedMNIST-layout npz whose class is a bright vertical stripe (learnable in a few steps)."""
     rng = np.random.default_rng(seed)

@@ -6,20 +6,11 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from medaudit.checkpoint import load_checkpoint
 from medaudit.cli import main
 from tests.test_train import write_npz
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from medaudit.checkpoint import safe_torch_load
 from medaudit.train import train
@@ -14,14 +13,6 @@ FAST = ["resnet18", "resnet34", "resnet50", "vit_tiny_patch16_224", "vit_small_p
         "efficientnet_b0", "tv:resnet18"]
 # 4-8 s each on one shared CPU thread (measured); model init and checkpoint writes dominate.
 SLOW = ["resnet101", "resnet152", "vit_base_patch16_224"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
