@@ -120,7 +120,7 @@ def assemble_snapshot(
 ) -> dict:
     """Build the whole snapshot; the ``run`` block is the only non-deterministic part."""
     from medaudit.compare import compare_models
-    from medaudit.findings import comparison_findings, model_findings
+    from medaudit.findings import comparison_findings, dataset_findings, model_findings
 
     if not results:
         raise MedauditError("no models to audit: pass at least one checkpoint with --models")
@@ -147,7 +147,7 @@ def assemble_snapshot(
     if len(results) >= 2:
         comparisons = compare_models(aligned, negative_classes=negatives, n_bootstrap=settings.bootstrap,
                                      seed=settings.seed)
-    findings: list[dict] = []
+    findings: list[dict] = dataset_findings(dataset)
     for m in models:
         findings.extend(model_findings(m, settings_block))
     if comparisons is not None:

@@ -127,6 +127,29 @@ def _selection(name: str, entry: dict) -> list[dict]:
     return out
 
 
+def dataset_findings(dataset: dict) -> list[dict]:
+    """Findings about the data: images shared between the evaluated split and another split.
+
+    A test image that also sits in train makes every test metric optimistic, so that is a
+    warning; sharing between two splits that are not evaluated (train/val) is information.
+    """
+    dup = dataset.get("duplicates") or {}
+    evaluated = dataset.get("split_evaluated")
+    out = []
+    for pair, count in sorted((dup.get("across") or {}).items()):
+        if not count:
+            continue
+        a, _, b = pair.partition("/")
+        if evaluated in (a, b):
+            other = b if a == evaluated else a
+            out.append(_f("warning", f"{count} image(s) of the evaluated '{evaluated}' split are pixel-identical to "
+                                     f"image(s) in '{other}': metrics on them may be optimistic (leakage).", None))
+        else:
+            out.append(_f("info", f"{count} image(s) are pixel-identical between '{a}' and '{b}' "
+                                  "(not the evaluated split; model selection may be optimistic).", None))
+    return out
+
+
 def model_findings(model_entry: dict, settings: dict) -> list[dict]:
     """Findings about one model from its ``models[i]`` snapshot entry.
 

@@ -153,3 +153,13 @@ def test_end_to_end_superset_is_described_not_claimed():
     assert any(f["level"] == "warning" and "different splits" in f["text"] for f in out)
     assert " significant (" not in text.replace("not significant (", "")
     assert comparison_findings(None, []) == []
+
+
+def test_dataset_findings_flag_leakage_into_the_evaluated_split():
+    from medaudit.findings import dataset_findings
+
+    ds = {"split_evaluated": "test", "duplicates": {"across": {"train/test": 1, "train/val": 8, "val/test": 0}}}
+    out = dataset_findings(ds)
+    assert [f["level"] for f in out] == ["warning", "info"]
+    assert "1 image(s) of the evaluated 'test' split" in out[0]["text"] and "'train'" in out[0]["text"]
+    assert dataset_findings({"split_evaluated": "test", "duplicates": None}) == []

@@ -300,16 +300,17 @@ def _overlap(plt: Any, comp: dict | None, colors: dict) -> Any:
 def _venn(plt: Any, pair: dict, colors: dict) -> Any:
     from matplotlib.patches import Circle
 
-    fig, ax = plt.subplots(figsize=(3.2, 1.9))
+    fig, ax = plt.subplots(figsize=(4.8, 1.9))
     a, b = pair["a"], pair["b"]
     for x, name in ((-0.45, a), (0.45, b)):
         ax.add_patch(Circle((x, 0), 0.8, facecolor=colors.get(name, "#888888"), alpha=0.25,
                             edgecolor=colors.get(name, "#888888"), lw=1.5))
     for x, v in ((-0.75, pair.get("only_a")), (0, pair.get("both")), (0.75, pair.get("only_b"))):
         ax.text(x, 0, "n/a" if v is None else str(v), ha="center", va="center", fontsize=11, weight="bold")
-    ax.text(-0.45, 0.9, _short(a, 20), ha="center", color=colors.get(a), fontsize=8)
-    ax.text(0.45, 0.9, _short(b, 20), ha="center", color=colors.get(b), fontsize=8)
-    ax.set(xlim=(-1.35, 1.35), ylim=(-0.9, 1.05), aspect="equal", title="Misclassified test samples")
+    # Names sit outside their circles so long model names never collide.
+    ax.text(-1.32, 0, _short(a, 20), ha="right", va="center", color=colors.get(a), fontsize=8)
+    ax.text(1.32, 0, _short(b, 20), ha="left", va="center", color=colors.get(b), fontsize=8)
+    ax.set(xlim=(-2.7, 2.7), ylim=(-0.9, 0.9), aspect="equal", title="Misclassified test samples")
     ax.axis("off")
     return fig
 
