@@ -56,3 +56,10 @@ def test_round_trip_is_rounding(v, lo, hi):
     parsed = parse_metric_text(fmt_metric({"value": v, "ci_low": lo, "ci_high": hi}))
     assert parsed == (round(v, 3), round(lo, 3), round(hi, 3)) or all(
         abs(p - q) <= 0.0005 + 1e-12 for p, q in zip(parsed, (v, lo, hi), strict=False))
+
+
+def test_splits_in_reading_order():
+    from medaudit.report.format import ordered_splits
+
+    assert ordered_splits({"test": 1, "train": 1, "val": 1}) == ["train", "val", "test"]
+    assert ordered_splits({"zeta": 1, "all": 1, "test": 1}) == ["test", "all", "zeta"]

@@ -26,6 +26,7 @@ from medaudit.report.format import (
     fmt_metric,
     fmt_p,
     not_available,
+    ordered_splits,
 )
 from medaudit.report.perf_context import gallery_section, risk_section
 from medaudit.report.plots import model_colors
@@ -166,7 +167,7 @@ def _data(ds: dict) -> dict:
     split_rows = [{"name": s, "n": fmt_int(v.get("n")),
                    "counts": [fmt_int((v.get("class_counts") or {}).get(c, 0)) for c in classes],
                    "sizes": _image_sizes(v.get("image_sizes")), "modes": _modes(v.get("modes"))}
-                  for s, v in splits.items()]
+                  for s, v in ((s, splits[s]) for s in ordered_splits(splits))]
     dup = ds.get("duplicates")
     dup_ctx = None
     if dup is not None:

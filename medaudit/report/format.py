@@ -202,3 +202,11 @@ def fmt_any(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return ", ".join(fmt_any(x) for x in v) if len(v) <= 8 else f"[{len(v)} values]"
     return str(v)
+
+
+_SPLIT_ORDER = {"train": 0, "val": 1, "test": 2, "all": 3}
+
+
+def ordered_splits(splits: dict) -> list[str]:
+    """Split names in reading order (train, val, test, …), not the JSON's alphabetical order."""
+    return sorted(splits, key=lambda s: (_SPLIT_ORDER.get(s, 9), s))

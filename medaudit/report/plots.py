@@ -98,7 +98,9 @@ def _class_distribution(plt: Any, dataset: dict) -> Any:
         return None
     import numpy as np
 
-    names = list(splits)
+    from medaudit.report.format import ordered_splits
+
+    names = ordered_splits(splits)
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.4))
     x = np.arange(len(classes))
     w = 0.8 / len(names)
@@ -111,7 +113,8 @@ def _class_distribution(plt: Any, dataset: dict) -> Any:
     ax.set_xticks(x, [_short(c, 22) for c in classes])
     ax.set_ylabel("samples")
     ax.grid(axis="x", visible=False)
-    ax.legend(frameon=False, ncols=len(names))
+    # Below the axes: inside, the legend covers the tallest bars.
+    ax.legend(frameon=False, ncols=len(names), loc="upper center", bbox_to_anchor=(0.5, -0.12))
     ax.set_title("Class distribution per split")
     return fig
 
