@@ -14,7 +14,12 @@ TASK_CHOICES = ("binary", "multiclass", "multilabel", "ordinal")
 
 @click.group("data")
 def data() -> None:
-    """Inspect data sources given to --data (folders, .npz, .csv, medmnist:NAME[@SIZE])."""
+    """Inspect data sources given to --data (folders, .npz, .csv, medmnist:NAME[@SIZE]).
+
+    \b
+    Example:
+      medaudit data inspect data/brain_mri
+    """
 
 
 @data.command("inspect")
@@ -24,7 +29,15 @@ def data() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (keys sorted).")
 @handle_errors
 def inspect(spec: str, classes: str | None, task: str | None, as_json: bool) -> None:
-    """Summarise SPEC: decodes every image, so unreadable files are reported by name."""
+    """Summarise SPEC: decodes every image, so unreadable files are reported by name.
+
+    \b
+    Examples:
+      medaudit data inspect data/brain_mri
+      medaudit data inspect pneumoniamnist.npz --json > summary.json
+    Prints splits, class counts, image sizes/modes and duplicate images within and
+    across splits (train/test leakage).
+    """
     from medaudit.data import inspect_dataset, load_dataset
     from medaudit.data.inspect import format_inspection
 

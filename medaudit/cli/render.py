@@ -20,7 +20,13 @@ from medaudit.cli._common import handle_errors
 @click.option("--redraw-figures", is_flag=True, help="Redraw the figures from the snapshot's numbers instead of reusing the saved PNGs.")
 @handle_errors
 def render(snapshot: Path, out_dir: Path, formats: str, template_dir: Path | None, redraw_figures: bool) -> None:
-    """Render SNAPSHOT (a report.json) into OUT as report.html and/or report.pdf."""
+    """Render SNAPSHOT (a report.json) into OUT as report.html and/or report.pdf.
+
+    \b
+    Example:
+      medaudit render reports/brain/report.json -o reports/brain-restyled --template-dir my_templates
+    Needs no model or data: the snapshot and its saved figures and CAM tiles are enough.
+    """
     from medaudit.report import render_from_snapshot
 
     written = render_from_snapshot(snapshot, out_dir, formats=formats.split(","), template_dir=template_dir,
