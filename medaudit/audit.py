@@ -79,9 +79,12 @@ def model_entry(result: ModelResult, settings: AuditSettings, negatives: list[st
     from medaudit.metrics import compute_metrics, fn_risk, operating_points
 
     p = result.preds
+    # Binary: the headline AUC/AP is the disease class's, the one that is not "healthy".
+    disease = [c for c in p.class_names if c not in negatives]
+    positive = disease[0] if p.task == "binary" and len(disease) == 1 else None
     metrics = compute_metrics(
         p.y_true, p.probs, p.class_names, p.task,
-        n_bootstrap=settings.bootstrap, seed=settings.seed, ece_bins=settings.ece_bins,
+        n_bootstrap=settings.bootstrap, seed=settings.seed, ece_bins=settings.ece_bins, positive_class=positive,
     )
     risk = None
     ops = None

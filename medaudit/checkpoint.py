@@ -68,6 +68,17 @@ def safe_torch_load(path: str | Path, map_location: str = "cpu") -> Any:
         raise MedauditError(f"{path}: not a readable PyTorch file ({str(exc).splitlines()[0][:160]})") from None
 
 
+def read_safetensors(path: str | Path) -> dict:
+    """Tensors of a ``.safetensors`` file; a corrupt file is a one-line error, not a traceback."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MedauditError(f"{path}: not a readable .safetensors file ({exc})") from None
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """Write with a temp file + ``os.replace`` so a crash never leaves a half checkpoint."""
     import torch
@@ -155,13 +166,13 @@ def _read_meta_and_state(path: Path) -> tuple[dict, dict]:
         sidecar = path.with_suffix(".json")
         if not sidecar.is_file():
             raise MedauditError(f"{path}: a .safetensors checkpoint needs its JSON sidecar {sidecar.name}")
-        from safetensors.torch import load_file
-
         try:
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise MedauditError(f"{sidecar}: invalid JSON ({exc})") from None
-        return meta, load_file(str(path))
+        if not isinstance(meta, dict):
+            raise MedauditError(f"{sidecar}: expected a JSON object with arch, class_names, task and recipe")
+        return meta, read_safetensors(path)
     obj = safe_torch_load(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise MedauditError(
@@ -187,10 +198,12 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Loaded:
         raise MedauditError(f"checkpoint not found: {path}")
     meta, state = _read_meta_and_state(path)
     try:
-        arch, class_names, task = meta["arch"], list(meta["class_names"]), meta["task"]
+        arch, class_names, task = str(meta["arch"]), [str(c) for c in meta["class_names"]], meta["task"]
         recipe = Recipe.from_dict(meta["recipe"])
     except KeyError as exc:
         raise MedauditError(f"{path}: checkpoint lacks the key {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise MedauditError(f"{path}: malformed checkpoint metadata ({exc})") from None
     if meta.get("num_classes", len(class_names)) != len(class_names):
         raise MedauditError(f"{path}: num_classes {meta['num_classes']} ≠ {len(class_names)} class names")
     model = create_model(

@@ -89,7 +89,15 @@ def create_model(
     else:
         model = _create_timm(arch, num_classes, in_chans, img_size, pretrained)
     if small_stem:
-        _apply_small_stem(model, in_chans)
+        replaced = _apply_small_stem(model, in_chans)
+        if replaced and pretrained:
+            import warnings
+
+            from medaudit.errors import MedauditWarning
+
+            warnings.warn(f"'{arch}' at {img_size} px uses the small ResNet stem: its first convolution starts from "
+                          "random weights, not the pretrained ones (use --standard-stem to keep them)",
+                          MedauditWarning, stacklevel=2)
     if weights is not None:
         load_backbone_weights(model, weights)
     return model
@@ -153,14 +161,16 @@ def _replace_head(model: nn.Module, num_classes: int) -> None:
         raise MedauditError(f"cannot replace the classifier head of {type(model).__name__}")
 
 
-def _apply_small_stem(model: nn.Module, in_chans: int) -> None:
-    """MedMNIST "(28)" ResNet: 3x3 stride-1 first conv and no max-pool (no-op for non-ResNets)."""
+def _apply_small_stem(model: nn.Module, in_chans: int) -> bool:
+    """MedMNIST "(28)" ResNet: 3x3 stride-1 first conv and no max-pool. Returns False for non-ResNets."""
     from torch import nn
 
     conv1 = getattr(model, "conv1", None)
     if isinstance(conv1, nn.Conv2d) and hasattr(model, "maxpool") and hasattr(model, "layer1"):
         model.conv1 = nn.Conv2d(in_chans, conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
+        return True
+    return False
 
 
 def read_state_dict(path: str | Path) -> dict:
@@ -171,9 +181,9 @@ def read_state_dict(path: str | Path) -> dict:
     if not path.is_file():
         raise MedauditError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from medaudit.checkpoint import read_safetensors
 
-        state = load_file(str(path))
+        state = read_safetensors(path)
     else:
         from medaudit.checkpoint import safe_torch_load
 
@@ -187,16 +197,41 @@ def read_state_dict(path: str | Path) -> dict:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def classifier_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the classification head (timm ``get_classifier``, else the last Linear)."""
+    from torch import nn
+
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, nn.Module) or not list(head.parameters()):
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        head = linears[-1] if linears else None
+    if head is None:
+        return set()
+    prefix = next(name for name, m in model.named_modules() if m is head)
+    return {f"{prefix}.{k}" if prefix else k for k in head.state_dict()}
+
+
 def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
-    """Load pretrained weights; drop head tensors whose shape differs (new class count)."""
+    """Load pretrained weights; only the classifier head may differ (a new class count).
+
+    Any other mismatch (a stem of another shape, position embeddings for another image
+    size) is an error: silently keeping a random layer would look like a pretrained model.
+    """
     state = read_state_dict(path)
     own = model.state_dict()
-    dropped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    for k in dropped:
+    head = classifier_keys(model)
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    bad = [k for k in mismatched if k not in head]
+    if bad:
+        shapes = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in bad[:3])
+        raise MedauditError(
+            f"{path}: weights do not fit this model outside the classifier head ({shapes}); check --img-size, "
+            "--in-chans and the ResNet stem (--small-stem/--standard-stem) the weights were trained with"
+        )
+    for k in mismatched:
         del state[k]
     missing, unexpected = model.load_state_dict(state, strict=False)
-    # Only the re-initialised head may be missing; anything else means the wrong file.
-    bad_missing = [k for k in missing if k not in dropped]
+    bad_missing = [k for k in missing if k not in head]
     if unexpected or bad_missing:
         raise MedauditError(
             f"{path}: weights do not fit the architecture (missing {bad_missing[:5]}, unexpected {unexpected[:5]})"

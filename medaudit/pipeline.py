@@ -20,6 +20,7 @@ from pathlib import Path
 from medaudit import __version__
 from medaudit.audit import AuditSettings, ModelResult, assemble_snapshot, resolve_negative_classes
 from medaudit.errors import MedauditError
+from medaudit.predict import check_classes_match
 
 
 @dataclass
@@ -100,21 +101,18 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
     from medaudit.checkpoint import load_checkpoint
     from medaudit.data import inspect_dataset, load_dataset
     from medaudit.predict import predict_cached
-    from medaudit.report import write_report
+    from medaudit.report import check_output_dir, write_report
 
     t0 = time.perf_counter()
     if not opts.checkpoints:
         raise MedauditError("--models needs at least one checkpoint")
+    check_output_dir(opts.out_dir)  # before inference, not after
     ds = load_dataset(opts.data_spec, classes=opts.classes)
     split = ds.split(opts.settings.split)
     names = _model_names(opts)
     loaded = [load_checkpoint(p) for p in opts.checkpoints]
     for ld in loaded:
-        if ld.class_names != ds.class_names:
-            raise MedauditError(
-                f"{ld.path}: the model's classes {ld.class_names} differ from the data's {ds.class_names}; "
-                "pass --classes in the model's order if the data's labels are integers"
-            )
+        check_classes_match(ld, ds.class_names)
     notes = None
     if opts.notes_path is not None:
         if not opts.notes_path.is_file():
@@ -205,6 +203,14 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
 
 def _safe_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def _file_stems(names: list[str]) -> list[str]:
+    """File-safe names, unique even when two display names sanitise alike (``a/b`` and ``a_b``)."""
+    stems = [_safe_name(n) for n in names]
+    if len(set(stems)) != len(stems):
+        stems = [f"{i}_{s}" for i, s in enumerate(stems)]
+    return stems
 
 
 def _versions() -> dict:

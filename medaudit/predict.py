@@ -28,6 +28,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from medaudit.checkpoint import Loaded
 
 
+def check_classes_match(loaded: Loaded, data_class_names: list[str]) -> None:
+    """Labels are indices: a different class order would silently relabel every sample."""
+    if list(loaded.class_names) != list(data_class_names):
+        raise MedauditError(
+            f"{loaded.path}: the model's classes {loaded.class_names} differ from the data's {list(data_class_names)}; "
+            "pass --classes in the model's order if the data's labels are integers, or rename the class folders"
+        )
+
+
 def default_cache_dir() -> Path:
     root = os.environ.get("MEDAUDIT_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "medaudit"
@@ -103,7 +112,7 @@ def run_inference(
     if len(split) == 0:
         raise MedauditError(f"split '{split_name}' of {dataset_spec} is empty")
     dev = resolve_device(device)
-    was_training = model.training
+    flags = [(m, m.training) for m in model.modules()]  # each submodule's own train/eval flag
     orig_device = next(model.parameters()).device
     cnn = model_family(model) == "cnn"
     channels_last = cnn and dev.type == "cuda"
@@ -120,7 +129,8 @@ def run_inference(
         model.to(orig_device)
         if channels_last:
             model.to(memory_format=torch.contiguous_format)
-        model.train(was_training)
+        for m, flag in flags:
+            m.training = flag
     wall = time.perf_counter() - t0
     n_cls = len(loaded.class_names)
     if logits.shape[1] != n_cls:

@@ -75,3 +75,18 @@ def test_templates_are_packaged():
             rel = f.relative_to(root / "templates").as_posix()
             assert any(fnmatch(rel, p) for p in patterns), f"{rel} would be missing from the wheel"
     assert "medaudit.data" in cfg["tool"]["setuptools"]["packages"]
+
+
+def test_binary_headline_ap_is_the_disease_class():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(4)
+    y = (rng.random(200) < 0.3).astype(int)  # class 0 'malignant' is the minority disease class
+    y = 1 - y
+    score_malignant = np.clip((y == 0) * 0.3 + rng.random(200) * 0.7, 0, 1)
+    probs = np.stack([score_malignant, 1 - score_malignant], 1)
+    p = Predictions("m", ["malignant", "normal_benign"], "binary", [f"s{i}" for i in range(200)], y, probs)
+    snap = assemble_snapshot([_result(p)], dataset={}, settings=AuditSettings(bootstrap=0), title="t")
+    ap = snap["models"][0]["metrics"]["ap_macro"]["value"]
+    assert ap == pytest.approx(average_precision_score(y == 0, score_malignant))
+    assert ap != pytest.approx(average_precision_score(y == 1, 1 - score_malignant))

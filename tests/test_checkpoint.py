@@ -104,3 +104,24 @@ def test_bare_state_dict_is_not_a_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "bare.pt")
     with pytest.raises(MedauditError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_corrupt_safetensors_and_bad_sidecar_are_one_line_errors(tmp_path):
+    import json
+
+    (tmp_path / "m.safetensors").write_bytes(b"\xff" * 64)
+    (tmp_path / "m.json").write_text(json.dumps({"arch": "resnet18", "class_names": ["a", "b"], "task": "binary",
+                                                 "recipe": Recipe(img_size=32).to_dict()}))
+    with pytest.raises(MedauditError, match="not a readable .safetensors"):
+        load_checkpoint(tmp_path / "m.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in create_model("resnet18", 2, img_size=32).state_dict().items()},
+              str(tmp_path / "m.safetensors"))
+    (tmp_path / "m.json").write_text(json.dumps({"arch": "resnet18", "class_names": ["a", "b"], "task": "binary",
+                                                 "recipe": {"img_size": "big"}}))
+    with pytest.raises(MedauditError, match="malformed|img-size"):
+        load_checkpoint(tmp_path / "m.safetensors")
+    (tmp_path / "m.json").write_text("[1, 2]")
+    with pytest.raises(MedauditError, match="JSON object"):
+        load_checkpoint(tmp_path / "m.safetensors")

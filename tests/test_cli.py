@@ -152,3 +152,22 @@ def test_help_lists_every_command_and_is_light():
 def test_python_dash_m():
     out = subprocess.run([sys.executable, "-m", "medaudit", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "medaudit" in out.stdout
+
+
+def test_report_refuses_to_replace_a_folder_that_is_not_a_report(demo_data, two_checkpoints, tmp_path):
+    precious = tmp_path / "docs"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    res = CliRunner().invoke(main, ["report", "--models", str(two_checkpoints[0]), "--data", str(demo_data),
+                                    "--no-bench", "--no-cam", "--bootstrap", "0", "-o", str(precious)])
+    assert res.exit_code == 2 and "not empty" in res.output
+    assert (precious / "thesis.txt").read_text() == "years of work"
+
+
+def test_predict_refuses_a_different_class_order(demo_data, tmp_path):
+    m = create_model("resnet18", 4, img_size=32)
+    p = save_checkpoint(tmp_path / "m.pt", m, arch="resnet18", class_names=list(reversed(CLASSES)),
+                        task="multiclass", recipe=Recipe(img_size=32), small_stem=True)
+    res = CliRunner().invoke(main, ["predict", "--model", str(p), "--data", str(demo_data), "-o",
+                                    str(tmp_path / "p.npz")])
+    assert res.exit_code == 2 and "differ from the data" in res.output and not (tmp_path / "p.npz").exists()

@@ -74,3 +74,16 @@ def test_resolve_layer_lists_candidates():
     assert resolve_layer(m, "layer4.-1") is m.layer4[-1]
     with pytest.raises(MedauditError, match="candidates"):
         resolve_layer(m, "layer9.0")
+
+
+def test_weights_for_another_stem_are_an_error_not_a_silent_random_layer(tmp_path):
+    src = create_model("resnet18", 10, img_size=224)  # 7x7 stem
+    torch.save(src.state_dict(), tmp_path / "w.pth")
+    with pytest.raises(MedauditError, match="conv1"):
+        create_model("resnet18", 3, img_size=28, weights=tmp_path / "w.pth")  # 3x3 small stem
+    vit = create_model("vit_tiny_patch16_224", 10, img_size=64)
+    torch.save(vit.state_dict(), tmp_path / "v.pth")
+    with pytest.raises(MedauditError, match="pos_embed"):
+        create_model("vit_tiny_patch16_224", 3, img_size=32, weights=tmp_path / "v.pth")
+    m = create_model("vit_tiny_patch16_224", 3, img_size=64, weights=tmp_path / "v.pth")  # only the head differs
+    assert torch.equal(m.pos_embed, vit.pos_embed) and m.head.out_features == 3

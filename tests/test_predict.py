@@ -76,3 +76,11 @@ def test_device_resolution():
         assert resolve_device("auto").type in ("cpu", "mps")
         with pytest.raises(MedauditError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def test_mixed_train_eval_flags_restored_per_module(tiny_checkpoint, array_split):
+    loaded = load_checkpoint(tiny_checkpoint)
+    loaded.model.eval()
+    loaded.model.fc.train()  # e.g. a head being fine-tuned while the backbone is frozen
+    run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem", device="cpu")
+    assert loaded.model.fc.training and not loaded.model.training and not loaded.model.layer1.training

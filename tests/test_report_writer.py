@@ -46,6 +46,10 @@ def test_success_replaces_folder_and_copies_extras(tmp_path):
     out = tmp_path / "report"
     out.mkdir()
     (out / "stale.txt").write_text("old")
+    with pytest.raises(MedauditError, match="not empty"):  # not an earlier report: never wiped
+        write_report(minimal_snapshot(), out, formats=("json",))
+    assert (out / "stale.txt").read_text() == "old"
+    (out / "report.json").write_text("{}")  # an earlier report is replaced as a whole
     csv = tmp_path / "p.csv"
     csv.write_text("id,prob\n")
     written = write_report(minimal_snapshot(), out, formats=("html", "json"),

@@ -60,10 +60,9 @@ def cam(models, data_spec, split, ids, cam_method, cam_layer, per_group, negativ
     from medaudit.audit import AuditSettings, resolve_negative_classes
     from medaudit.checkpoint import load_checkpoint
     from medaudit.data import load_dataset
-    from medaudit.errors import MedauditError
     from medaudit.explain.gallery import cam_block
     from medaudit.explain.select import describe_samples, select_gallery
-    from medaudit.predict import predict_cached
+    from medaudit.predict import check_classes_match, predict_cached
 
     loaded = [load_checkpoint(p) for p in models]
     names = [p.stem for p in models]
@@ -72,8 +71,7 @@ def cam(models, data_spec, split, ids, cam_method, cam_layer, per_group, negativ
     ds = load_dataset(data_spec, classes=classes.split(",") if classes else None)
     data = ds.split(split)
     for ld in loaded:
-        if ld.class_names != ds.class_names:
-            raise MedauditError(f"{ld.path}: the model's classes {ld.class_names} differ from the data's {ds.class_names}")
+        check_classes_match(ld, ds.class_names)
     negatives, source = resolve_negative_classes(
         ds.class_names, ds.task, AuditSettings(negative_classes=list(negative_classes) or None)
     )

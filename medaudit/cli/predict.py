@@ -31,10 +31,11 @@ def predict(model_path, data_spec, split, output, csv_path, device, batch_size, 
     """
     from medaudit.checkpoint import load_checkpoint
     from medaudit.data import load_dataset
-    from medaudit.predict import predict_cached
+    from medaudit.predict import check_classes_match, predict_cached
 
     loaded = load_checkpoint(model_path)
     ds = load_dataset(data_spec, classes=classes.split(",") if classes else None)
+    check_classes_match(loaded, ds.class_names)
     preds, cached = predict_cached(
         loaded, ds.split(split), split_name=split, dataset_spec=data_spec, use_cache=not no_cache,
         device=device, batch_size=batch_size, progress=not (quiet or progress_disabled()),

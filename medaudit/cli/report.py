@@ -40,7 +40,7 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--classes", default=None, help="Class names for data with integer labels, comma-separated.")
 @click.option("--negative-class", "negative_classes", multiple=True, help="A 'healthy' class (repeatable). Default: auto-detected (normal, notumor, healthy, ...).")
 @click.option("--positive-class", default=None, help="Binary tasks: the disease class.")
-@click.option("--target-sensitivity", default=0.95, show_default=True, type=click.FloatRange(0.0, 1.0))
+@click.option("--target-sensitivity", default=0.95, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True))
 @click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(0, 100000), help="Bootstrap resamples for CIs (0 = none).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--ece-bins", default=15, show_default=True, type=click.IntRange(2, 1000))

@@ -82,7 +82,7 @@ def _design(y, probs, task, n_bins) -> tuple[SumDesign, list[RankingDesign]]:
     return SumDesign(n, blocks), groups
 
 
-def _evaluator(task: str, n: int, c: int, groups: list[RankingDesign], n_forecasts: int):
+def _evaluator(task: str, n: int, c: int, groups: list[RankingDesign], n_forecasts: int, positive: int = 1):
     def evaluate(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         m = s["brier"].shape[1]
         if task == "multilabel":
@@ -93,7 +93,7 @@ def _evaluator(task: str, n: int, c: int, groups: list[RankingDesign], n_forecas
         aucs, aps = zip(*(auc_ap_from_sums(s[f"rank{k}"], groups[k]) for k in range(c)), strict=True)
         out["auc"], out["ap"] = np.stack(aucs, axis=1), np.stack(aps, axis=1)
         if task == "binary":
-            out["auc_macro"], out["ap_macro"] = out["auc"][:, 1], out["ap"][:, 1]
+            out["auc_macro"], out["ap_macro"] = out["auc"][:, positive], out["ap"][:, positive]
         else:
             out["auc_macro"], out["ap_macro"] = nanmean(out["auc"]), nanmean(out["ap"])
         out["auc_micro"] = auc_ap_from_sums(s["rank_micro"], groups[c], with_ap=False)[0]
@@ -147,7 +147,7 @@ _AVERAGED = {"macro_f1": "f1", "weighted_f1": "f1", "macro_precision": "precisio
 _NO_VARIATION = "labels and predictions leave no variation beyond chance (denominator 0)"
 
 
-def _scalars_json(point: dict, ci: dict, names: list[str], task: str) -> dict:
+def _scalars_json(point: dict, ci: dict, names: list[str], task: str, positive: int = 1) -> dict:
     ml, c = task == "multilabel", len(names)
     reasons = {
         "kappa": "multilabel task: see per-label metrics" if ml else _NO_VARIATION,
@@ -158,8 +158,8 @@ def _scalars_json(point: dict, ci: dict, names: list[str], task: str) -> dict:
         "balanced_accuracy": "sensitivity or specificity is undefined for every label" if ml else None,
     }
     if task == "binary":
-        reasons["auc_macro"] = f"AUC of the positive class '{names[1]}' is undefined"
-        reasons["ap_macro"] = f"AP of the positive class '{names[1]}' is undefined"
+        reasons["auc_macro"] = f"AUC of the positive class '{names[positive]}' is undefined"
+        reasons["ap_macro"] = f"AP of the positive class '{names[positive]}' is undefined"
     out = {}
     for key in SCALARS:
         source = None if reasons.get(key) else _AVERAGED.get(key)
@@ -178,7 +178,8 @@ def _scalars_json(point: dict, ci: dict, names: list[str], task: str) -> dict:
 
 
 def compute_metrics(
-    y_true, probs, class_names, task, *, n_bootstrap: int = 1000, seed: int = 0, ece_bins: int = 15
+    y_true, probs, class_names, task, *, n_bootstrap: int = 1000, seed: int = 0, ece_bins: int = 15,
+    positive_class: str | None = None,
 ) -> dict:
     """The ``metrics`` block of the report snapshot, with confidence intervals.
 
@@ -197,6 +198,10 @@ def compute_metrics(
         Seed of the bootstrap ``numpy.random.Generator``; same inputs + seed = same output, and
         the input sample order does not matter (samples are put in a canonical order first).
     ece_bins : int
+    positive_class : str, optional
+        Binary tasks: the class whose AUC/AP is the headline ``auc_macro``/``ap_macro`` (the
+        disease class). Default: the second class (index 1). AP is not symmetric, so this
+        matters: the AP of a majority "healthy" class would flatter the model.
 
     Returns
     -------
@@ -216,7 +221,12 @@ def compute_metrics(
     n, c = probs.shape
     ml = task == "multilabel"
     design, groups = _design(y, probs, task, ece_bins)
-    evaluate = _evaluator(task, n, c, groups, n * c if ml else n)
+    positive = 1
+    if positive_class is not None and task == "binary":
+        if positive_class not in names:
+            raise MedauditError(f"--positive-class {positive_class!r} is not a class; classes are: {', '.join(names)}")
+        positive = names.index(positive_class)
+    evaluate = _evaluator(task, n, c, groups, n * c if ml else n, positive)
     strata = [n] if ml else np.bincount(y, minlength=c).tolist()
     keys = list(SCALARS) + list(PER_CLASS_BOOT) + (["kappa_quadratic"] if task == "ordinal" else [])
     point, boot = point_and_bootstrap(design, evaluate, strata, n_bootstrap, seed, keys)
@@ -224,7 +234,7 @@ def compute_metrics(
 
     *counts, n_exact = _counts(y, probs, ml)
     out = {"n": int(n), "accuracy": proportion(n_exact, n, "no samples"), "missed_disease_rate": None}
-    out.update(_scalars_json(point, ci, names, task))
+    out.update(_scalars_json(point, ci, names, task, positive))
     out["per_class"] = _per_class_json(point, ci, names, counts)
     out["confusion_matrix"] = confusion_json(names, y, probs, ml)
     out["curves"] = curves_json(names, y, probs, ml)

@@ -4,6 +4,6 @@ Reads the snapshot only; never computes a metric. See docs/report-schema.md and
 templates/README.md.
 """
 
-from medaudit.report.writer import FORMATS, render_from_snapshot, write_report
+from medaudit.report.writer import FORMATS, check_output_dir, render_from_snapshot, write_report
 
-__all__ = ["FORMATS", "render_from_snapshot", "write_report"]
+__all__ = ["FORMATS", "check_output_dir", "render_from_snapshot", "write_report"]

@@ -69,6 +69,7 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
 
     fm = _check_formats(formats)
     out_dir = Path(out_dir).resolve()
+    check_output_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -121,6 +122,24 @@ def _copy_tiles(snapshot: dict, root: Path, dst_root: Path) -> None:
             if src.is_relative_to(root) and src.is_file() and not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
+
+
+def check_output_dir(out_dir: str | Path) -> None:
+    """Refuse an ``-o`` that would destroy anything but an earlier report.
+
+    The report folder is replaced as a whole, so it must be new, empty, or a previous
+    medaudit report (it holds ``report.json``); ``-o .`` or ``-o ~/Documents`` is an error.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise MedauditError(f"-o {out_dir}: exists and is not a folder; choose another output path")
+    if any(out_dir.iterdir()) and not (out_dir / "report.json").is_file():
+        raise MedauditError(
+            f"-o {out_dir}: folder is not empty and holds no earlier report (report.json); it would be replaced "
+            "as a whole, so choose a new or empty folder"
+        )
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
