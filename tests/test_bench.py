@@ -159,7 +159,9 @@ def test_cpu_peak_memory_sees_a_known_allocation():
         assert got["reason"]
         pytest.skip(f"no peak-RSS probe here: {got['reason']}")
     assert got["kind"] in ("cpu_rss_hwm_delta", "cpu_ru_maxrss_delta")
-    assert 4 * n <= got["bytes"] < 4 * 4 * n
+    # The high-water mark is page-granular and the allocator may reuse a few pages it
+    # already held, so allow 1 % below the 64 MiB written (seen: 20 KiB short).
+    assert 0.99 * 4 * n <= got["bytes"] < 4 * 4 * n
 
 
 # -- benchmark_models --------------------------------------------------------------------
