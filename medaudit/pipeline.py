@@ -20,6 +20,7 @@ from pathlib import Path
 from medaudit import __version__
 from medaudit.audit import AuditSettings, ModelResult, assemble_snapshot, resolve_negative_classes
 from medaudit.errors import MedauditError
+from medaudit.naming import file_stems
 from medaudit.predict import check_classes_match
 
 
@@ -89,6 +90,9 @@ def _model_names(opts: ReportOptions) -> list[str]:
     if opts.names:
         if len(opts.names) != len(opts.checkpoints):
             raise MedauditError(f"--names has {len(opts.names)} names for {len(opts.checkpoints)} models")
+        dup = sorted({n for n in opts.names if opts.names.count(n) > 1})
+        if dup or not all(opts.names):
+            raise MedauditError(f"--names: every model needs its own non-empty name ({', '.join(dup) or 'empty name'})")
         return list(opts.names)
     stems = [p.stem for p in opts.checkpoints]
     if len(set(stems)) != len(stems):
@@ -129,14 +133,14 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
     staging = Path(tempfile.mkdtemp(prefix="medaudit-report-"))
     try:
         extra_files: dict[str, Path] = {}
-        for name, ld in zip(names, loaded):
+        stems = file_stems(names)
+        for name, safe, ld in zip(names, stems, loaded):
             kw = dict(dataset_spec=opts.data_spec, model_name=name, cache_dir=opts.cache_dir, use_cache=opts.use_cache,
                       device=opts.device, batch_size=opts.batch_size, progress=opts.progress)
             t = time.perf_counter()
             preds, cached = predict_cached(ld, split, split_name=opts.settings.split, **kw)
             val_preds = predict_cached(ld, ds.split(val_name), split_name=val_name, **kw)[0] if val_name else None
             timings[f"predict:{name}"] = time.perf_counter() - t
-            safe = _safe_name(name)
             preds.save(staging / f"{safe}.npz")
             preds.to_csv(staging / f"{safe}.csv")
             extra_files[f"predictions/{safe}.npz"] = staging / f"{safe}.npz"
@@ -171,7 +175,7 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
             t = time.perf_counter()
             negatives, _ = resolve_negative_classes(ds.class_names, ds.task, opts.settings)
             cams = cam_tiles_for_report(
-                loaded, [r.preds for r in results], split, names=names, negative_classes=negatives,
+                loaded, [r.preds for r in results], split, names=names, file_stems=stems, negative_classes=negatives,
                 method=opts.cam_method, layer=opts.cam_layer, per_group=opts.cam_per_group, out_dir=staging / "cams",
             )
             for r, n in zip(results, names):
@@ -199,18 +203,6 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
         return snapshot, paths
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _safe_name(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-
-
-def _file_stems(names: list[str]) -> list[str]:
-    """File-safe names, unique even when two display names sanitise alike (``a/b`` and ``a_b``)."""
-    stems = [_safe_name(n) for n in names]
-    if len(set(stems)) != len(stems):
-        stems = [f"{i}_{s}" for i, s in enumerate(stems)]
-    return stems
 
 
 def _versions() -> dict:

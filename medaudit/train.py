@@ -297,6 +297,17 @@ class _Loop:
         raise MedauditError(f"training loss became {float(losses[b])} at epoch {epoch + 1}, batch {b + 1}; stopped "
                             f"({kept}; the best checkpoint is untouched). Lower --lr or check the data")
 
+    def _check_val_finite(self, probs: np.ndarray, epoch: int, last: Path) -> None:
+        # A finite training loss does not rule out weights that overflow in eval mode (BatchNorm's
+        # running statistics differ from the batch's); selection on NaN scores would be meaningless.
+        bad = ~np.isfinite(probs).all(axis=1)
+        if not bad.any():
+            return
+        kept = f"the last good state is {last} (epoch {epoch})" if last.is_file() else "no epoch had completed"
+        raise MedauditError(f"validation outputs are NaN/inf for {int(bad.sum())} of {len(bad)} images after epoch "
+                            f"{epoch + 1} (the model diverged); stopped ({kept}; the best checkpoint is untouched). "
+                            "Lower --lr, raise --batch-size or check the data")
+
     @torch.no_grad()
     def evaluate(self, split) -> tuple[float, np.ndarray, np.ndarray]:
         """Loss (the training criterion), probabilities (N, C) and labels on a split."""
@@ -341,6 +352,7 @@ class _Loop:
                 t0 = time.perf_counter()
                 train_loss, train_acc = self._train_epoch(epoch, last)
                 val_loss, probs, y = self.evaluate(self.val_split)
+                self._check_val_finite(probs, epoch, last)
                 entry = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                          **compute_val_metrics(y, probs, self.class_names, self.multilabel), "lr": lr}
                 entry["epoch_time_s"] = time.perf_counter() - t0

@@ -70,8 +70,9 @@ def test_report_end_to_end_json_html(demo_data, two_checkpoints, tmp_path):
 
 def test_report_gate_failure_still_writes_report(demo_data, two_checkpoints, tmp_path):
     res, out = _report(["--models", str(two_checkpoints[0]), "--data", str(demo_data), "--bootstrap", "0",
-                        "--no-bench", "--no-cam", "--format", "json", "--gate", "accuracy>=1.01"], tmp_path)
-    assert res.exit_code in (1, 2), res.output
+                        "--no-bench", "--no-cam", "--format", "json", "--gate", "accuracy<0"], tmp_path)
+    assert res.exit_code == 1, res.output  # a gate no model can pass: the report is written, then exit 1
+    assert "FAIL" in res.output and json.loads((out / "report.json").read_text())["models"]
     bad = CliRunner().invoke(main, ["report", "--models", str(two_checkpoints[0]), "--data", str(demo_data),
                                     "--no-bench", "--no-cam", "--format", "json", "--gate", "accuracy>=0",
                                     "--gate", "recall[glioma]>=2", "-o", str(tmp_path / "g")])
@@ -81,6 +82,20 @@ def test_report_gate_failure_still_writes_report(demo_data, two_checkpoints, tmp
     snap = json.loads((out / "report.json").read_text())
     expected = 0 if snap["models"][0]["metrics"]["accuracy"]["value"] >= 0.999 else 1
     assert res.exit_code == expected, res.output
+
+
+def test_report_names_that_sanitise_alike_get_their_own_files(demo_data, two_checkpoints, tmp_path):
+    a = two_checkpoints[0]
+    res, out = _report(["--models", str(a), str(a), "--names", "r18 v1,r18_v1", "--data", str(demo_data),
+                        "--bootstrap", "0", "--no-bench", "--cam-per-group", "1", "--format", "json"], tmp_path)
+    assert res.exit_code == 0, res.output
+    models = json.loads((out / "report.json").read_text())["models"]
+    files = [m["predictions"]["file"] for m in models] + [m["predictions"]["csv"] for m in models]
+    tiles = [{t["file"] for t in m["cam"]["tiles"]} for m in models]
+    assert len(set(files)) == 4 and all((out / f).is_file() for f in files)
+    assert tiles[0] and not tiles[0] & tiles[1]
+    dup, _ = _report(["--models", str(a), str(a), "--names", "x,x", "--data", str(demo_data)], tmp_path / "dup")
+    assert dup.exit_code == 2 and "--names" in dup.output
 
 
 @pytest.mark.parametrize(

@@ -192,6 +192,30 @@ def test_nan_loss_stops_and_keeps_last_good(ds, tmp_path, monkeypatch):
     assert all(torch.equal(good[k], kept[k]) for k in good)
 
 
+def test_nan_validation_outputs_stop_before_selection(ds, tmp_path, monkeypatch):
+    """A finite training loss with eval-mode outputs that overflow (seen: EfficientNet, batch 2) is an error."""
+    import medaudit.train as tr
+
+    out = tmp_path / "m.pt"
+    real = tr._Loop.evaluate
+    calls = []
+
+    def diverge_in_epoch_2(self, split):
+        loss, probs, y = real(self, split)
+        calls.append(1)
+        if len(calls) == 2:
+            probs = probs.copy()
+            probs[3] = np.nan
+        return loss, probs, y
+
+    monkeypatch.setattr(tr._Loop, "evaluate", diverge_in_epoch_2)
+    with pytest.raises(MedauditError, match=r"validation outputs are NaN/inf for 1 of 15 images after epoch 2"):
+        train(ds, cfg(epochs=3), out, progress=False, log=quiet)
+    best = safe_torch_load(out)
+    assert [h["epoch"] for h in best["history"]] == [1]  # written after epoch 1, never after the NaN epoch
+    assert safe_torch_load(tmp_path / "m.last.pt")["resume"]["epoch_done"] == 1
+
+
 def test_lr_schedules():
     c = TrainConfig(arch="x", lr=1.0, epochs=100, scheduler="multistep")
     assert [c.lr_at(e) for e in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])

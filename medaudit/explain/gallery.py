@@ -12,14 +12,12 @@ from medaudit.errors import MedauditError
 from medaudit.explain.cam import compute_cams
 from medaudit.explain.select import select_gallery
 from medaudit.explain.tiles import draw_tiles
+from medaudit.naming import file_stems as unique_stems
+from medaudit.naming import safe_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from medaudit.checkpoint import Loaded
     from medaudit.predictions import Predictions
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 def split_inputs(split, recipe, sample_ids: Sequence[str], batch_size: int = 64):
@@ -44,6 +42,7 @@ def cam_block(
     *,
     name: str,
     out_dir: str | Path,
+    file_stem: str | None = None,
     method: str = "gradcam",
     layer: str | None = None,
     batch_size: int = 16,
@@ -63,7 +62,7 @@ def cam_block(
                        arch=loaded.arch, batch_size=batch_size)
     images = np.stack([loaded.recipe.denormalize(xi) for xi in x])
     infos = [{**it, "reason": r} for it, r in zip(items, res.reasons, strict=True)]
-    tiles = draw_tiles(images, res.cams, infos, out_dir, _safe(name), fmt=fmt)
+    tiles = draw_tiles(images, res.cams, infos, out_dir, file_stem or safe_name(name), fmt=fmt)
     n_bad = int((~res.valid).sum())
     reason = None
     if n_bad == len(items):
@@ -77,6 +76,7 @@ def cam_tiles_for_report(
     split,
     *,
     names: Sequence[str],
+    file_stems: Sequence[str] | None = None,
     negative_classes: Sequence[str],
     method: str = "gradcam",
     layer: str | None = None,
@@ -95,8 +95,9 @@ def cam_tiles_for_report(
         return {n: {"method": method, "layer": layer, "tiles": [], "n_invalid": 0,
                     "reason": "Grad-CAM galleries are not available for multilabel tasks yet"} for n in names}
     galleries = select_gallery(preds, negative_classes=negative_classes, per_group=per_group)
+    stems = list(file_stems) if file_stems is not None else unique_stems(names)
     return {
-        n: cam_block(ld, g["items"], split, name=n, out_dir=out_dir, method=method, layer=layer,
+        n: cam_block(ld, g["items"], split, name=n, out_dir=out_dir, file_stem=stem, method=method, layer=layer,
                      batch_size=batch_size)
-        for n, ld, g in zip(names, loaded, galleries, strict=True)
+        for n, stem, ld, g in zip(names, stems, loaded, galleries, strict=True)
     }
