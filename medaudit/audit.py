@@ -13,7 +13,9 @@ import numpy as np
 from medaudit.errors import MedauditError
 from medaudit.predictions import Predictions, align
 
-SCHEMA_VERSION = "1.0"
+# 2.0: the measurements of the machine (inference device/time/cache hit, efficiency) moved into
+# `run`, so everything else is a pure function of the predictions. 1.0 snapshots still render.
+SCHEMA_VERSION = "2.0"
 
 
 @dataclass
@@ -35,7 +37,6 @@ class ModelResult:
     checkpoint: dict
     prediction_info: dict
     val_preds: Predictions | None = None
-    efficiency: dict | None = None
     cam: dict | None = None
     extra: dict = field(default_factory=dict)
 
@@ -105,7 +106,6 @@ def model_entry(result: ModelResult, settings: AuditSettings, negatives: list[st
         "metrics": metrics,
         "fn_risk": risk,
         "operating_points": ops,
-        "efficiency": result.efficiency,
         "cam": result.cam,
     }
 
@@ -119,9 +119,9 @@ def assemble_snapshot(
     author: str | None = None,
     notes_markdown: str | None = None,
     run: dict | None = None,
-    efficiency: dict | None = None,
 ) -> dict:
-    """Build the whole snapshot; the ``run`` block is the only non-deterministic part."""
+    """Build the whole snapshot; the ``run`` block (timestamps, durations, efficiency timings,
+    cache hits) is the only part that is not a pure function of the predictions."""
     from medaudit.compare import compare_models
     from medaudit.findings import comparison_findings, dataset_findings, model_findings
 
@@ -165,7 +165,30 @@ def assemble_snapshot(
         "comparisons": comparisons,
         "findings": findings,
         "settings": settings_block,
-        "efficiency": efficiency,
         "figures": {},
         "run": run or {},
     }
+
+
+def measured_models(snapshot: dict) -> list[dict]:
+    """``snapshot["models"]`` with each model's measurements from ``run`` merged back in.
+
+    Each returned model carries ``efficiency`` (``run.efficiency.models[name]``, or where
+    schema 1.0 kept it, ``models[i].efficiency``; None when not measured) and
+    ``predictions`` extended by ``run.predictions[name]`` (device, wall_s, cached): the view
+    the report sections read. The snapshot itself is not modified.
+    """
+    run = snapshot.get("run") or {}
+    effs = (run.get("efficiency") or {}).get("models") or {}
+    passes = run.get("predictions") or {}
+    out = []
+    for m in snapshot.get("models") or []:
+        name = m.get("name")
+        out.append({**m, "efficiency": effs.get(name, m.get("efficiency")),  # 1.0 kept it in the model
+                    "predictions": {**(m.get("predictions") or {}), **(passes.get(name) or {})}})
+    return out
+
+
+def measured_efficiency(snapshot: dict) -> dict | None:
+    """The shared efficiency block (environment, paired ratios): ``run.efficiency`` (2.0) or top level (1.0)."""
+    return (snapshot.get("run") or {}).get("efficiency") or snapshot.get("efficiency")

@@ -33,7 +33,7 @@ __all__ = [
     "load_snapshot", "check_snapshot", "format_table", "write_junit", "write_markdown", "write_json",
 ]
 
-SUPPORTED_SCHEMA_VERSIONS = ("1.0",)
+SUPPORTED_SCHEMA_VERSIONS = ("1.0", "2.0")  # 2.0 moved measurements into `run`; gates read none of them
 ON_CHOICES = ("point", "lower", "upper", "conservative")
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 _STRUCTURAL = frozenset({"n", "per_class", "confusion_matrix", "curves", "calibration", "support"})
@@ -43,7 +43,7 @@ _FIELD = {"point": "value", "lower": "ci_low", "upper": "ci_high"}
 
 
 def check_snapshot(data: object, source: str) -> None:
-    """Raise MedauditError unless ``data`` looks like a schema "1.0" snapshot with models."""
+    """Raise MedauditError unless ``data`` looks like a schema "1.0"/"2.0" snapshot with models."""
     if not isinstance(data, dict):
         raise MedauditError(f"{source}: not a medaudit report.json (top level is not an object)")
     version = data.get("schema_version")
@@ -68,7 +68,7 @@ def check_snapshot(data: object, source: str) -> None:
 
 
 def load_snapshot(path: str | Path) -> dict:
-    """Read and validate a ``report.json`` (schema_version "1.0"); MedauditError otherwise."""
+    """Read and validate a ``report.json`` (schema_version "1.0" or "2.0"); MedauditError otherwise."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -310,7 +310,7 @@ def run_gates(snapshot: dict, requires: list[str] | tuple[str, ...] = (), *, on:
     Parameters
     ----------
     snapshot, baseline : dict
-        Parsed ``report.json`` (schema "1.0"); ``baseline`` only with ``max_drops``.
+        Parsed ``report.json`` (schema "1.0" or "2.0"); ``baseline`` only with ``max_drops``.
     requires : list of str
         Expressions ``[MODEL:]METRIC[CLASS] OP VALUE``.
     on : {"point", "lower", "upper", "conservative"}

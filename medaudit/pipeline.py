@@ -128,7 +128,8 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
     val_name = "val" if "val" in ds.splits and opts.settings.split != "val" else None
 
     timings: dict[str, float] = {}
-    efficiency_summary = None
+    inference: dict[str, dict] = {}
+    efficiency = None
     results: list[ModelResult] = []
     staging = Path(tempfile.mkdtemp(prefix="medaudit-report-"))
     try:
@@ -145,14 +146,10 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
             preds.to_csv(staging / f"{safe}.csv")
             extra_files[f"predictions/{safe}.npz"] = staging / f"{safe}.npz"
             extra_files[f"predictions/{safe}.csv"] = staging / f"{safe}.csv"
-            info = {
-                "n": preds.n_samples,
-                "file": f"predictions/{safe}.npz",
-                "csv": f"predictions/{safe}.csv",
-                "device": preds.provenance.get("device"),
-                "wall_s": preds.provenance.get("wall_s"),
-                "cached": cached,
-            }
+            info = {"n": preds.n_samples, "file": f"predictions/{safe}.npz", "csv": f"predictions/{safe}.csv"}
+            # How the pass ran (device, time, cache hit) is a measurement: it goes into `run`.
+            inference[name] = {"device": preds.provenance.get("device"), "wall_s": preds.provenance.get("wall_s"),
+                               "cached": cached}
             results.append(ModelResult(preds=preds, val_preds=val_preds, checkpoint=checkpoint_block(ld), prediction_info=info))
 
         if opts.bench:
@@ -164,9 +161,8 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
                 device=opts.device, repeats=opts.bench_repeats, batch_sizes=opts.bench_batch_sizes,
                 checkpoint_paths=[ld.path for ld in loaded],
             )
-            for r, n in zip(results, names):
-                r.efficiency = bench["models"][n]
-            efficiency_summary = {"environment": bench["environment"], "ratios": bench["ratios"]}
+            efficiency = {"environment": bench["environment"], "ratios": bench["ratios"],
+                          "models": {n: bench["models"][n] for n in names}}
             timings["bench"] = time.perf_counter() - t
 
         if opts.cam:
@@ -189,13 +185,15 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
             "command": opts.command or " ".join(shlex.quote(a) for a in sys.argv),
             "duration_s": None,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "predictions": inference,
+            "efficiency": efficiency,
             "host": platform.node(),
             "versions": _versions(),
         }
         snapshot = assemble_snapshot(
             results, dataset=dataset_block, settings=opts.settings,
             title=opts.title or f"Audit of {', '.join(names)} on {Path(opts.data_spec).name}",
-            author=opts.author, notes_markdown=notes, run=run, efficiency=efficiency_summary,
+            author=opts.author, notes_markdown=notes, run=run,
         )
         run["duration_s"] = round(time.perf_counter() - t0, 3)
         paths = write_report(snapshot, opts.out_dir, formats=opts.formats, template_dir=opts.template_dir,

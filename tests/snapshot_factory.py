@@ -7,7 +7,7 @@ curves and per-class metrics agree). Deliberate edge cases:
 - a class is literally named ``<script>alert(1)</script>`` (must be escaped everywhere);
 - the second model has converted weights (no history) and was selected on *test*;
 - ``kappa_quadratic`` is null (not an ordinal task);
-- the third model (``n_models=3``) was not benchmarked (``efficiency`` null, as with --no-bench);
+- the third model (``n_models=3``) was not benchmarked (absent from ``run.efficiency.models``, as with --no-bench);
 - the overall DeLong p-value is null with a reason (macro AUC), per-class DeLong is given.
 
 Efficiency blocks follow :mod:`medaudit.bench` (its summaries are built with the real
@@ -227,7 +227,7 @@ def _sizes(n):
 
 
 def make_snapshot(n_models: int = 2, n: int = 120, seed: int = 0) -> dict:
-    """Return a schema-1.0 snapshot dict with ``n_models`` models on ``n`` test samples.
+    """Return a schema-2.0 snapshot dict with ``n_models`` models on ``n`` test samples.
 
     CAM tiles are referenced as ``cams/<model>_<k>.png``; write them with
     :func:`write_cam_tiles` before rendering. Each call returns a fresh deep copy.
@@ -243,7 +243,7 @@ def _cached_snapshot(n_models: int, n: int, seed: int) -> dict:
     ids = np.array([f"test/{i}" for i in range(n)])
     arch = [("resnet18", "cnn", 11_170_000, None, 18, 1.82e9), ("vit_tiny", "transformer", 5_530_000, 16, 12, 1.26e9),
             ("efficientnet_b0", "cnn", 4_010_000, None, 16, 0.39e9)]
-    models, preds, times = [], {}, {}
+    models, preds, times, passes, effs = [], {}, {}, {}, {}
     for i in range(n_models):
         name, fam, params, patch, depth, flops = arch[i]
         logits = rng.normal(0, 1, (n, len(CLASSES)))
@@ -258,6 +258,9 @@ def _cached_snapshot(n_models: int, n: int, seed: int) -> dict:
         for cname, blk in fn["per_class"].items():
             metrics["per_class"][cname]["missed_disease_rate"] = blk["rate"]
         converted = i == 1
+        passes[name] = {"device": "cpu", "wall_s": 1.3 + i, "cached": False}
+        if i != 2:
+            effs[name] = _efficiency(params, flops, times.setdefault(name, _timings(rng, 4.0 - i)), params * 4 + 1200)
         tiles = [{"sample_id": f"test/{k}", "group": ["missed_disease", "error", "correct"][k % 3],
                   "true": CLASSES[int(y[k])], "pred": CLASSES[int(pred[k])], "prob": float(probs[k].max()),
                   "file": f"cams/{name}_{j:03d}.png"} for j, k in enumerate([3, 7, 11, 19])]
@@ -271,18 +274,15 @@ def _cached_snapshot(n_models: int, n: int, seed: int) -> dict:
                            "training": {"source": "converted", "weights_file": f"{name}.safetensors"} if converted
                            else dict(TRAINING, arch=name),
                            "history": None if converted else _history(rng)},
-            "predictions": {"n": n, "file": f"predictions/{name}.npz", "csv": f"predictions/{name}.csv",
-                            "device": "cpu", "wall_s": 1.3 + i, "cached": False},
+            "predictions": {"n": n, "file": f"predictions/{name}.npz", "csv": f"predictions/{name}.csv"},
             "metrics": metrics, "fn_risk": fn, "operating_points": _operating_points(y, probs, rng),
-            "efficiency": None if i == 2 else _efficiency(params, flops, times.setdefault(name, _timings(rng, 4.0 - i)),
-                                                          params * 4 + 1200),
             "cam": {"method": "gradcam", "layer": "layer4.1" if fam == "cnn" else "blocks.11.norm1",
                     "tiles": tiles, "reason": None},
         })
     if n_models > 2:
         models[2]["cam"] = None
     snap = {
-        "schema_version": "1.0", "title": "Pneumonia classifier audit", "author": "A. Reviewer",
+        "schema_version": "2.0", "title": "Pneumonia classifier audit", "author": "A. Reviewer",
         "notes_markdown": "Synthetic **test** snapshot.\n\n- item one\n- <b>raw html</b> stays text\n\n"
                           "[link](javascript:alert(1)) ![img](http://127.0.0.1:1/x.png)",
         "dataset": {
@@ -305,22 +305,21 @@ def _cached_snapshot(n_models: int, n: int, seed: int) -> dict:
         "findings": [{"level": "critical", "text": "resnet18 misses 12% of disease cases.", "model": "resnet18"},
                      {"level": "warning", "text": "vit_tiny was selected on the test split.", "model": "vit_tiny"},
                      {"level": "info", "text": "Class 'covid' has no test samples.", "model": None}],
-        "efficiency": _top_efficiency(models, times),
         "settings": {"split": "test", "bootstrap": 30, "seed": 0, "ece_bins": 15, "negative_classes": NEG,
                      "negative_classes_source": "auto", "positive_class": None, "target_sensitivity": 0.95},
         "figures": {},
         "run": {"created": "2025-01-02T03:04:05+00:00", "command": "medaudit report --models a.pt b.pt --data x",
                 "duration_s": 12.5, "host": "ci-runner",
-                "versions": {"medaudit": "0.1.0", "torch": "2.14.1", "python": "3.11.9"}},
+                "versions": {"medaudit": "0.1.0", "torch": "2.14.1", "python": "3.11.9"},
+                "predictions": passes, "efficiency": _run_efficiency(effs, times)},
     }
     return json.loads(json.dumps(snap))  # plain JSON types only
 
 
-def _top_efficiency(models, times):
-    """``snapshot["efficiency"]``: environment once, paired ratios of the benchmarked models."""
+def _run_efficiency(eff, times):
+    """``run.efficiency``: environment once, paired ratios and the blocks of the benchmarked models."""
     if not times:
         return None
-    eff = {m["name"]: m["efficiency"] for m in models if m["efficiency"]}
     names = list(times)
     ratios = []
     for i in range(len(names)):
@@ -329,7 +328,7 @@ def _top_efficiency(models, times):
             ratios.append({"a": a, "b": b, "params_ratio": eff[a]["params_total"] / eff[b]["params_total"],
                            "flops_ratio": eff[a]["flops"] / eff[b]["flops"],
                            "time_ratio": {str(s): paired_ratio(times[a][s], times[b][s]) for s in (1, 32)}})
-    return {"environment": ENVIRONMENT, "ratios": ratios}
+    return {"environment": ENVIRONMENT, "ratios": ratios, "models": eff}
 
 
 def _comparisons(models, y, preds, ids):
@@ -432,10 +431,10 @@ def with_copy(snapshot: dict) -> dict:
 
 def minimal_snapshot() -> dict:
     """Schema-conformant snapshot with no models and every optional block null."""
-    return {"schema_version": "1.0", "title": "Empty audit", "author": None, "notes_markdown": None,
+    return {"schema_version": "2.0", "title": "Empty audit", "author": None, "notes_markdown": None,
             "dataset": {"spec": "synthetic:none", "fingerprint": "00" * 32, "task": "binary",
                         "class_names": ["normal", "disease"], "split_evaluated": "test", "splits": {},
                         "duplicates": None},
-            "models": [], "comparisons": None, "findings": [], "efficiency": None, "settings": {}, "figures": {},
+            "models": [], "comparisons": None, "findings": [], "settings": {}, "figures": {},
             "run": {"created": "2025-01-02T03:04:05+00:00", "command": "medaudit report", "duration_s": 0.1,
                     "host": "h", "versions": {}}}

@@ -65,7 +65,10 @@ def test_report_end_to_end_json_html(demo_data, two_checkpoints, tmp_path):
     res2, out2 = _report(["--models", str(a), "--data", str(demo_data), "--bootstrap", "0", "--no-bench", "--no-cam",
                           "--format", "json"], tmp_path / "again")
     assert res2.exit_code == 0, res2.output
-    assert json.loads((out2 / "report.json").read_text())["models"][0]["predictions"]["cached"] is True
+    snap2 = json.loads((out2 / "report.json").read_text())
+    assert snap2["run"]["predictions"]["resnet18"]["cached"] is True
+    # measurements live in `run` only: the rest is a pure function of the predictions
+    assert set(snap2["models"][0]["predictions"]) == {"n", "file", "csv"} and "efficiency" not in snap2["models"][0]
 
 
 def test_report_gate_failure_still_writes_report(demo_data, two_checkpoints, tmp_path):
@@ -82,6 +85,21 @@ def test_report_gate_failure_still_writes_report(demo_data, two_checkpoints, tmp
     snap = json.loads((out / "report.json").read_text())
     expected = 0 if snap["models"][0]["metrics"]["accuracy"]["value"] >= 0.999 else 1
     assert res.exit_code == expected, res.output
+
+
+def test_report_json_is_deterministic_apart_from_run(demo_data, two_checkpoints, tmp_path):
+    """Same predictions (a fresh pass, then a cache hit) and a timed bench: only `run` differs."""
+    args = ["--models", *map(str, two_checkpoints), "--data", str(demo_data), "--bootstrap", "30",
+            "--bench-repeats", "2", "--no-cam", "--format", "json", "--no-cache"]
+    res1, out1 = _report(args, tmp_path / "one")
+    res2, out2 = _report(args[:-1], tmp_path / "two")  # the second run reads the cache the first wrote
+    assert res1.exit_code == 0 and res2.exit_code == 0, res1.output + res2.output
+    raw1, raw2 = ((o / "report.json").read_text() for o in (out1, out2))
+    s1, s2 = json.loads(raw1), json.loads(raw2)
+    assert s1["run"]["efficiency"]["models"]["resnet18"]["latency_ms"]["n"] == 2
+    assert s2["run"]["predictions"]["vit"]["cached"] and not s1["run"]["predictions"]["vit"]["cached"]
+    del s1["run"], s2["run"]
+    assert json.dumps(s1, sort_keys=True) == json.dumps(s2, sort_keys=True)
 
 
 def test_report_names_that_sanitise_alike_get_their_own_files(demo_data, two_checkpoints, tmp_path):

@@ -72,17 +72,17 @@ def build_model(name, hits, classes=CLASSES, negative=NEGATIVE, **overrides):
     metrics.update(overrides)
     return {"name": name, "checkpoint": {"path": f"checkpoints/{name}.pt", "arch": name},
             "predictions": {"n": n}, "metrics": metrics, "fn_risk": None, "operating_points": None,
-            "efficiency": None, "cam": None}
+            "cam": None}
 
 
 def build_snapshot(models=None, classes=CLASSES, fingerprint="ab" * 32, task="multiclass"):
-    """A schema-1.0 snapshot: resnet18 (recall 48, 45, 50, 47 of 50) and vit_tiny (worse,
+    """A schema-2.0 snapshot: resnet18 (recall 48, 45, 50, 47 of 50) and vit_tiny (worse,
     with an undefined AUC for 'pituitary' and an undefined auc_micro)."""
     if models is None:
         vit = build_model("vit_tiny", [46, 44, 49, 45], auc_micro=mv(None, reason="only one class in y_true"))
         vit["metrics"]["per_class"]["pituitary"]["auc"] = mv(None, reason="no negatives for class 'pituitary'")
         models = [build_model("resnet18", [48, 45, 50, 47]), vit]
-    return {"schema_version": "1.0", "title": "t", "author": None, "notes_markdown": None,
+    return {"schema_version": "2.0", "title": "t", "author": None, "notes_markdown": None,
             "dataset": {"spec": "synthetic", "fingerprint": fingerprint, "task": task,
                         "class_names": list(classes), "split_evaluated": "test", "splits": {}, "duplicates": None},
             "models": models, "comparisons": None, "findings": [],
@@ -273,8 +273,9 @@ def test_bad_input_combinations(snap):
         run_gates(snap, [], max_drops=["recall=0.02"])
     with pytest.raises(MedauditError, match="--baseline needs"):
         run_gates(snap, ["auc>=0.5"], baseline=build_snapshot())
-    with pytest.raises(MedauditError, match="schema_version '2.0' is not supported"):
-        run_gates({**snap, "schema_version": "2.0"}, ["auc>=0.5"])
+    with pytest.raises(MedauditError, match="schema_version .3.0. is not supported"):
+        run_gates({**snap, "schema_version": "3.0"}, ["auc>=0.5"])
+    assert run_gates({**snap, "schema_version": "1.0"}, ["auc>=0.5"]).results  # 1.0 differs only outside metrics
     broken = copy.deepcopy(snap)
     broken["models"][0]["metrics"]["per_class"]["glioma"] = [0.9]
     with pytest.raises(MedauditError, match=r"models\[0\] needs"):
@@ -419,9 +420,9 @@ def test_cli_exit_2(report_file, args, fragment):
 def test_cli_exit_2_files(tmp_path, report_file, snap):
     assert _cli(tmp_path / "nope.json", "-r", "auc>=0.5").exit_code == 2
     v2 = tmp_path / "v2.json"
-    v2.write_text(json.dumps({**snap, "schema_version": "2.0"}), encoding="utf-8")
+    v2.write_text(json.dumps({**snap, "schema_version": "3.0"}), encoding="utf-8")
     res = _cli(v2, "-r", "auc>=0.5")
-    assert res.exit_code == 2 and "schema_version '2.0' is not supported" in res.output
+    assert res.exit_code == 2 and "schema_version '3.0' is not supported" in res.output
     res = _cli(report_file, "--baseline", v2, "--max-drop", "recall=0.02")
     assert res.exit_code == 2 and "v2.json" in res.output
     one = tmp_path / "one.json"

@@ -11,6 +11,7 @@ from html import unescape
 
 import pytest
 
+from medaudit.audit import measured_models
 from medaudit.report.compare_context import comparison_section
 from medaudit.report.context import build_context
 from medaudit.report.eff_context import NOT_MEASURED, efficiency_section
@@ -60,21 +61,22 @@ def test_efficiency_is_compact_and_shows_environment_once(html3):
 
 def test_efficiency_values_match_snapshot():
     snap = make_snapshot(2)
-    ctx = efficiency_section(snap["models"], snap["efficiency"])
+    models = measured_models(snap)
+    ctx = efficiency_section(models, snap["run"]["efficiency"])
     rows = {r["label"]: [c.text for c in r["values"]] for r in ctx["rows"]}
-    e0 = snap["models"][0]["efficiency"]
+    e0 = snap["run"]["efficiency"]["models"]["resnet18"]
     assert rows["Parameters (M)"][0] == f"{e0['params_total'] / 1e6:.2f}"
     lat = e0["latency_ms"]
     assert rows["Batch-1 latency, median [IQR] (ms)"][0] == f"{lat['median']:.2f} [{lat['q25']:.2f}\u2013{lat['q75']:.2f}]"
     assert rows["Batch-1 latency, p95 (ms)"][0] == f"{lat['p95']:.2f}"
-    assert rows["Throughput at batch 32 (images/s)"][1] == f"{snap['models'][1]['efficiency']['throughput']['32']:.1f}"
+    assert rows["Throughput at batch 32 (images/s)"][1] == f"{models[1]['efficiency']['throughput']['32']:.1f}"
     assert rows["Peak memory added by a forward (MB)"][0].startswith("54.91 (batch 32; process RSS peak growth)")
     assert rows["Memory format, dtype"][0] == "contiguous (NCHW), float32"
 
 
 def test_ratio_sentences(html2):
     snap = make_snapshot(2)
-    r = snap["efficiency"]["ratios"][0]
+    r = snap["run"]["efficiency"]["ratios"][0]
     t = r["time_ratio"]["1"]
     expected = (f"resnet18 takes {t['median']:.2f}\u00d7 [IQR {t['q25']:.2f}\u2013{t['q75']:.2f}] "
                 f"the time of vit_tiny at batch 1")
@@ -85,19 +87,33 @@ def test_ratio_sentences(html2):
 
 def test_efficiency_null_everywhere():
     snap = make_snapshot(2)
-    for m in snap["models"]:
-        m["efficiency"] = None
-    ctx = efficiency_section(snap["models"], None)
+    snap["run"]["efficiency"] = None
+    ctx = efficiency_section(measured_models(snap), None)
     labels = [r["label"] for r in ctx["rows"]]
     # only the static counts and the evaluation pass remain; no row of "not measured"
     assert labels == ["Parameters (M)", "FLOPs per image (G)", "MACs per image (G)",
                       "Evaluation pass (images/s, whole split)"]
     from medaudit.report.eff_context import num
 
-    pred = snap["models"][0]["predictions"]
+    pred = {**snap["models"][0]["predictions"], **snap["run"]["predictions"]["resnet18"]}
     assert ctx["rows"][-1]["values"][0].text == f"{num(pred['n'] / pred['wall_s'])} (cpu)"
     assert ctx["missing"] == ["resnet18", "vit_tiny"] and ctx["env_rows"] == [] and ctx["ratios"] == []
     assert ctx["ratios_reason"].startswith("not available:")
+
+
+def test_schema_1_0_snapshot_still_renders_its_efficiency():
+    """1.0 kept the measurements in the models and at the top level; render reads them there."""
+    snap = make_snapshot(2)
+    run = snap["run"]
+    for m in snap["models"]:
+        m["efficiency"] = run["efficiency"]["models"][m["name"]]
+        m["predictions"].update(run["predictions"][m["name"]])
+    snap["efficiency"] = {k: run["efficiency"][k] for k in ("environment", "ratios")}
+    del run["efficiency"], run["predictions"]
+    snap["schema_version"] = "1.0"
+    old = build_context(snap, lambda rel: None)["efficiency"]
+    new = build_context(make_snapshot(2), lambda rel: None)["efficiency"]
+    assert old == new and old["any_measured"]
 
 
 def test_ratio_verdict_when_iqr_spans_one():
@@ -195,8 +211,7 @@ def test_data_sizes_and_modes(html2):
 
 def test_architecture_flops_from_checkpoint():
     snap = make_snapshot(2)
-    for m in snap["models"]:
-        m["efficiency"] = None  # --no-bench: the checkpoint still has the counts
+    snap["run"]["efficiency"] = None  # --no-bench: the checkpoint still has the counts
     snap["models"][1]["checkpoint"]["flops"] = None  # only MACs: FLOPs = 2 x MACs
     ctx = build_context(snap, lambda rel: None)
     row = next(r for r in ctx["models"]["arch"] if r["label"].startswith("FLOPs"))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from itertools import zip_longest
 from typing import Any
 
+from medaudit.audit import measured_efficiency, measured_models
 from medaudit.report.compare_context import comparison_section
 from medaudit.report.eff_context import efficiency_section
 from medaudit.report.format import (
@@ -67,7 +68,7 @@ def build_context(snapshot: dict, embed: Embed, *, target: str = "html") -> dict
     Parameters
     ----------
     snapshot : dict
-        A schema-1.0 snapshot (docs/report-schema.md); ``snapshot["figures"]`` maps
+        A schema-2.0 (or 1.0) snapshot (docs/report-schema.md); ``snapshot["figures"]`` maps
         figure keys to paths relative to the report folder.
     embed : callable
         ``embed(relative_path) -> data URI or None``; ``None`` when the file is missing
@@ -80,7 +81,7 @@ def build_context(snapshot: dict, embed: Embed, *, target: str = "html") -> dict
     dict
         The Jinja context: ``meta``, ``sections`` and one entry per section id.
     """
-    models = snapshot.get("models") or []
+    models = measured_models(snapshot)
     names = [m.get("name", f"model {i}") for i, m in enumerate(models)]
     colors = model_colors(names)
     figs = _Figures({k: embed(v) for k, v in (snapshot.get("figures") or {}).items()})
@@ -110,7 +111,7 @@ def build_context(snapshot: dict, embed: Embed, *, target: str = "html") -> dict
     ctx["risk"] = risk_section(models, figs)
     ctx["comparison"] = comparison_section(snapshot.get("comparisons"), len(models), figs, colors)
     ctx["gallery"] = gallery_section(models, embed)
-    ctx["efficiency"] = efficiency_section(models, snapshot.get("efficiency"))
+    ctx["efficiency"] = efficiency_section(models, measured_efficiency(snapshot))
     ctx["appendix"] = _appendix(snapshot, models)
     return ctx
 

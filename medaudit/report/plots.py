@@ -47,7 +47,7 @@ def make_figures(snapshot: dict, fig_dir: Path, *, dpi: int = DPI) -> dict[str, 
     Parameters
     ----------
     snapshot : dict
-        A schema-1.0 snapshot (docs/report-schema.md).
+        A schema-2.0 snapshot (docs/report-schema.md).
     fig_dir : Path
         Output folder (created); files are named ``<key>.png``.
     dpi : int

@@ -42,7 +42,7 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
     Parameters
     ----------
     snapshot : dict
-        Schema-1.0 snapshot (docs/report-schema.md); not modified. The written
+        Schema-2.0 (or 1.0) snapshot (docs/report-schema.md); not modified. The written
         ``report.json`` has ``figures`` filled with the relative figure paths.
     out_dir : path
         Report folder; replaced as a whole at the end if it exists.
@@ -197,8 +197,8 @@ def render_from_snapshot(snapshot_path: str | Path, out_dir: str | Path, *,
         raise MedauditError(f"{path}: not a readable JSON report ({exc})") from exc
     if not isinstance(snapshot, dict) or snapshot.get("schema_version") is None:
         raise MedauditError(f"{path}: no schema_version; this is not a medaudit report.json")
-    if str(snapshot["schema_version"]).split(".")[0] != "1":
-        raise MedauditError(f"{path}: schema_version {snapshot['schema_version']} is not supported (expected 1.x)")
+    if str(snapshot["schema_version"]).split(".")[0] not in ("1", "2"):
+        raise MedauditError(f"{path}: schema_version {snapshot['schema_version']} is not supported (expected 1.x or 2.x)")
     if Path(out_dir).resolve() == path.resolve().parent:
         raise MedauditError(f"-o {out_dir}: is the folder of the snapshot itself; choose a new output folder")
     return write_report(snapshot, out_dir, formats=formats, template_dir=template_dir, asset_root=path.parent,
