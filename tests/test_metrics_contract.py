@@ -57,7 +57,7 @@ def test_schema_keys_and_json_ready():
         if v["value"] is None:
             assert v["reason"], path
         else:
-            assert isinstance(v["value"], float) and v["ci_method"] in ("wilson", "bootstrap"), path
+            assert isinstance(v["value"], float) and v["ci_method"] in ("wilson", "bootstrap", "bootstrap-recentred"), path
     dumps(m)  # no NaN/inf, only JSON types
     assert len(m["calibration"]["bin_edges"]) == 16 and sum(m["calibration"]["bin_count"]) == len(y)
 

@@ -9,6 +9,7 @@ Undefined quantities are never 0: their value is ``None`` and ``reason`` says wh
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from statistics import NormalDist
 
@@ -83,7 +84,32 @@ def _num(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def estimate(value: float, ci: tuple[float, float] | None, reason_if_nan: str) -> dict:
+def recentred_ci(ci: np.ndarray, samples: np.ndarray, point: np.ndarray, lower: float = 0.0) -> np.ndarray:
+    """Shift a percentile interval by the bootstrap's median bias, ``median(samples) - point``.
+
+    For statistics that resampling biases upward, such as ECE (a resample puts fewer distinct
+    forecasts in each bin, so bin gaps grow), the plain percentile interval can lie entirely
+    above the estimate. Removing the estimated bias keeps the interval's width and always
+    contains the point (the median lies between the percentiles); ``lower`` clips it.
+
+    Parameters
+    ----------
+    ci : ndarray, shape (2, M)
+        From :func:`percentile_ci`.
+    samples : ndarray, shape (B, M)
+    point : ndarray, shape (M,)
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.shape[0] == 0:
+        return ci
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns have no interval anyway
+        bias = np.nanmedian(samples, axis=0) - np.asarray(point, dtype=np.float64)
+    return np.maximum(ci - bias, lower)
+
+
+def estimate(value: float, ci: tuple[float, float] | None, reason_if_nan: str,
+             method: str = "bootstrap") -> dict:
     """Value object of a bootstrapped statistic; ``value`` NaN means undefined (``reason_if_nan``)."""
     if value is None or not np.isfinite(value):
         return undefined(reason_if_nan)
@@ -93,7 +119,7 @@ def estimate(value: float, ci: tuple[float, float] | None, reason_if_nan: str) -
         "value": float(value),
         "ci_low": _num(ci[0]),
         "ci_high": _num(ci[1]),
-        "ci_method": "bootstrap",
+        "ci_method": method,
         "reason": None,
     }
 

@@ -8,7 +8,7 @@ from medaudit.errors import MedauditError
 from medaudit.metrics import calibration as cal
 from medaudit.metrics.classification import confusion_json, confusion_metrics, multilabel_metrics, nanmean
 from medaudit.metrics.curves import RankingDesign, auc_ap_from_sums, curves_json, ranking_design
-from medaudit.metrics.intervals import estimate, percentile_ci, proportion
+from medaudit.metrics.intervals import estimate, percentile_ci, proportion, recentred_ci
 from medaudit.metrics.resample import Block, SumDesign, point_and_bootstrap
 
 TASKS = ("binary", "multiclass", "multilabel", "ordinal")
@@ -164,7 +164,7 @@ def _scalars_json(point: dict, ci: dict, names: list[str], task: str, positive: 
     for key in SCALARS:
         source = None if reasons.get(key) else _AVERAGED.get(key)
         reason = reasons.get(key) or f"{_AVERAGED.get(key, key)} is undefined for every class"
-        value = estimate(point[key], tuple(ci[key][:, 0]), reason)
+        value = estimate(point[key], tuple(ci[key][:, 0]), reason, "bootstrap-recentred" if key == "ece" else "bootstrap")
         if source and value["value"] is not None:
             skipped = [nm for j, nm in enumerate(names) if not np.isfinite(point[source][j])]
             if skipped:
@@ -231,6 +231,8 @@ def compute_metrics(
     keys = list(SCALARS) + list(PER_CLASS_BOOT) + (["kappa_quadratic"] if task == "ordinal" else [])
     point, boot = point_and_bootstrap(design, evaluate, strata, n_bootstrap, seed, keys)
     ci = {k: percentile_ci(boot[k].reshape(n_bootstrap, int(np.prod(boot[k].shape[1:])))) for k in keys}
+    # ECE is biased upward under resampling: its percentile interval can miss the estimate.
+    ci["ece"] = recentred_ci(ci["ece"], boot["ece"].reshape(n_bootstrap, 1), np.atleast_1d(point["ece"]))
 
     *counts, n_exact = _counts(y, probs, ml)
     out = {"n": int(n), "accuracy": proportion(n_exact, n, "no samples"), "missed_disease_rate": None}
