@@ -49,7 +49,12 @@ def resolve_negative_classes(class_names: list[str], task: str, settings: AuditS
         unknown = [c for c in settings.negative_classes if c not in class_names]
         if unknown:
             raise MedauditError(f"--negative-class {unknown[0]!r} is not a class; classes are: {', '.join(class_names)}")
-        return list(settings.negative_classes), "option"
+        if settings.positive_class is not None and settings.positive_class in settings.negative_classes:
+            raise MedauditError(f"--positive-class {settings.positive_class!r} is also given as --negative-class; "
+                                "a class is either the disease or healthy")
+        if len(set(settings.negative_classes)) == len(class_names):
+            raise MedauditError("--negative-class names every class; at least one must be a disease class")
+        return list(dict.fromkeys(settings.negative_classes)), "option"
     if settings.positive_class is not None:
         if settings.positive_class not in class_names:
             raise MedauditError(
@@ -65,6 +70,18 @@ def resolve_negative_classes(class_names: list[str], task: str, settings: AuditS
     if task == "binary":
         return [class_names[0]], "binary-default"
     return [], "none found"
+
+
+# How the negative ("healthy") classes were chosen, said where the missed-disease numbers are shown.
+NEGATIVE_SOURCE_NOTES = {
+    "option": "set with --negative-class",
+    "positive-class option": "every class but --positive-class",
+    "auto": "auto-detected from the class names; pass --negative-class to choose others",
+    "binary-default": ("assumed: no class name looks healthy, so the first class of this binary task is taken as "
+                       "negative; pass --negative-class or --positive-class to say which is which"),
+    "not applicable (multilabel)": "not applicable to multilabel tasks",
+    "none found": "no class name looks healthy; pass --negative-class to get missed-disease rates",
+}
 
 
 def _disease_scores(preds: Predictions, negatives: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +140,7 @@ def assemble_snapshot(
     """Build the whole snapshot; the ``run`` block (timestamps, durations, efficiency timings,
     cache hits) is the only part that is not a pure function of the predictions."""
     from medaudit.compare import compare_models
-    from medaudit.findings import comparison_findings, dataset_findings, model_findings
+    from medaudit.findings import comparison_findings, dataset_findings, model_findings, settings_findings
 
     if not results:
         raise MedauditError("no models to audit: pass at least one checkpoint with --models")
@@ -142,6 +159,7 @@ def assemble_snapshot(
         "ece_bins": settings.ece_bins,
         "negative_classes": negatives,
         "negative_classes_source": source,
+        "negative_classes_note": NEGATIVE_SOURCE_NOTES[source],
         "positive_class": settings.positive_class,
         "target_sensitivity": settings.target_sensitivity,
     }
@@ -150,7 +168,7 @@ def assemble_snapshot(
     if len(results) >= 2:
         comparisons = compare_models(aligned, negative_classes=negatives, n_bootstrap=settings.bootstrap,
                                      seed=settings.seed)
-    findings: list[dict] = dataset_findings(dataset)
+    findings: list[dict] = dataset_findings(dataset) + settings_findings(settings_block)
     for m in models:
         findings.extend(model_findings(m, settings_block))
     if comparisons is not None:

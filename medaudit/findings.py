@@ -39,6 +39,16 @@ def _ci(v: dict, digits: int = 1) -> str:
 
 
 # -- one model -----------------------------------------------------------------------
+def settings_findings(settings: dict) -> list[dict]:
+    """Say so when the negative ("healthy") classes were guessed rather than given."""
+    source, negs = settings.get("negative_classes_source"), settings.get("negative_classes") or []
+    if source in ("auto", "binary-default") and negs:
+        level = "info" if source == "auto" else "warning"
+        names = ", ".join(f"'{c}'" for c in negs)
+        return [_f(level, f"Missed-disease rates treat {names} as healthy: {settings.get('negative_classes_note')}.")]
+    return []
+
+
 def _missed_disease(name: str, fn: dict, settings: dict) -> list[dict]:
     out = []
     overall = fn.get("overall") or {}

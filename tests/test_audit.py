@@ -31,6 +31,30 @@ def test_negative_class_resolution():
     with pytest.raises(MedauditError, match="--negative-class"):
         resolve_negative_classes(CLASSES, "multiclass", AuditSettings(negative_classes=["healthy"]))
     assert resolve_negative_classes(["x", "y", "z"], "multiclass", s) == ([], "none found")
+    with pytest.raises(MedauditError, match="--positive-class 'a' is also given as --negative-class"):
+        resolve_negative_classes(["a", "b"], "binary", AuditSettings(negative_classes=["a"], positive_class="a"))
+    with pytest.raises(MedauditError, match="names every class"):
+        resolve_negative_classes(["a", "b"], "binary", AuditSettings(negative_classes=["a", "b"]))
+
+
+@pytest.mark.parametrize("names,settings,level", [
+    (CLASSES, AuditSettings(bootstrap=0), "info"),                       # auto-detected 'notumor'
+    (["benign", "malignant"], AuditSettings(bootstrap=0), "warning"),    # guessed: first class of a binary task
+    (CLASSES, AuditSettings(bootstrap=0, negative_classes=["notumor"]), None),  # given: nothing to flag
+])
+def test_guessed_negative_classes_are_said_in_findings_and_settings(names, settings, level):
+    n = 40
+    y = np.arange(n) % len(names)
+    p = np.full((n, len(names)), 1.0 / len(names))
+    task = "binary" if len(names) == 2 else "multiclass"
+    preds = Predictions("m", names, task, [f"s{i}" for i in range(n)], y, p)
+    snap = assemble_snapshot([_result(preds)], dataset={"spec": "mem"}, settings=settings, title="t")
+    note = snap["settings"]["negative_classes_note"]
+    said = [f for f in snap["findings"] if "treat" in f["text"] and "as healthy" in f["text"]]
+    if level is None:
+        assert note == "set with --negative-class" and not said
+    else:
+        assert [f["level"] for f in said] == [level] and note in said[0]["text"]
 
 
 def test_snapshot_wires_risk_into_metrics_and_is_deterministic():

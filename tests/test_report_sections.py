@@ -217,3 +217,8 @@ def test_architecture_flops_from_checkpoint():
     row = next(r for r in ctx["models"]["arch"] if r["label"].startswith("FLOPs"))
     assert row["values"][0] == "1.82 G / 910.00 M"
     assert row["values"][1] == "1.26 G / 630.00 M"
+
+
+def test_risk_section_says_how_negative_classes_were_chosen(html2):
+    text = _text(_section(html2, "risk"))
+    assert "Negative classes: auto-detected from the class names; pass --negative-class to choose others." in text

@@ -28,7 +28,7 @@ def ids_text(ids: list | None) -> str:
     return ", ".join(map(str, ids[:MAX_IDS])) + more
 
 
-def risk_section(models: list[dict], figs: dict) -> dict:
+def risk_section(models: list[dict], figs: dict, settings: dict | None = None) -> dict:
     """Section 5: missed-disease rates per model and class, and operating points."""
     out = []
     for i, m in enumerate(models):
@@ -67,7 +67,8 @@ def risk_section(models: list[dict], figs: dict) -> dict:
                     "specificity": notes.metric(p.get("specificity"), f"{key}.specificity"), "remark": remark})
         entry["notes"] = notes.reasons
         out.append(entry)
-    return {"per_model": out, "figure": figs.get("missed_disease")}
+    return {"per_model": out, "figure": figs.get("missed_disease"),
+            "negatives_note": (settings or {}).get("negative_classes_note")}
 
 
 def gallery_section(models: list[dict], embed: Callable[[str], str | None]) -> dict:
