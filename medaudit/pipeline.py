@@ -34,6 +34,7 @@ class ReportOptions:
     settings: AuditSettings = field(default_factory=AuditSettings)
     device: str = "auto"
     batch_size: int = 64
+    amp: bool = True  # CUDA only
     use_cache: bool = True
     cache_dir: Path | None = None
     bench: bool = True
@@ -137,7 +138,7 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
         stems = file_stems(names)
         for name, safe, ld in zip(names, stems, loaded):
             kw = dict(dataset_spec=opts.data_spec, model_name=name, cache_dir=opts.cache_dir, use_cache=opts.use_cache,
-                      device=opts.device, batch_size=opts.batch_size, progress=opts.progress)
+                      device=opts.device, batch_size=opts.batch_size, amp=opts.amp, progress=opts.progress)
             t = time.perf_counter()
             preds, cached = predict_cached(ld, split, split_name=opts.settings.split, **kw)
             val_preds = predict_cached(ld, ds.split(val_name), split_name=val_name, **kw)[0] if val_name else None

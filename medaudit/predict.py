@@ -44,9 +44,21 @@ def default_cache_dir() -> Path:
     return Path(root) / "predictions"
 
 
-def cache_key(checkpoint_sha256: str, split_fingerprint: str, split: str, recipe: dict) -> str:
+def inference_precision(device, amp: bool) -> str:
+    """``"bf16"``/``"fp16"`` under CUDA autocast, else ``"fp32"`` (AMP is used on CUDA only)."""
+    import torch
+
+    if not (amp and device.type == "cuda"):
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def cache_key(checkpoint_sha256: str, split_fingerprint: str, split: str, recipe: dict,
+              precision: str = "fp32") -> str:
+    """Key of a cached pass. Precision is part of it: bf16 probabilities are not fp32 ones."""
     blob = json.dumps(
-        {"ckpt": checkpoint_sha256, "data": split_fingerprint, "split": split, "recipe": recipe, "format": FORMAT},
+        {"ckpt": checkpoint_sha256, "data": split_fingerprint, "split": split, "recipe": recipe, "format": FORMAT,
+         **({} if precision == "fp32" else {"precision": precision})},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
@@ -60,8 +72,9 @@ def _forward_all(model, split, recipe, device, batch_size: int, *, amp: bool, ch
 
     n = len(split)
     out: list[np.ndarray] = []
-    use_amp = amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    precision = inference_precision(device, amp)
+    use_amp = precision != "fp32"
+    amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     from tqdm.auto import tqdm
 
     bar = tqdm(total=n, desc="predict", unit="img", disable=not progress, leave=False)
@@ -157,6 +170,7 @@ def run_inference(
         "recipe": loaded.recipe.to_dict(),
         "device": str(dev),
         "amp": bool(amp and dev.type == "cuda"),
+        "precision": inference_precision(dev, amp),
         "batch_size": used_bs,
         "wall_s": round(wall, 4),
         "versions": {"medaudit": __version__, "torch": torch.__version__, "python": platform.python_version()},
@@ -190,7 +204,10 @@ def predict_cached(
             f"{dataset_spec}: labels go up to {int(np.max(split.labels))} but {loaded.path.name} has "
             f"{len(loaded.class_names)} classes"
         )
-    key = cache_key(loaded.sha256, fp, split_name, loaded.recipe.to_dict())
+    from medaudit.device import resolve_device
+
+    precision = inference_precision(resolve_device(kwargs.get("device", "auto")), kwargs.get("amp", True))
+    key = cache_key(loaded.sha256, fp, split_name, loaded.recipe.to_dict(), precision)
     path = (cache_dir or default_cache_dir()) / f"{key}.npz"
     name = model_name or loaded.name
     if use_cache and path.is_file():

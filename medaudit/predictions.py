@@ -62,6 +62,7 @@ class Predictions:
         self.probs = np.asarray(self.probs, dtype=np.float32)
         self.class_names = [str(c) for c in self.class_names]
         self.validate()
+        self.y_true = self.y_true.astype(np.int8 if self.multilabel else np.int64, copy=False)
 
     # -- derived -----------------------------------------------------------
     @property
@@ -107,6 +108,11 @@ class Predictions:
         if bad.any():
             ids = ", ".join(self.sample_ids[bad][:10])
             raise MedauditError(f"{where}: non-finite (NaN/inf) outputs for {int(bad.sum())} samples: {ids}")
+        if n and not np.all(np.mod(self.y_true, 1) == 0):
+            raise MedauditError(f"{where}: y_true holds non-integer labels; expected class indices (0/1 per label "
+                                "for multilabel)")
+        if n and self.multilabel and not np.isin(self.y_true, (0, 1)).all():
+            raise MedauditError(f"{where}: multilabel y_true must be 0/1 per label")
         if n and (self.y_true.min() < 0 or (not self.multilabel and self.y_true.max() >= c)):
             raise MedauditError(f"{where}: labels out of range for {c} classes")
 

@@ -84,3 +84,36 @@ def test_mixed_train_eval_flags_restored_per_module(tiny_checkpoint, array_split
     loaded.model.fc.train()  # e.g. a head being fine-tuned while the backbone is frozen
     run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem", device="cpu")
     assert loaded.model.fc.training and not loaded.model.training and not loaded.model.layer1.training
+
+
+def test_precision_is_part_of_the_cache_key(monkeypatch):
+    from medaudit.predict import cache_key, inference_precision
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert inference_precision(cuda, True) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert [inference_precision(cuda, True), inference_precision(cuda, False), inference_precision(cpu, True)] == [
+        "fp16", "fp32", "fp32"]
+    keys = {cache_key("c", "d", "test", {"img_size": 16}, p) for p in ("fp32", "bf16", "fp16")}
+    assert len(keys) == 3
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_sample(tiny_checkpoint, array_split):
+    """CUDA OOM is simulated on the CPU: a model that refuses batches above 5 images."""
+    loaded = load_checkpoint(tiny_checkpoint)
+    real = loaded.model.forward
+    seen = []
+
+    def forward(x):
+        seen.append(x.shape[0])
+        if x.shape[0] > 5:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(x)
+
+    loaded.model.forward = forward
+    p = run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem",
+                      batch_size=16, device="cpu")
+    del loaded.model.forward
+    assert p.provenance["batch_size"] == 4 and seen[:3] == [16, 8, 4]  # 16 -> 8 -> 4, then the rest at 4
+    assert p.n_samples == 20 and np.allclose(p.probs, _manual_probs(loaded, array_split), atol=1e-5)

@@ -49,6 +49,12 @@ def test_validation_errors():
         Predictions("m", ["a", "b", "c"], "multiclass", ["s0"], [0], [[0.5, 0.5]])
     with pytest.raises(MedauditError, match="unique"):
         Predictions("m", ["a", "b"], "binary", ["s0", "s0"], [0, 1], [[0.5, 0.5], [0.5, 0.5]])
+    with pytest.raises(MedauditError, match="non-integer labels"):
+        Predictions("m", ["a", "b"], "binary", ["s0", "s1"], [0, 0.5], [[0.5, 0.5], [0.5, 0.5]])
+    with pytest.raises(MedauditError, match="0/1 per label"):
+        Predictions("m", ["a", "b"], "multilabel", ["s0"], [[0, 2]], [[0.5, 0.5]])
+    ok = Predictions("m", ["a", "b"], "binary", ["s0", "s1"], [0.0, 1.0], [[0.5, 0.5], [0.5, 0.5]])
+    assert ok.y_true.dtype == np.int64  # float labels that are whole numbers are taken as indices
 
 
 def test_align_and_mismatch():

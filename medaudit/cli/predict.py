@@ -18,10 +18,11 @@ from medaudit.cli._common import handle_errors, progress_disabled
 @click.option("--device", default="auto", show_default=True, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 65536))
 @click.option("--no-cache", is_flag=True, help="Run inference even if cached predictions exist.")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (bf16, else fp16) on CUDA; CPU always runs fp32. Cached separately.")
 @click.option("--classes", default=None, help="Comma-separated class names for data whose labels are integers.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
-def predict(model_path, data_spec, split, output, csv_path, device, batch_size, no_cache, classes, quiet):
+def predict(model_path, data_spec, split, output, csv_path, device, batch_size, no_cache, amp, classes, quiet):
     """Run a checkpoint over a data split and save its predictions.
 
     \b
@@ -38,7 +39,7 @@ def predict(model_path, data_spec, split, output, csv_path, device, batch_size, 
     check_classes_match(loaded, ds.class_names)
     preds, cached = predict_cached(
         loaded, ds.split(split), split_name=split, dataset_spec=data_spec, use_cache=not no_cache,
-        device=device, batch_size=batch_size, progress=not (quiet or progress_disabled()),
+        device=device, batch_size=batch_size, amp=amp, progress=not (quiet or progress_disabled()),
     )
     out = output or model_path.with_name(f"{model_path.stem}.{split}.npz")
     preds.save(out)

@@ -47,6 +47,7 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 65536))
 @click.option("--no-cache", is_flag=True, help="Re-run inference even if cached predictions exist.")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (bf16, else fp16) for inference on CUDA; CPU always runs fp32.")
 @click.option("--no-bench", is_flag=True, help="Skip the efficiency measurements.")
 @click.option("--bench-repeats", default=10, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--bench-batch-sizes", default="1", show_default=True, help="Batch sizes timed by the efficiency step, e.g. 1,32 (the evaluation pass reports its own throughput).")
@@ -64,7 +65,7 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--quiet", is_flag=True)
 @handle_errors
 def report(models, more_models, data_spec, split, out_dir, names, classes, negative_classes, positive_class,
-           target_sensitivity, bootstrap, seed, ece_bins, device, batch_size, no_cache, no_bench, bench_repeats, bench_batch_sizes,
+           target_sensitivity, bootstrap, seed, ece_bins, device, batch_size, no_cache, amp, no_bench, bench_repeats, bench_batch_sizes,
            no_cam, cam_method, cam_layer, cam_per_group, formats, title, author, notes_path, template_dir, gates,
            gate_on, quiet):
     """Audit checkpoints on a dataset and write report.html, report.pdf and report.json.
@@ -94,7 +95,7 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
         checkpoints=list(models) + list(more_models), data_spec=data_spec, out_dir=out_dir,
         names=[n.strip() for n in names.split(",")] if names else None,
         classes=[c.strip() for c in classes.split(",")] if classes else None,
-        settings=settings, device=device, batch_size=batch_size, use_cache=not no_cache,
+        settings=settings, device=device, batch_size=batch_size, amp=amp, use_cache=not no_cache,
         bench=not no_bench, bench_repeats=bench_repeats, bench_batch_sizes=_int_list(bench_batch_sizes), cam=not no_cam and cam_per_group > 0,
         cam_method=cam_method, cam_layer=cam_layer, cam_per_group=cam_per_group, formats=formats,
         title=title, author=author, notes_path=notes_path, template_dir=template_dir,
