@@ -18,8 +18,9 @@ from medaudit.errors import MedauditError
 from medaudit.predictions import Predictions, align
 from medaudit.stats import delong_test, holm, mcnemar_exact, paired_bootstrap_diff
 
-# Above this many tests in one family the findings mention the multiplicity.
-MANY_TESTS = 5
+# With more tests than this in a report, the multiple-testing note is written (one pair of
+# models gives one McNemar and one DeLong test: no note).
+MANY_TESTS = 2
 
 
 def overlap(set_a: set, set_b: set, name_a: str, name_b: str, what: str = "errors") -> dict:
@@ -211,7 +212,8 @@ def compare_models(
             "mcnemar": {**mc, "p_holm": None},
             "delong": _delong_pair(pa, pb, negative_idx),
             "bootstrap_diff": paired_bootstrap_diff(
-                pa.y_true, pa.y_pred, pb.y_pred, pa.class_names, n_bootstrap=n_bootstrap, seed=seed
+                pa.y_true, pa.y_pred, pb.y_pred, pa.class_names, negative_classes=[] if pa.multilabel else list(negative_classes),
+                n_bootstrap=n_bootstrap, seed=seed,
             ),
             "missed_disease": md,
         })
@@ -226,7 +228,7 @@ def compare_models(
     n_mc = len(pairs)
     n_dl = sum(t["p_value"] is not None for t in delong_tests)
     note = None
-    if n_mc + n_dl > 2:
+    if n_mc + n_dl > MANY_TESTS:
         note = (f"{n_mc} McNemar and {n_dl} DeLong tests were made; p_holm controls the chance of any false "
                 "positive within each family. Bootstrap intervals are not adjusted.")
 

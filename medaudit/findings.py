@@ -243,6 +243,17 @@ def _recall_findings(p: dict) -> list[dict]:
     return out
 
 
+def _missed_diff_finding(p: dict) -> list[dict]:
+    """The missed-disease rate difference, when its paired bootstrap interval excludes 0."""
+    d = (p.get("bootstrap_diff") or {}).get("missed_disease_rate") or {}
+    if d.get("ci_low") is None or d.get("diff") is None or d["ci_low"] <= 0 <= d["ci_high"]:
+        return []
+    worse, better = (p["a"], p["b"]) if d["diff"] > 0 else (p["b"], p["a"])
+    return [_f("warning", f"{worse} misses more disease than {better}: missed-disease rate higher by "
+                          f"{_pct(abs(d['diff']))} (paired bootstrap 95% CI {_pct(d['ci_low'])} to "
+                          f"{_pct(d['ci_high'])}).")]
+
+
 def _overlap_findings(p: dict) -> list[dict]:
     out = []
     n_err = p["both"] + p["only_a"] + p["only_b"]
@@ -288,6 +299,7 @@ def comparison_findings(comparisons: dict | None, models: list[dict]) -> list[di
         out.append(_accuracy_finding(p))
         out += _auc_findings(p)
         out += _recall_findings(p)
+        out += _missed_diff_finding(p)
         out += _overlap_findings(p)
         if 0 < p["mcnemar"]["n_discordant"] < FEW_DISCORDANT:
             out.append(_f("info", f"{p['a']} and {p['b']} differ in correctness on only {p['mcnemar']['n_discordant']} "

@@ -25,6 +25,7 @@ data: mid-p and asymptotic are better than exact conditional. BMC Med. Res. Meth
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -241,17 +242,40 @@ def _weights(rng: np.random.Generator, n_boot: int, strata: list[np.ndarray], n:
     return w
 
 
-def _metrics(w: np.ndarray, yt: np.ndarray, yp: np.ndarray, correct: np.ndarray, f1_cols: np.ndarray):
-    """Weighted accuracy, macro-F1 and per-class recall for each row of weights ``w`` (B, N)."""
+SCALAR_DIFFS = ("accuracy", "balanced_accuracy", "macro_f1", "missed_disease_rate")
+PER_CLASS_DIFFS = ("recall", "precision", "specificity")
+
+
+def _metrics(w: np.ndarray, yt: np.ndarray, yp: np.ndarray, correct: np.ndarray, f1_cols: np.ndarray,
+             missed: np.ndarray | None = None, disease: np.ndarray | None = None,
+             multilabel: bool = False) -> dict[str, np.ndarray]:
+    """Weighted metrics for each row of weights ``w`` (B, N).
+
+    Scalars (B,): accuracy, balanced_accuracy (mean recall over present classes; multilabel:
+    mean of (sensitivity + specificity) / 2 over labels), macro_f1 (over ``f1_cols``) and, with
+    ``missed``/``disease`` (N,) 0/1, missed_disease_rate. Per class (B, C): recall, precision,
+    specificity. Undefined cells are NaN.
+    """
     with np.errstate(invalid="ignore", divide="ignore"):
-        acc = (w @ correct) / w.sum(axis=1)
+        out: dict[str, np.ndarray] = {"accuracy": (w @ correct) / w.sum(axis=1)}
         tp = w @ (yt & yp).astype(np.float64)
         fp = w @ (~yt & yp).astype(np.float64)
         fn = w @ (yt & ~yp).astype(np.float64)
+        tn = w @ (~yt & ~yp).astype(np.float64)
         f1 = 2 * tp / (2 * tp + fp + fn)
-        recall = tp / (tp + fn)
-        macro = np.nanmean(f1[:, f1_cols], axis=1) if f1_cols.any() else np.full(w.shape[0], np.nan)
-    return acc, macro, recall
+        out["recall"] = tp / (tp + fn)
+        out["precision"] = tp / (tp + fp)
+        out["specificity"] = tn / (tn + fp)
+        nan_row = np.full(w.shape[0], np.nan)
+        out["macro_f1"] = np.nanmean(f1[:, f1_cols], axis=1) if f1_cols.any() else nan_row
+        per_class_ba = (out["recall"] + out["specificity"]) / 2 if multilabel else out["recall"]
+        defined = np.isfinite(per_class_ba[:, f1_cols]).any(axis=1) if f1_cols.any() else np.zeros(w.shape[0], bool)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
+            ba = np.nanmean(per_class_ba[:, f1_cols], axis=1) if f1_cols.any() else nan_row
+        out["balanced_accuracy"] = np.where(defined, ba, np.nan)
+        out["missed_disease_rate"] = (w @ missed) / (w @ disease) if missed is not None else nan_row
+    return out
 
 
 def paired_bootstrap_diff(
@@ -260,16 +284,18 @@ def paired_bootstrap_diff(
     pred_b: np.ndarray,
     class_names: Sequence[str],
     *,
+    negative_classes: Sequence[str] = (),
     n_bootstrap: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
 ) -> dict:
-    """Percentile bootstrap CIs of A - B for accuracy, macro-F1 and each class's recall.
+    """Percentile bootstrap CIs of A - B for the headline metrics that predicted labels define.
 
     Both models are evaluated on the *same* resampled indices in every replicate, so the
     interval reflects the paired design. Single-label tasks resample within each true
     class (stratified: class supports are fixed, so every recall stays defined);
-    multilabel tasks resample samples as a whole.
+    multilabel tasks resample samples as a whole. AUC differences need scores and are
+    DeLong's (:func:`delong_test`).
 
     Parameters
     ----------
@@ -277,6 +303,9 @@ def paired_bootstrap_diff(
     pred_a, pred_b : ndarray, same shape as ``y_true``
         Predicted labels (or 0/1 label sets) of models A and B.
     class_names : sequence of str, length C (or K)
+    negative_classes : sequence of str
+        "Healthy" classes (single-label): adds ``missed_disease_rate``, the share of disease
+        samples predicted as one of them.
     n_bootstrap : int
         Number of resamples (B); vectorised in chunks of bounded memory.
     seed : int
@@ -287,11 +316,13 @@ def paired_bootstrap_diff(
     Returns
     -------
     dict
-        ``{"accuracy": d, "macro_f1": d, "recall": {class: d}, "settings": {...}}`` where
-        each ``d`` is ``{"diff", "ci_low", "ci_high", "reason"}``. Macro-F1 averages the
-        classes present in ``y_true``; recall of a class absent from ``y_true`` is None
-        with a reason. Multilabel resamples where a label is absent are dropped for that
-        label's recall.
+        ``{"accuracy": d, "balanced_accuracy": d, "macro_f1": d, "missed_disease_rate": d,
+        "recall": {class: d}, "precision": {class: d}, "specificity": {class: d},
+        "settings": {...}}`` where each ``d`` is ``{"diff", "ci_low", "ci_high", "reason"}``.
+        Macro-F1 and balanced accuracy average the classes present in ``y_true``; recall of
+        a class absent from ``y_true`` is None with a reason; ``missed_disease_rate`` is None
+        with a reason without negative classes. Resamples where a value is undefined (a class
+        never predicted, for precision) are dropped for that value.
     """
     y_true, pred_a, pred_b = (np.asarray(v) for v in (y_true, pred_a, pred_b))
     c = len(class_names)
@@ -306,28 +337,25 @@ def paired_bootstrap_diff(
         strata = [np.arange(n)] if n else []
     else:
         strata = [np.flatnonzero(y_true == k) for k in range(c) if present[k]]
+    neg_idx = [list(class_names).index(x) for x in negative_classes] if not multilabel else []
+    disease = missed_a = missed_b = None
+    if neg_idx and n:
+        disease = (~np.isin(y_true, neg_idx)).astype(np.float64)
+        missed_a, missed_b = (disease * np.isin(p, neg_idx) for p in (pred_a, pred_b))
 
-    full = np.ones((1, n))
-    acc_a, f1_a, rec_a = _metrics(full, yt, ya, ca, present)
-    acc_b, f1_b, rec_b = _metrics(full, yt, yb, cb, present)
-    point = {"accuracy": (acc_a - acc_b)[0], "macro_f1": (f1_a - f1_b)[0]}
-    point_rec = (rec_a - rec_b)[0]
+    def diffs(w: np.ndarray) -> dict[str, np.ndarray]:
+        ma = _metrics(w, yt, ya, ca, present, missed_a, disease, multilabel)
+        mb = _metrics(w, yt, yb, cb, present, missed_b, disease, multilabel)
+        return {k: ma[k] - mb[k] for k in ma}
 
+    point = {k: v[0] for k, v in diffs(np.ones((1, n))).items()}
     rng = np.random.default_rng(seed)
     chunk = max(1, _CHUNK_CELLS // max(n, 1))
-    d_acc, d_f1, d_rec = [], [], []
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in point}
     for start in range(0, n_bootstrap if n else 0, chunk):
-        w = _weights(rng, min(chunk, n_bootstrap - start), strata, n)
-        a_acc, a_f1, a_rec = _metrics(w, yt, ya, ca, present)
-        b_acc, b_f1, b_rec = _metrics(w, yt, yb, cb, present)
-        d_acc.append(a_acc - b_acc)
-        d_f1.append(a_f1 - b_f1)
-        d_rec.append(a_rec - b_rec)
-    if d_acc:
-        boots = {"accuracy": np.concatenate(d_acc), "macro_f1": np.concatenate(d_f1)}
-        boot_rec = np.concatenate(d_rec, axis=0)
-    else:
-        boots, boot_rec = {"accuracy": np.array([]), "macro_f1": np.array([])}, np.empty((0, c))
+        for k, v in diffs(_weights(rng, min(chunk, n_bootstrap - start), strata, n)).items():
+            parts[k].append(v)
+    boots = {k: np.concatenate(v, axis=0) if v else np.empty((0,) + np.shape(point[k])) for k, v in parts.items()}
 
     def interval(est: float, samples: np.ndarray, what: str) -> dict:
         ok = samples[np.isfinite(samples)]
@@ -341,14 +369,19 @@ def paired_bootstrap_diff(
         lo, hi = np.percentile(ok, [100 * alpha / 2, 100 * (1 - alpha / 2)])
         return {"diff": float(est), "ci_low": float(lo), "ci_high": float(hi), "reason": None}
 
-    out = {k: interval(point[k], boots[k], k.replace("_", "-")) for k in ("accuracy", "macro_f1")}
-    out["recall"] = {}
-    for k, name in enumerate(class_names):
-        if not present[k]:
-            out["recall"][name] = {"diff": None, "ci_low": None, "ci_high": None,
-                                   "reason": f"no samples of class '{name}' in y_true"}
-        else:
-            out["recall"][name] = interval(point_rec[k], boot_rec[:, k], f"recall of '{name}'")
+    out = {k: interval(point[k], boots[k], k.replace("_", "-")) for k in SCALAR_DIFFS}
+    if disease is None:
+        why = "multilabel task" if multilabel else "no negative (healthy) class configured"
+        out["missed_disease_rate"] = {"diff": None, "ci_low": None, "ci_high": None,
+                                      "reason": f"missed-disease rate: {why}"}
+    for metric in PER_CLASS_DIFFS:
+        out[metric] = {}
+        for k, name in enumerate(class_names):
+            if not present[k] and metric != "specificity":
+                out[metric][name] = {"diff": None, "ci_low": None, "ci_high": None,
+                                     "reason": f"no samples of class '{name}' in y_true"}
+            else:
+                out[metric][name] = interval(point[metric][k], boots[metric][:, k], f"{metric} of '{name}'")
     out["settings"] = {
         "n_bootstrap": int(n_bootstrap),
         "seed": int(seed),

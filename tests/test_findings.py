@@ -163,3 +163,15 @@ def test_dataset_findings_flag_leakage_into_the_evaluated_split():
     assert [f["level"] for f in out] == ["warning", "info"]
     assert "1 image(s) of the evaluated 'test' split" in out[0]["text"] and "'train'" in out[0]["text"]
     assert dataset_findings({"split_evaluated": "test", "duplicates": None}) == []
+
+
+def test_missed_disease_difference_is_a_finding_only_when_its_interval_excludes_zero():
+    from medaudit.findings import _missed_diff_finding
+
+    pair = {"a": "r18", "b": "vit", "bootstrap_diff": {"missed_disease_rate": {
+        "diff": -0.06, "ci_low": -0.10, "ci_high": -0.02, "reason": None}}}
+    (f,) = _missed_diff_finding(pair)
+    assert f["level"] == "warning" and f["text"].startswith("vit misses more disease than r18")
+    assert "6.0%" in f["text"] and "-10.0% to -2.0%" in f["text"]
+    pair["bootstrap_diff"]["missed_disease_rate"]["ci_high"] = 0.01
+    assert _missed_diff_finding(pair) == []

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binomtest, norm
-from sklearn.metrics import f1_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from medaudit import stats
 from medaudit.stats import auc_midrank, delong_auc_cov, delong_test, holm, mcnemar_exact, paired_bootstrap_diff
@@ -197,10 +204,38 @@ def test_bootstrap_vectorised_metrics_equal_sklearn_on_one_resample():
     idx = rng.integers(0, 150, 150)
     w = np.bincount(idx, minlength=150)[None, :].astype(float)
     yt, ya = stats._indicators(y, 3), stats._indicators(a, 3)
-    acc, macro, recall = stats._metrics(w, yt, ya, (a == y).astype(float), yt.sum(0) > 0)
-    assert acc[0] == pytest.approx(np.mean(a[idx] == y[idx]))
-    assert macro[0] == pytest.approx(f1_score(y[idx], a[idx], labels=[0, 1, 2], average="macro"))
-    np.testing.assert_allclose(recall[0], recall_score(y[idx], a[idx], labels=[0, 1, 2], average=None))
+    neg = 2
+    disease = (y != neg).astype(float)
+    missed = disease * (a == neg)
+    m = stats._metrics(w, yt, ya, (a == y).astype(float), yt.sum(0) > 0, missed, disease)
+    yi, ai = y[idx], a[idx]
+    assert m["accuracy"][0] == pytest.approx(np.mean(ai == yi))
+    assert m["macro_f1"][0] == pytest.approx(f1_score(yi, ai, labels=[0, 1, 2], average="macro"))
+    assert m["balanced_accuracy"][0] == pytest.approx(balanced_accuracy_score(yi, ai))
+    np.testing.assert_allclose(m["recall"][0], recall_score(yi, ai, labels=[0, 1, 2], average=None))
+    np.testing.assert_allclose(m["precision"][0], precision_score(yi, ai, labels=[0, 1, 2], average=None))
+    cm = confusion_matrix(yi, ai, labels=[0, 1, 2])
+    tn = cm.sum() - cm.sum(0) - cm.sum(1) + np.diag(cm)
+    np.testing.assert_allclose(m["specificity"][0], tn / (tn + cm.sum(0) - np.diag(cm)))
+    assert m["missed_disease_rate"][0] == pytest.approx(np.mean(ai[yi != neg] == neg))
+
+
+def test_bootstrap_diff_of_missed_disease_and_per_class_rates():
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 3, 300)
+    a, b = _noisy(rng, y, 0.85, 3), _noisy(rng, y, 0.6, 3)
+    names = ["normal", "cyst", "tumour"]
+    r = paired_bootstrap_diff(y, a, b, names, negative_classes=["normal"], n_bootstrap=300, seed=0)
+    md = lambda p: np.mean(p[y != 0] == 0)  # noqa: E731
+    d = r["missed_disease_rate"]
+    assert d["diff"] == pytest.approx(md(a) - md(b)) and d["ci_low"] <= d["diff"] <= d["ci_high"]
+    assert r["balanced_accuracy"]["diff"] == pytest.approx(balanced_accuracy_score(y, a) - balanced_accuracy_score(y, b))
+    pa, pb = (precision_score(y, p, average=None) for p in (a, b))
+    for k, name in enumerate(names):
+        assert r["precision"][name]["diff"] == pytest.approx(pa[k] - pb[k])
+        assert r["specificity"][name]["ci_low"] <= r["specificity"][name]["diff"] <= r["specificity"][name]["ci_high"]
+    plain = paired_bootstrap_diff(y, a, b, names, n_bootstrap=50)
+    assert plain["missed_disease_rate"]["diff"] is None and "no negative" in plain["missed_disease_rate"]["reason"]
 
 
 def test_bootstrap_is_seeded_paired_and_handles_identical_models():

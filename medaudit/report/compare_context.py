@@ -15,7 +15,7 @@ from medaudit.report.format import Cell, Footnotes, fmt_any, fmt_float, fmt_metr
 from medaudit.report.perf_context import ids_text
 
 BOOT_METRICS = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro-F1"),
-                ("auc_macro", "AUC (macro)")]
+                ("missed_disease_rate", "Missed-disease rate (lower is better)")]
 
 
 def diff_cell(d: dict | None, notes: Footnotes, *, signed: bool = True) -> Cell:
