@@ -119,3 +119,13 @@ def test_bad_inputs():
         compute_cams(model, torch.randn(1, 3, 8, 8), [0], method="magic")
     with pytest.raises(MedauditError, match="targets"):
         compute_cams(model, torch.randn(2, 3, 8, 8), [0])
+
+
+def test_works_inside_inference_mode():
+    """A caller in torch.inference_mode() (as evaluation code often is) still gets CAMs."""
+    model = _model()
+    x = torch.randn(2, 3, 8, 8)
+    expected = compute_cams(model, x, [0, 1]).cams
+    with torch.inference_mode():
+        got = compute_cams(model, torch.randn(2, 3, 8, 8) * 0 + x, [0, 1]).cams
+    np.testing.assert_allclose(got, expected, atol=1e-6)

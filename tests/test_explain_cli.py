@@ -39,6 +39,9 @@ def test_cam_gallery_and_ids(tmp_path, tiny_checkpoint, tiny_npz):
     assert r.exit_code == 0, r.output
     tiles = json.loads((out / "cams.json").read_text())["models"]["tiny"]["tiles"]
     assert [t["sample_id"] for t in tiles] == ["test/3", "test/1"] and tiles[0]["file"].endswith(".png")
+    # the rerun replaced the folder: only this run's tiles are there, and no staging folder is left
+    assert sorted(p.name for p in (out / "cams").iterdir()) == sorted(t["file"].split("/")[1] for t in tiles)
+    assert sorted(p.name for p in out.iterdir()) == ["cams", "cams.json"]
 
 
 def test_cam_bad_layer_and_ids_exit_2(tmp_path, tiny_checkpoint, tiny_npz):
@@ -46,5 +49,7 @@ def test_cam_bad_layer_and_ids_exit_2(tmp_path, tiny_checkpoint, tiny_npz):
             str(tmp_path / "o")]
     r = CliRunner().invoke(main, base + ["--cam-layer", "layer9"])
     assert r.exit_code == 2 and "--cam-layer 'layer9'" in r.output and "layer4" in r.output
+    r = CliRunner().invoke(main, base + ["--cam-layer", "fc"])  # a layer, but no spatial map
+    assert r.exit_code == 2 and "not a spatial map" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, base + ["--ids", "test/999"])
     assert r.exit_code == 2 and "--ids" in r.output

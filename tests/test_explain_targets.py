@@ -40,6 +40,17 @@ def test_timm_vit_grid_and_prefix_follow_the_model(kw, size, grid, prefix):
     assert res.cams.shape == (2, h, w)
 
 
+def test_distilled_deit_has_two_prefix_tokens():
+    from timm.models.deit import VisionTransformerDistilled
+
+    model = VisionTransformerDistilled(img_size=32, patch_size=8, num_classes=3, embed_dim=32, depth=1,
+                                       num_heads=2, mlp_ratio=2.0).eval()
+    _, name, reshape = resolve_target_layer(model)
+    reshape.set_input_size(32, 32)
+    assert name == "blocks.0.norm1" and reshape.num_prefix_tokens == 2 and reshape.grid == (4, 4)
+    assert compute_cams(model, torch.randn(2, 3, 32, 32), [0, 2]).cams.shape == (2, 32, 32)
+
+
 def test_dynamic_size_vit_uses_the_actual_input_size():
     model = _vit(img_size=32, patch_size=8, dynamic_img_size=True).eval()
     res = compute_cams(model, torch.randn(1, 3, 48, 40), [0])
@@ -69,11 +80,33 @@ def test_torchvision_vit_and_resnet():
     ],
 )
 def test_timm_families(arch, kw, expected):
+    torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False, num_classes=3, **kw).eval()
     assert resolve_target_layer(model, arch)[1] == expected
-    if arch.startswith("swin"):
-        res = compute_cams(model, torch.randn(1, 3, 64, 64), [0])
-        assert res.cams.shape == (1, 64, 64)
+    res = compute_cams(model, torch.randn(2, 3, 64, 64), [0, 1], method="layercam")  # every family computes
+    assert res.cams.shape == (2, 64, 64) and res.layer == expected
+    assert all(ok or reason for ok, reason in zip(res.valid, res.reasons))  # drawn, or flagged with a reason
+    assert res.valid.any()
+
+
+def test_candidates_start_with_the_default_and_skip_the_head():
+    import torchvision
+
+    from medaudit.explain.targets import candidate_layers
+
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2,
+                                               hidden_dim=32, mlp_dim=64, num_classes=3)
+    assert candidate_layers(vit)[0] == "encoder.layers.encoder_layer_1.ln_1"  # deeper than 2 dots, listed first
+    cands = candidate_layers(timm.create_model("resnet18", pretrained=False, num_classes=3))
+    assert cands[0] == "layer4.1" and not {"fc", "global_pool"} & set(cands)
+
+
+def test_non_spatial_cnn_layer_is_refused_with_candidates():
+    model = timm.create_model("resnet18", pretrained=False, num_classes=3).eval()
+    for layer in ("fc", "global_pool"):
+        with pytest.raises(MedauditError, match=rf"--cam-layer '{layer}' outputs shape .* not a spatial map.*layer4\.1"):
+            compute_cams(model, torch.randn(1, 3, 32, 32), [0], layer=layer)
+    assert not model.fc._forward_hooks and not model.global_pool._forward_hooks  # hooks released
 
 
 def test_layer_override_and_bad_path():

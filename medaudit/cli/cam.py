@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import click
@@ -40,7 +43,7 @@ def _subset_predictions(loaded, split, ids: list[str], name: str, batch_size: in
 @click.option("--ids", default=None, help="Comma-separated sample ids to explain (default: chosen gallery: missed disease, errors, confident correct).")
 @click.option("--cam-method", default="gradcam", show_default=True, type=click.Choice(METHODS))
 @click.option("--cam-layer", default=None, help="Dotted path of the target layer (default: chosen per architecture; a wrong path lists candidates).")
-@click.option("--per-group", default=8, show_default=True, type=click.IntRange(0, 256), help="Samples per gallery group.")
+@click.option("--per-group", "--cam-per-group", "per_group", default=8, show_default=True, type=click.IntRange(0, 256), help="Samples per gallery group.")
 @click.option("--negative-class", "negative_classes", multiple=True, help="A 'healthy' class (repeatable). Default: auto-detected.")
 @click.option("--classes", default=None, help="Class names for data with integer labels, comma-separated.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, 4096))
@@ -62,6 +65,7 @@ def cam(models, data_spec, split, ids, cam_method, cam_layer, per_group, negativ
     from medaudit.data import load_dataset
     from medaudit.explain.gallery import cam_block
     from medaudit.explain.select import describe_samples, select_gallery
+    from medaudit.naming import file_stems
     from medaudit.predict import check_classes_match, predict_cached
 
     loaded = [load_checkpoint(p) for p in models]
@@ -87,14 +91,25 @@ def cam(models, data_spec, split, ids, cam_method, cam_layer, per_group, negativ
         ]
         galleries = select_gallery(preds, negative_classes=negatives, per_group=per_group)
     out_dir.mkdir(parents=True, exist_ok=True)
-    blocks = {}
-    for ld, n, g in zip(loaded, names, galleries, strict=True):
-        blocks[n] = cam_block(ld, g["items"], data, name=n, out_dir=out_dir / "cams", method=cam_method,
-                              layer=cam_layer, batch_size=batch_size, fmt=fmt)
-        b = blocks[n]
-        click.echo(f"{n}: {len(b['tiles'])} tiles ({b['n_invalid']} without a valid CAM), layer {b['layer']}"
-                   + (f" — {b['reason']}" if b["reason"] else ""))
-    summary = {"data": data_spec, "split": split, "negative_classes": negatives, "negative_classes_source": source,
-               "models": blocks}
-    (out_dir / "cams.json").write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
+    # Tiles go to a staging folder that replaces OUT/cams at the end: a rerun leaves no stale
+    # tiles from the previous one, and a failed run leaves the previous output as it was.
+    staging = Path(tempfile.mkdtemp(prefix=".cams.tmp-", dir=out_dir))
+    tiles_dir = staging / "cams"  # tile paths in cams.json are relative to OUT: cams/<model>_000.jpg
+    try:
+        blocks = {}
+        for ld, n, stem, g in zip(loaded, names, file_stems(names), galleries, strict=True):
+            blocks[n] = cam_block(ld, g["items"], data, name=n, out_dir=tiles_dir, file_stem=stem, method=cam_method,
+                                  layer=cam_layer, batch_size=batch_size, fmt=fmt)
+            b = blocks[n]
+            click.echo(f"{n}: {len(b['tiles'])} tiles ({b['n_invalid']} without a valid CAM), layer {b['layer']}"
+                       + (f" — {b['reason']}" if b["reason"] else ""))
+        summary = {"data": data_spec, "split": split, "negative_classes": negatives,
+                   "negative_classes_source": source, "models": blocks}
+        (staging / "cams.json").write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
+        shutil.rmtree(out_dir / "cams", ignore_errors=True)
+        os.replace(staging / "cams.json", out_dir / "cams.json")
+        tiles_dir.mkdir(exist_ok=True)  # no tiles at all is still a (empty) result
+        os.replace(tiles_dir, out_dir / "cams")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     click.echo(f"tiles → {out_dir / 'cams'}; summary → {out_dir / 'cams.json'}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medaudit.errors import MedauditError
-from medaudit.explain.targets import resolve_target_layer
+from medaudit.explain.targets import RequireMap, candidate_layers, resolve_target_layer
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -173,10 +173,13 @@ def compute_cams(
     b, _, h, w = images.shape
     if reshape is not None:
         reshape.set_input_size(h, w)
+    else:
+        reshape = RequireMap(name, candidate_layers(model))
     device = next(model.parameters()).device
     out = np.full((b, h, w), np.nan, dtype=np.float32)
     reasons: list[str | None] = []
-    with model_state_preserved(model), torch.enable_grad():
+    # inference_mode(False): a caller inside torch.inference_mode() still gets gradients.
+    with model_state_preserved(model), torch.inference_mode(False), torch.enable_grad():
         model.eval()
         # Gradients w.r.t. activations only: frozen weights skip weight-gradient work and
         # never touch .grad; the input needs grad so frozen models still build a graph.

@@ -65,6 +65,26 @@ class TokenReshape:
         return t[:, self.num_prefix_tokens :, :].reshape(b, gh, gw, c).permute(0, 3, 1, 2)
 
 
+class RequireMap:
+    """Reshape transform for CNN layers: passes ``(B, C, h, w)`` through, refuses anything else.
+
+    Without it a user-chosen ``--cam-layer fc`` or ``global_pool`` reaches pytorch_grad_cam as
+    a (B, C) tensor and fails there with an opaque shape error.
+    """
+
+    def __init__(self, layer: str, candidates: list[str]) -> None:
+        self.layer = layer
+        self.candidates = candidates
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        if t.ndim != 4:
+            raise MedauditError(
+                f"--cam-layer '{self.layer}' outputs shape {tuple(t.shape)}, not a spatial map (B, C, h, w); "
+                f"choose a convolutional stage, e.g. {', '.join(self.candidates[:8])}"
+            )
+        return t
+
+
 def _dotted_name(model: nn.Module, module: nn.Module) -> str:
     for name, m in model.named_modules():
         if m is module:
@@ -126,10 +146,22 @@ def _auto_layer(model: nn.Module) -> tuple[nn.Module, TokenReshape | None]:
     )
 
 
-def candidate_layers(model: nn.Module, limit: int = 20) -> list[str]:
-    """Late, shallow module names a user is likely to want for ``--cam-layer``."""
-    names = [n for n, _ in model.named_modules() if n and n.count(".") <= 2]
-    return names[-limit:]
+# Modules after the last spatial map (pooling, classifier head): never a CAM target.
+_HEAD_NAMES = frozenset({"fc", "head", "heads", "classifier", "global_pool", "avgpool", "pre_logits", "head_drop",
+                         "fc_norm", "flatten", "dropout", "drop", "conv_head", "act2", "norm_pre"})
+
+
+def candidate_layers(model: nn.Module, limit: int = 12) -> list[str]:
+    """Module names a user is likely to want for ``--cam-layer``: the family's default first,
+    then the last shallow modules before the pooling/classifier head (latest first)."""
+    try:
+        default = [_dotted_name(model, _auto_layer(model)[0])]
+    except MedauditError:
+        default = []
+    shallow = [n for n, m in model.named_modules()
+               if n and n.count(".") <= 2 and not set(n.split(".")) & _HEAD_NAMES and any(True for _ in m.children())]
+    ordered = default + [n for n in reversed(shallow) if n not in default]
+    return ordered[:limit]
 
 
 def _token_reshape_for(model: nn.Module) -> TokenReshape | None:

@@ -3,7 +3,8 @@
 Each tile is ``[input | overlay]`` over a caption (sample id; true, predicted label and its
 probability), with a coloured bar for the group (red: missed disease, orange: other error,
 green: correct). Images are shown at input resolution (small inputs upscaled by an integer
-factor with nearest-neighbour so pixels stay honest). Invalid CAMs are never drawn: the
+factor with nearest-neighbour so pixels stay honest; inputs above 256 px are shown at 256 px
+to keep a gallery of dozens of tiles to a few MB). Invalid CAMs are never drawn: the
 overlay panel says why instead. JPEG by default: 64 tiles stay around 1-2 MB.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medaudit.errors import MedauditError
+from medaudit.naming import safe_name
 
 GROUP_COLORS = {"missed_disease": (200, 30, 30), "error": (230, 140, 20), "correct": (40, 150, 60)}
 MIN_PANEL, MAX_PANEL = 160, 256
@@ -144,7 +146,7 @@ def draw_tiles(
         raise MedauditError(f"draw_tiles: {len(images_uint8)} images, {len(cams)} CAMs, {len(infos)} infos")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    safe_prefix = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in prefix)
+    safe_prefix = safe_name(prefix)
     lut = _colormap_lut()
     tiles = []
     for k, (img, cam, info) in enumerate(zip(images_uint8, cams, infos, strict=True)):
