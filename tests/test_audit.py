@@ -98,7 +98,7 @@ def test_templates_are_packaged():
         if f.is_file() and f.name not in ("README.md", "__init__.py") and "__pycache__" not in f.parts:
             rel = f.relative_to(root / "templates").as_posix()
             assert any(fnmatch(rel, p) for p in patterns), f"{rel} would be missing from the wheel"
-    assert "medaudit.data" in cfg["tool"]["setuptools"]["packages"]
+    # every package is in the wheel: tests/test_packaging.py builds one and checks it
 
 
 def test_binary_headline_ap_is_the_disease_class():
