@@ -96,7 +96,7 @@ def create_model(
             from medaudit.errors import MedauditWarning
 
             warnings.warn(f"'{arch}' at {img_size} px uses the small ResNet stem: its first convolution starts from "
-                          "random weights, not the pretrained ones (use --standard-stem to keep them)",
+                          "random weights, not the pretrained ones (pass --standard-stem to keep them)",
                           MedauditWarning, stacklevel=2)
     if weights is not None:
         load_backbone_weights(model, weights)
@@ -171,6 +171,15 @@ def _apply_small_stem(model: nn.Module, in_chans: int) -> bool:
         model.maxpool = nn.Identity()
         return True
     return False
+
+
+def has_small_stem(model: nn.Module) -> bool:
+    """True for a ResNet built with the "(28)" stem (3x3 stride-1 conv1, no max-pool)."""
+    from torch import nn
+
+    conv1 = getattr(model, "conv1", None)
+    return (isinstance(conv1, nn.Conv2d) and isinstance(getattr(model, "maxpool", None), nn.Identity)
+            and tuple(conv1.kernel_size) == (3, 3) and tuple(conv1.stride) == (1, 1))
 
 
 def read_state_dict(path: str | Path) -> dict:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from medaudit.errors import MedauditError
+from medaudit.fileio import atomic_path
 
 FORMAT = "medaudit.predictions/1"
 TASKS = ("binary", "multiclass", "multilabel", "ordinal")
@@ -131,20 +131,14 @@ class Predictions:
         """Write atomically to ``path`` (``.npz``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(
-                    fh,
-                    sample_ids=self.sample_ids,
-                    y_true=self.y_true,
-                    probs=self.probs,
-                    header=np.array(json.dumps(self.header(), sort_keys=True)),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh,
+                sample_ids=self.sample_ids,
+                y_true=self.y_true,
+                probs=self.probs,
+                header=np.array(json.dumps(self.header(), sort_keys=True)),
+            )
         return path
 
     @classmethod

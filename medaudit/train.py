@@ -26,7 +26,7 @@ from medaudit.checkpoint import atomic_torch_save, build_checkpoint, safe_torch_
 from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
 from medaudit.losses import balanced_class_weights, build_loss, check_loss_task, multilabel_pos_weights
-from medaudit.models import SMALL_INPUT_MAX, create_model, model_family
+from medaudit.models import SMALL_INPUT_MAX, create_model, has_small_stem, model_family
 from medaudit.preprocess import Recipe, iter_batches, split_tensor_dataset
 from medaudit.train_config import TrainConfig
 from medaudit.train_state import (
@@ -151,6 +151,13 @@ def train(
         model = create_model(cfg.arch, len(class_names), in_chans=cfg.in_chans, img_size=cfg.img_size,
                              pretrained=cfg.pretrained and resume is None, weights=None if resume else cfg.weights,
                              small_stem=small_stem)
+        if cfg.finetune == "head" and cfg.pretrained and has_small_stem(model):
+            # The small stem replaces the pretrained first convolution with a random one, and
+            # head-only training would freeze it: every feature after it would be noise.
+            raise MedauditError(
+                f"--finetune head --pretrained at --img-size {cfg.img_size}: the small ResNet stem starts from "
+                "random weights and would stay frozen; pass --standard-stem to keep the pretrained stem, or use "
+                "--finetune full")
         if resume is not None:
             model.load_state_dict(resume["state_dict"])
         # After the model so an unknown architecture fails fast (this decodes every image once).
@@ -189,6 +196,7 @@ class _Loop:
         self.cfg, self.device, self.amp, self.recipe = cfg, device, amp, recipe
         self.class_names, self.multilabel, self.log, self.progress = class_names, multilabel, log, progress
         self.train_split, self.val_split = train_split, val_split
+        self.saved_epoch = 0  # epochs in NAME.last.pt written by this run (or the one resumed)
         self.channels_last = model_family(model) == "cnn" and device.type != "cpu"
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.head = freeze_backbone(model) if cfg.finetune == "head" else None
@@ -293,7 +301,7 @@ class _Loop:
         if bool(ok.all()):
             return
         b = int((~ok).nonzero()[0, 0])
-        kept = f"the last good state is {last} (epoch {epoch})" if last.is_file() else "no epoch had completed"
+        kept = f"the last good state is {last} (epoch {epoch})" if self.saved_epoch else "no epoch had completed"
         raise MedauditError(f"training loss became {float(losses[b])} at epoch {epoch + 1}, batch {b + 1}; stopped "
                             f"({kept}; the best checkpoint is untouched). Lower --lr or check the data")
 
@@ -303,7 +311,7 @@ class _Loop:
         bad = ~np.isfinite(probs).all(axis=1)
         if not bad.any():
             return
-        kept = f"the last good state is {last} (epoch {epoch})" if last.is_file() else "no epoch had completed"
+        kept = f"the last good state is {last} (epoch {epoch})" if self.saved_epoch else "no epoch had completed"
         raise MedauditError(f"validation outputs are NaN/inf for {int(bad.sum())} of {len(bad)} images after epoch "
                             f"{epoch + 1} (the model diverged); stopped ({kept}; the best checkpoint is untouched). "
                             "Lower --lr, raise --batch-size or check the data")
@@ -340,6 +348,11 @@ class _Loop:
             if self.device.type == "cuda" and st.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(st["cuda_rng"], self.device)
             start, best_score, best_epoch, bad = st["epoch_done"], st["best_score"], st["best_epoch"], st["bad_epochs"]
+            if best_epoch and not out.is_file():
+                raise MedauditError(f"--resume: the best checkpoint so far (epoch {best_epoch}) is not at {out}; pass "
+                                    "-o with this run's own best checkpoint (NAME.pt beside NAME.last.pt) or copy it "
+                                    "there first")
+            self.saved_epoch = start
             history = list(resume["history"])
             self.log(f"resuming {cfg.arch} after epoch {start} (best so far: epoch {best_epoch}, {best_score})")
         stopped_early = False
@@ -376,8 +389,9 @@ class _Loop:
                     self.log(f"early stop: no improvement of {cfg.select_by} for {bad} epochs")
                     break
         except KeyboardInterrupt:
-            done = f"epoch {epoch} is saved in {last}" if last.is_file() else "no epoch had completed"
-            hint = f"; resume with: medaudit train --resume {last}" if last.is_file() else ""
+            # saved_epoch, not last.is_file(): a NAME.last.pt from an older run of the same name is not ours
+            done = f"epoch {self.saved_epoch} is saved in {last}" if self.saved_epoch else "no epoch had completed"
+            hint = f"; resume with: medaudit train --resume {last}" if self.saved_epoch else ""
             raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}; {done}{hint}") from None
         if best_epoch == 0:
             raise MedauditError(f"--select-by {cfg.select_by} was undefined in every epoch; no checkpoint selected")
@@ -405,3 +419,4 @@ class _Loop:
         ckpt = build_checkpoint(self.model, **meta, training=training, history=history, selected_on="unknown",
                                 extra={"resume": state})
         atomic_torch_save(ckpt, last)
+        self.saved_epoch = epoch_done

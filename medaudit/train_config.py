@@ -27,6 +27,8 @@ class TrainConfig:
 
     arch: str
     data: str = ""
+    classes: list[str] | None = None  # class names for integer labels (as --classes elsewhere)
+    task: str | None = None  # declared task (ordinal is never detected)
     img_size: int = 224
     in_chans: int = 3
     resize: str = "stretch"
@@ -95,8 +97,15 @@ class TrainConfig:
             )
         if self.focal_alpha is not None and self.loss != "focal":
             raise MedauditError(f"--focal-alpha only applies to --loss focal (got --loss {self.loss})")
-        if self.sampler == "balanced" and self.class_weights != "none":
-            raise MedauditError("--sampler balanced already balances classes; drop --class-weights (or the sampler)")
+        if self.sampler == "balanced" and (self.class_weights != "none" or self.loss == "weighted-ce"):
+            what = "--class-weights" if self.class_weights != "none" else "--loss weighted-ce (automatic class weights)"
+            raise MedauditError(f"--sampler balanced already balances classes; drop {what} or the sampler")
+        if not 0.0 <= self.momentum < 1.0:
+            raise MedauditError(f"--momentum must be in [0, 1) (got {self.momentum})")
+        if self.milestones and min(self.milestones) < 0:
+            raise MedauditError(f"--milestones are 0-based epochs, >= 0 (got {self.milestones})")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise MedauditError(f"--num-workers must be >= 0 (got {self.num_workers})")
         self.class_weight_values()  # parse check
         return self
 

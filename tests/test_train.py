@@ -261,3 +261,42 @@ def test_weights_file_is_the_starting_point(ds, tmp_path):
     after = safe_torch_load(tmp_path / "m.last.pt")["state_dict"]
     assert all(torch.equal(src[k], after[k]) for k in src if not k.startswith("fc."))
     assert after["fc.weight"].shape[0] == 3
+
+
+def test_head_only_on_a_pretrained_resnet_with_the_small_stem_is_refused(ds, tmp_path, monkeypatch):
+    """The small stem's conv1 is random; freezing it under a pretrained backbone would train on noise."""
+    import timm
+
+    orig = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: orig(*a, **{**k, "pretrained": False}))  # "cached"
+    with pytest.warns(Warning, match="first convolution starts from random weights"), \
+            pytest.raises(MedauditError, match="--finetune head --pretrained at --img-size 16.*--standard-stem"):
+        train(ds, cfg(arch="resnet18", epochs=1, finetune="head", pretrained=True), tmp_path / "m.pt",
+              progress=False, log=quiet)
+    assert not list(tmp_path.glob("m*.pt"))
+    res = train(ds, cfg(arch="resnet18", epochs=1, finetune="head", pretrained=True, small_stem=False),
+                tmp_path / "s.pt", progress=False, log=quiet)  # the standard stem keeps the pretrained weights
+    assert res.best_path.is_file()
+
+
+def test_resume_into_another_output_without_its_best_checkpoint_is_refused(ds, tmp_path):
+    train(ds, cfg(epochs=2), tmp_path / "m.pt", progress=False, log=quiet)
+    rcfg, state = load_resume(tmp_path / "m.last.pt")
+    rcfg.epochs = 3
+    with pytest.raises(MedauditError, match=r"best checkpoint so far \(epoch \d\) is not at .*other"):
+        train(ds, rcfg, tmp_path / "other" / "n.pt", resume=state, progress=False, log=quiet)
+    assert not (tmp_path / "other" / "n.pt").exists()
+
+
+def test_interrupt_message_ignores_an_older_runs_state_of_the_same_name(ds, tmp_path, monkeypatch):
+    import medaudit.train as tr
+
+    train(ds, cfg(epochs=1), tmp_path / "m.pt", progress=False, log=quiet)  # an older run: m.last.pt exists
+
+    def interrupted(self, epoch, last):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr._Loop, "_train_epoch", interrupted)
+    with pytest.raises(tr.TrainingInterrupted, match="no epoch had completed") as exc:
+        train(ds, cfg(epochs=2, seed=5), tmp_path / "m.pt", progress=False, log=quiet)
+    assert "--resume" not in str(exc.value)

@@ -46,6 +46,11 @@ def test_train_cli_writes_checkpoint(npz, tmp_path):
         (("--focal-alpha", "0.3"), "only applies to --loss focal"),
         (("--mean", "a,b"), "--mean takes comma-separated numbers"),
         (("--warmup-epochs", "5"), "--warmup-epochs"),
+        (("--optimizer", "sgd", "--momentum", "-1"), "--momentum must be in [0, 1)"),
+        (("--scheduler", "multistep", "--milestones", "-3"), "--milestones are 0-based epochs"),
+        (("--num-workers", "-1"), "--num-workers must be >= 0"),
+        (("--sampler", "balanced", "--loss", "weighted-ce"), "drop --loss weighted-ce"),
+        (("--classes", "a,b"), "--classes"),
     ],
 )
 def test_bad_input_exits_2(npz, tmp_path, extra, needle):
@@ -54,6 +59,15 @@ def test_bad_input_exits_2(npz, tmp_path, extra, needle):
     assert needle in r.output
     assert "Traceback" not in r.output
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_classes_and_task_are_recorded(npz, tmp_path):
+    out = tmp_path / "m.pt"
+    r = run("--data", npz, *BASE, "--epochs", "1", "--classes", "low,mid,high", "--task", "ordinal", "-o", out)
+    assert r.exit_code == 0, r.output
+    loaded = load_checkpoint(out)
+    assert loaded.class_names == ["low", "mid", "high"] and loaded.task == "ordinal"
+    assert loaded.meta["training"]["classes"] == ["low", "mid", "high"]
 
 
 def test_focal_on_multilabel_says_use_bce(tmp_path):

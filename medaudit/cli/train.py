@@ -11,7 +11,7 @@ from medaudit.errors import MedauditError
 
 # Options that define the run; with --resume they come from the saved state instead.
 _RUN_OPTIONS = (
-    "model", "img_size", "in_chans", "resize", "interpolation", "mean", "std", "small_stem", "pretrained", "weights",
+    "classes", "task", "model", "img_size", "in_chans", "resize", "interpolation", "mean", "std", "small_stem", "pretrained", "weights",
     "loss", "focal_gamma", "focal_alpha", "class_weights", "label_smoothing", "optimizer", "lr", "weight_decay",
     "momentum", "scheduler", "milestones", "epochs", "warmup_epochs", "batch_size", "finetune", "augment", "sampler",
     "select_by", "val_fraction", "early_stop", "seed", "amp",
@@ -36,15 +36,18 @@ def _ints(option: str, text: str | None) -> list[int] | None:
         raise MedauditError(f"{option} takes comma-separated integers (got '{text}')") from None
 
 
-def _load_dataset(spec: str):
+def _load_dataset(spec: str, classes: list[str] | None = None, task: str | None = None):
     """The dataset behind ``--data`` (a seam for tests)."""
     from medaudit.data import load_dataset
 
-    return load_dataset(spec)
+    return load_dataset(spec, classes=classes, task=task)
 
 
 @click.command()
 @click.option("--data", "data", help="Dataset spec (image folder, .npz, CSV...) as for `medaudit data`.")
+@click.option("--classes", help="Class names in label order, comma-separated (for integer labels).")
+@click.option("--task", type=click.Choice(["binary", "multiclass", "multilabel", "ordinal"]),
+              help="Declare the task (default: detected from the labels; ordinal is never detected).")
 @click.option("--model", "model", help="timm name (resnet18, vit_small_patch16_224...) or tv:NAME (torchvision).")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), help="Best checkpoint, e.g. checkpoints/r18.pt "
               "(NAME.last.pt, the resumable state, is written beside it every epoch).")
@@ -56,7 +59,7 @@ def _load_dataset(spec: str):
               show_default=True)
 @click.option("--mean", help="Normalisation mean, comma-separated (default ImageNet).")
 @click.option("--std", help="Normalisation std, comma-separated (default ImageNet).")
-@click.option("--small-stem/--no-small-stem", default=None, help="ResNet (28) stem; default on for img-size <= 64.")
+@click.option("--small-stem/--standard-stem", default=None, help="ResNet (28) stem: 3x3 stride-1, no max-pool; default on for img-size <= 64. --standard-stem keeps the 7x7 stride-2 stem (and its pretrained weights).")
 @click.option("--pretrained", is_flag=True, help="Start from the architecture's cached pretrained weights.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Start from a local state_dict (.pt/.safetensors).")
 @click.option("--loss", type=click.Choice(["ce", "focal", "weighted-ce", "bce"]), default="ce", show_default=True,
@@ -121,7 +124,8 @@ def train(ctx: click.Context, **opts) -> None:
         if not opts["data"] or not opts["model"] or not opts["out"]:
             raise MedauditError("medaudit train needs --data, --model and -o/--out (or --resume NAME.last.pt)")
         cfg = TrainConfig(
-            arch=opts["model"], data=opts["data"], img_size=opts["img_size"], in_chans=int(opts["in_chans"]),
+            arch=opts["model"], data=opts["data"], img_size=opts["img_size"],
+            classes=[c.strip() for c in opts["classes"].split(",")] if opts["classes"] else None, task=opts["task"], in_chans=int(opts["in_chans"]),
             resize=opts["resize"], interpolation=opts["interpolation"], small_stem=opts["small_stem"],
             pretrained=opts["pretrained"], weights=opts["weights"], loss=opts["loss"],
             focal_gamma=opts["focal_gamma"], focal_alpha=_floats("--focal-alpha", opts["focal_alpha"]),
@@ -140,7 +144,7 @@ def train(ctx: click.Context, **opts) -> None:
                 setattr(cfg, name, values)
         out = opts["out"]
     cfg.validate()
-    ds = _load_dataset(cfg.data)
+    ds = _load_dataset(cfg.data, cfg.classes, cfg.task)
     quiet = opts["quiet"]
 
     def log(line: str) -> None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from medaudit.errors import MedauditError
+from medaudit.fileio import atomic_path
 
 BASE_URL = "https://zenodo.org/records/10519652/files/"
 SIZES = (28, 64, 128, 224)
@@ -186,10 +186,9 @@ def download(url: str, dest: Path, md5: str, *, timeout: float = 60.0, chunk: in
 
     Nothing is left at ``dest`` (or beside it) when the download or the check fails.
     """
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     digest = hashlib.md5()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+    with atomic_path(dest, suffix=".part") as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             while block := resp.read(chunk):
                 digest.update(block)
                 out.write(block)
@@ -198,6 +197,3 @@ def download(url: str, dest: Path, md5: str, *, timeout: float = 60.0, chunk: in
                 f"download of {url} has MD5 {digest.hexdigest()}, expected {md5}; the file is corrupt or changed "
                 f"upstream; nothing was saved to {dest}"
             )
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
