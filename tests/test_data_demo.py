@@ -65,3 +65,18 @@ def test_output_folder_rules(tmp_path):
         make_demo_dataset(tmp_path / "user")
     with pytest.raises(MedauditError, match="at least 1 image"):
         make_demo_dataset(tmp_path / "e", n_test=0)
+
+
+def test_a_small_cnn_learns_the_demo_data(tmp_path):
+    """The demo data carries learnable class evidence (chance is 0.25): a tiny ResNet reaches
+    >= 0.8 validation accuracy in a few seconds (measured: 0.95 by epoch 12)."""
+    from medaudit.data import load_dataset, make_demo_dataset
+    from medaudit.train import train
+    from medaudit.train_config import TrainConfig
+
+    ds = load_dataset(str(make_demo_dataset(tmp_path / "d", n_train=15, n_val=10, n_test=5, size=48)))
+    cfg = TrainConfig(arch="test_resnet", img_size=48, epochs=12, batch_size=16, lr=1e-2, device="cpu", seed=0,
+                      augment="basic")
+    res = train(ds, cfg, tmp_path / "m.pt", progress=False, log=lambda s: None)
+    accs = [h["val_acc"] for h in res.history]
+    assert accs[0] < 0.5 and max(accs) >= 0.8, accs
