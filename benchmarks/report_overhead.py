@@ -185,9 +185,9 @@ def main() -> None:
         print()
         for label, formats in (("html+pdf", ("html", "pdf")), ("html", ("html",)), ("figures+json", ("json",))):
             dts = []
-            for _ in range(args.render_repeats):
+            for k in range(args.render_repeats):
                 t = time.perf_counter()
-                render_from_snapshot(snap_path, tmp / f"render-{label}", formats=formats)
+                render_from_snapshot(snap_path, tmp / f"render-{label}-{k}", formats=formats)
                 dts.append(time.perf_counter() - t)
             dt = float(np.median(dts))
             verdict = ("met" if dt <= 0.10 * full else "NOT met") if label == "html+pdf" else ""

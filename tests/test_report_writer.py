@@ -101,6 +101,8 @@ def test_render_reuses_saved_figures_unless_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "make_figures", lambda *a, **k: calls.append(1) or orig(*a, **k))
     render_from_snapshot(first["json"], tmp_path / "b", formats=("html",))
     assert calls == [] and all((tmp_path / "b" / rel).is_file() for rel in figs.values())
+    render_from_snapshot(first["json"], tmp_path / "b", formats=("html",))  # again into its own output (no JSON)
+    assert (tmp_path / "b" / "report.html").is_file() and not (tmp_path / "b" / "report.json").exists()
     render_from_snapshot(first["json"], tmp_path / "c", formats=("html",), redraw_figures=True)
     assert calls == [1]
     (tmp_path / "a" / next(iter(figs.values()))).unlink()  # a missing figure → all redrawn

@@ -17,6 +17,9 @@ from pathlib import Path
 from medaudit.errors import MedauditError
 
 FORMATS = ("html", "pdf", "json")
+# Written into every report folder: marks it as ours, so a later run may replace it even when
+# it holds no report.json (`medaudit render` writes HTML and PDF only by default).
+MARKER = ".medaudit-report"
 
 
 def _check_formats(formats: Iterable[str]) -> tuple[str, ...]:
@@ -82,6 +85,8 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
                 raise MedauditError(f"{src}: cannot copy into the report as {name} ({exc})") from exc
         if asset_root is not None:
             _copy_tiles(snapshot, Path(asset_root), tmp)
+        (tmp / MARKER).write_text("written by medaudit; this folder is replaced as a whole by the next run\n",
+                                  encoding="utf-8")
         snap = copy.deepcopy(snapshot)
         reused = _reuse_figures(snap, Path(asset_root), tmp) if reuse_figures and asset_root is not None else None
         snap["figures"] = reused if reused is not None else make_figures(snap, tmp / "figures")
@@ -128,16 +133,17 @@ def check_output_dir(out_dir: str | Path) -> None:
     """Refuse an ``-o`` that would destroy anything but an earlier report.
 
     The report folder is replaced as a whole, so it must be new, empty, or a previous
-    medaudit report (it holds ``report.json``); ``-o .`` or ``-o ~/Documents`` is an error.
+    medaudit report (it holds ``report.json`` or the :data:`MARKER` file); ``-o .`` or
+    ``-o ~/Documents`` is an error.
     """
     out_dir = Path(out_dir)
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
         raise MedauditError(f"-o {out_dir}: exists and is not a folder; choose another output path")
-    if any(out_dir.iterdir()) and not (out_dir / "report.json").is_file():
+    if any(out_dir.iterdir()) and not ((out_dir / "report.json").is_file() or (out_dir / MARKER).is_file()):
         raise MedauditError(
-            f"-o {out_dir}: folder is not empty and holds no earlier report (report.json); it would be replaced "
+            f"-o {out_dir}: folder is not empty and holds no earlier medaudit report; it would be replaced "
             "as a whole, so choose a new or empty folder"
         )
 
