@@ -125,7 +125,9 @@ def build_checkpoint(
         "selected_on": selected_on,
         "dataset_fingerprint": dataset_fingerprint,
         "medaudit_version": __version__,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        # contiguous: the file (and its sha256, which keys the predictions cache) does not depend
+        # on the memory layout the model was trained in
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
     }
     if extra:
         ckpt.update(extra)

@@ -160,6 +160,7 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
             bench = benchmark_models(
                 [(n, ld.model, (ld.recipe.in_chans, ld.recipe.img_size, ld.recipe.img_size)) for n, ld in zip(names, loaded)],
                 device=opts.device, repeats=opts.bench_repeats, batch_sizes=opts.bench_batch_sizes,
+                channels_last=True,  # CNNs are timed in the layout inference uses (medaudit.models.use_channels_last)
                 checkpoint_paths=[ld.path for ld in loaded],
             )
             efficiency = {"environment": bench["environment"], "ratios": bench["ratios"],

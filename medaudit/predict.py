@@ -119,7 +119,7 @@ def run_inference(
     """
     import torch
 
-    from medaudit.models import model_family
+    from medaudit.models import use_channels_last
 
     model = loaded.model
     if len(split) == 0:
@@ -127,8 +127,10 @@ def run_inference(
     dev = resolve_device(device)
     flags = [(m, m.training) for m in model.modules()]  # each submodule's own train/eval flag
     orig_device = next(model.parameters()).device
-    cnn = model_family(model) == "cnn"
-    channels_last = cnn and dev.type == "cuda"
+    channels_last = use_channels_last(model, dev)
+    # Restore the caller's layout afterwards, whichever it was.
+    was_nhwc = any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                   for p in model.parameters())
     t0 = time.perf_counter()
     try:
         model.eval().to(dev)
@@ -140,7 +142,7 @@ def run_inference(
             )
     finally:
         model.to(orig_device)
-        if channels_last:
+        if channels_last and not was_nhwc:
             model.to(memory_format=torch.contiguous_format)
         for m, flag in flags:
             m.training = flag
@@ -170,6 +172,7 @@ def run_inference(
         "recipe": loaded.recipe.to_dict(),
         "device": str(dev),
         "amp": bool(amp and dev.type == "cuda"),
+        "channels_last": channels_last,
         "precision": inference_precision(dev, amp),
         "batch_size": used_bs,
         "wall_s": round(wall, 4),

@@ -26,7 +26,7 @@ from medaudit.checkpoint import atomic_torch_save, build_checkpoint, safe_torch_
 from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
 from medaudit.losses import balanced_class_weights, build_loss, check_loss_task, multilabel_pos_weights
-from medaudit.models import SMALL_INPUT_MAX, create_model, has_small_stem, model_family
+from medaudit.models import SMALL_INPUT_MAX, create_model, has_small_stem, use_channels_last
 from medaudit.preprocess import Recipe, iter_batches, split_tensor_dataset
 from medaudit.train_config import TrainConfig
 from medaudit.train_state import (
@@ -197,7 +197,7 @@ class _Loop:
         self.class_names, self.multilabel, self.log, self.progress = class_names, multilabel, log, progress
         self.train_split, self.val_split = train_split, val_split
         self.saved_epoch = 0  # epochs in NAME.last.pt written by this run (or the one resumed)
-        self.channels_last = model_family(model) == "cnn" and device.type != "cpu"
+        self.channels_last = use_channels_last(model, device)
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.head = freeze_backbone(model) if cfg.finetune == "head" else None
         self.class_weights = self._class_weights()

@@ -117,3 +117,15 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_sample(tiny_checkpoint, 
     del loaded.model.forward
     assert p.provenance["batch_size"] == 4 and seen[:3] == [16, 8, 4]  # 16 -> 8 -> 4, then the rest at 4
     assert p.n_samples == 20 and np.allclose(p.probs, _manual_probs(loaded, array_split), atol=1e-5)
+
+
+def test_cnn_runs_channels_last_on_cpu_and_the_callers_layout_is_restored(tiny_checkpoint, array_split):
+    loaded = load_checkpoint(tiny_checkpoint)
+    seen = []
+    hook = loaded.model.conv1.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    p = run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem", device="cpu")
+    hook.remove()
+    assert seen and all(seen) and p.provenance["channels_last"] is True
+    assert loaded.model.conv1.weight.is_contiguous()  # contiguous again for the caller
+    assert np.allclose(p.probs, _manual_probs(loaded, array_split), atol=1e-5)

@@ -43,7 +43,7 @@ def _unique(name: str, taken: set[str]) -> str:
 @click.option("--repeats", default=30, show_default=True, type=click.IntRange(1, 100000), help="Timed runs per model and batch size.")
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(0, 100000), help="Untimed runs first.")
 @click.option("--threads", default=None, type=click.IntRange(1, 1024), help="torch.set_num_threads for the run (default: as is).")
-@click.option("--channels-last", is_flag=True, help="Run CNNs in channels-last memory format.")
+@click.option("--channels-last/--contiguous", default=True, show_default=True, help="Memory layout of CNNs (transformers are unaffected). channels-last is how predict and report run CNNs on CPU and CUDA.")
 @click.option("--amp", type=click.Choice(["none", "fp16", "bf16"]), default="none", show_default=True, help="Autocast dtype.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the full result as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
