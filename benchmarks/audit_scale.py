@@ -4,6 +4,13 @@ Run: ``.venv/bin/python benchmarks/audit_scale.py [--n 100000] [--classes 10] [-
 Prints wall time, process CPU time (the machine is shared, so wall time also shows contention;
 load average printed) and peak memory (tracemalloc peak of Python/numpy allocations, and the
 process's max RSS from ``resource.getrusage``). Targets: < 10 s and < 1 GB on 2 cores.
+
+Baseline in the same run: the loop a notebook writes, one scikit-learn call per metric per
+resample (stratified resample, then ``roc_auc_score`` one-vs-rest macro, ``f1_score`` macro,
+``balanced_accuracy_score``, per-class ``precision_score``/``recall_score``), timed for
+``--baseline-resamples`` resamples and scaled to ``--bootstrap``. It computes fewer metrics
+than medaudit (no AP, kappa, MCC, ECE, Brier, per-class AUC/F1/specificity/NPV), so the
+ratio understates medaudit's advantage.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import time
 import tracemalloc
 
 import numpy as np
+from _machine import machine_info, print_machine
 
 
 def synthetic(n: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -29,11 +37,31 @@ def synthetic(n: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return y, probs.astype(np.float32)
 
 
+def naive_bootstrap(y: np.ndarray, probs: np.ndarray, n_resamples: int, seed: int = 0) -> float:
+    """Seconds for ``n_resamples`` resamples of a per-metric scikit-learn loop."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    strata = [np.flatnonzero(y == k) for k in np.unique(y)]
+    pred = probs.argmax(axis=1)
+    t = time.perf_counter()
+    for _ in range(n_resamples):
+        idx = np.concatenate([s[rng.integers(0, s.size, s.size)] for s in strata])
+        yi, pi, qi = y[idx], probs[idx], pred[idx]
+        roc_auc_score(yi, pi, multi_class="ovr", average="macro")
+        f1_score(yi, qi, average="macro")
+        balanced_accuracy_score(yi, qi)
+        precision_score(yi, qi, average=None, zero_division=0)
+        recall_score(yi, qi, average=None)
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--baseline-resamples", type=int, default=10, help="resamples timed for the sklearn loop")
     args = ap.parse_args()
 
     from medaudit.metrics import compute_metrics
@@ -48,11 +76,14 @@ def main() -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    naive = naive_bootstrap(y, probs, args.baseline_resamples) * args.bootstrap / args.baseline_resamples
+    print_machine(machine_info())  # after the RSS reading: machine_info imports torch
     print(
         json.dumps(
             {
                 "n": args.n, "classes": args.classes, "bootstrap": args.bootstrap,
                 "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "load_avg_1min": os.getloadavg()[0], "tracemalloc_peak_mb": round(peak / 2**20, 1), "max_rss_mb": round(rss_mb, 1),
+                "naive_sklearn_loop_s (scaled)": round(naive, 1), "speedup_vs_naive": round(naive / wall, 1),
                 "auc_macro": m["auc_macro"], "macro_f1": m["macro_f1"], "json_kb": round(len(json.dumps(m)) / 1024, 1),
             },
             indent=1,

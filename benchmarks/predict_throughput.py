@@ -35,44 +35,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _machine import machine_info, print_machine  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 PNEUMONIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist" / "pneumoniamnist.npz"
-
-
-# -- machine -----------------------------------------------------------------------
-def machine_info() -> dict:
-    """CPU model, cores, torch version/threads and load average (what the figures mean)."""
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "usable_cores": affinity,
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "interop_threads": torch.get_num_interop_threads(), "python": platform.python_version(),
-        "loadavg": tuple(round(x, 2) for x in os.getloadavg()), "nice": os.nice(0),
-    }  # fmt: skip
-
-
-def print_machine(info: dict) -> None:
-    print(f"machine: {info['cpu']}, {info['cpu_count']} cores ({info['usable_cores']} usable), "
-          f"python {info['python']}, torch {info['torch']}, {info['threads']} intra-op threads "
-          f"({info['interop_threads']} inter-op), nice {info['nice']}")
-    print(f"load average (1/5/15 min): {info['loadavg']}")
 
 
 # -- models ------------------------------------------------------------------------

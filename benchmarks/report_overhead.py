@@ -21,11 +21,6 @@ Measured in one process, in this order:
    ``medaudit render`` as a fresh process (Python start-up and imports included), compared
    with the default run plus the one-off imports (what a CLI run costs).
 
-Class sizes: a missed-disease rate of 0/n or n/n currently crashes the report's figure for
-some n (``wilson_interval`` returns a bound 1e-17 on the wrong side of the estimate, so
-matplotlib gets a negative error bar; e.g. n = 9-11, 50, 62). The defaults (51 and 24 per
-class) avoid those n; other ``--test-per-class`` values may hit it until it is fixed.
-
 How to read the output: the runs table gives each variant's wall time, its ratio to the
 bare inference of test+val (target <= 1.25x for the default run) and to test alone, and
 the split of the wall time into steps: ``predict``, ``bench`` and ``cam`` come from
@@ -52,14 +47,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling script with the shared baseline loops
-from predict_throughput import (  # noqa: E402
-    batched_folder_loop,
-    machine_info,
-    make_loaded,
-    medaudit_workers,
-    print_machine,
-    tv_transform,
-)
+from _machine import machine_info, print_machine  # noqa: E402
+from predict_throughput import batched_folder_loop, make_loaded, medaudit_workers, tv_transform  # noqa: E402
 
 VARIANTS = {  # name -> (bench, cam)
     "default": (True, True),
