@@ -222,3 +222,17 @@ def test_architecture_flops_from_checkpoint():
 def test_risk_section_says_how_negative_classes_were_chosen(html2):
     text = _text(_section(html2, "risk"))
     assert "Negative classes: auto-detected from the class names; pass --negative-class to choose others." in text
+
+
+def test_gallery_marks_samples_every_model_gets_wrong_and_notes_vit_gradcam(tmp_path):
+    from medaudit.report.perf_context import VIT_GRADCAM_NOTE, gallery_section
+
+    snap = make_snapshot(2)
+    for m in snap["models"]:
+        m["cam"]["tiles"][0]["hard"] = True
+    ctx = gallery_section(snap["models"], lambda rel: "data:image/png;base64,AAAA")
+    assert [r["hard"] for r in ctx["rows"]] == [True, False, False, False]
+    notes = {m["name"]: m["note"] for m in ctx["per_model"]}
+    assert notes == {"resnet18": None, "vit_tiny": VIT_GRADCAM_NOTE}
+    text = _text(_section(render_html(snap, tmp_path), "gallery"))
+    assert text.count("wrong in every model") == 1 and "consider --cam-method layercam" in text
