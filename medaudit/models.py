@@ -7,6 +7,7 @@ never a silent random init when pretrained weights were asked for.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,7 +113,8 @@ def _create_timm(arch: str, num_classes: int, in_chans: int, img_size: int, pret
     if is_transformer_arch(arch):
         kwargs["img_size"] = img_size
     try:
-        return timm.create_model(arch, pretrained=pretrained, **kwargs)
+        with _hub_offline_when_unreachable(pretrained):
+            return timm.create_model(arch, pretrained=pretrained, **kwargs)
     except Exception as exc:  # hub/network failures come in many types; re-raise as a domain error
         if not pretrained:
             raise
@@ -121,6 +123,39 @@ def _create_timm(arch: str, num_classes: int, in_chans: int, img_size: int, pret
             "download them on a machine that is online (they are cached under ~/.cache/huggingface) "
             "or pass --weights PATH to a local state_dict"
         ) from None
+
+
+HUB_HOST = ("huggingface.co", 443)
+
+
+@contextlib.contextmanager
+def _hub_offline_when_unreachable(pretrained: bool, timeout: float = 3.0):
+    """Cache-only Hugging Face Hub access while the hub cannot be reached.
+
+    Offline, huggingface_hub retries each request with back-off (measured: 55 s and 22
+    warnings before failing); in offline mode it answers from the local cache at once, or
+    fails at once when the weights are not there.
+    """
+    if not pretrained:
+        yield
+        return
+    import socket
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        yield
+        return
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+    except OSError:
+        constants.HF_HUB_OFFLINE = True
+        try:
+            yield
+        finally:
+            constants.HF_HUB_OFFLINE = False
+        return
+    yield
 
 
 def _create_torchvision(name: str, num_classes: int, in_chans: int, img_size: int, pretrained: bool) -> nn.Module:

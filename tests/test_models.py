@@ -87,3 +87,27 @@ def test_weights_for_another_stem_are_an_error_not_a_silent_random_layer(tmp_pat
         create_model("vit_tiny_patch16_224", 3, img_size=32, weights=tmp_path / "v.pth")
     m = create_model("vit_tiny_patch16_224", 3, img_size=64, weights=tmp_path / "v.pth")  # only the head differs
     assert torch.equal(m.pos_embed, vit.pos_embed) and m.head.out_features == 3
+
+
+def test_unreachable_hub_is_asked_from_the_cache_only(monkeypatch):
+    """Offline, huggingface_hub would retry with back-off for about a minute; medaudit asks it
+    for the cache only while the hub cannot be reached, and restores the setting after."""
+    import socket
+
+    import timm
+    from huggingface_hub import constants
+
+    def unreachable(*a, **k):
+        raise OSError("network is unreachable")
+
+    seen = []
+
+    def fake_create(*a, **k):
+        seen.append(constants.HF_HUB_OFFLINE)
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(timm, "create_model", fake_create)
+    with pytest.raises(MedauditError, match="--weights"):
+        create_model("resnet18", 2, pretrained=True)
+    assert seen == [True] and constants.HF_HUB_OFFLINE is False
