@@ -230,6 +230,12 @@ def _auc_findings(p: dict) -> list[dict]:
     return out
 
 
+def _ci_of_gap(d: dict) -> tuple[float, float]:
+    """CI of |A - B| in the direction a sentence states it ("X is higher than Y by ..."):
+    the interval of A - B, negated when B is the larger."""
+    return (d["ci_low"], d["ci_high"]) if d["diff"] > 0 else (-d["ci_high"], -d["ci_low"])
+
+
 def _recall_findings(p: dict) -> list[dict]:
     out = []
     for cls, d in sorted(p["bootstrap_diff"].get("recall", {}).items()):
@@ -237,8 +243,9 @@ def _recall_findings(p: dict) -> list[dict]:
             continue
         if d["ci_low"] > 0 or d["ci_high"] < 0:
             hi, lo = (p["a"], p["b"]) if d["diff"] > 0 else (p["b"], p["a"])
+            c_lo, c_hi = _ci_of_gap(d)
             out.append(_f("info", f"Recall of '{cls}': {hi} is higher than {lo} by {_pct(abs(d['diff']))} "
-                                  f"(paired bootstrap 95% CI {_pct(d['ci_low'])} to {_pct(d['ci_high'])}, "
+                                  f"(paired bootstrap 95% CI {_pct(c_lo)} to {_pct(c_hi)}, "
                                   "not adjusted for multiple classes)."))
     return out
 
@@ -249,9 +256,9 @@ def _missed_diff_finding(p: dict) -> list[dict]:
     if d.get("ci_low") is None or d.get("diff") is None or d["ci_low"] <= 0 <= d["ci_high"]:
         return []
     worse, better = (p["a"], p["b"]) if d["diff"] > 0 else (p["b"], p["a"])
+    c_lo, c_hi = _ci_of_gap(d)
     return [_f("warning", f"{worse} misses more disease than {better}: missed-disease rate higher by "
-                          f"{_pct(abs(d['diff']))} (paired bootstrap 95% CI {_pct(d['ci_low'])} to "
-                          f"{_pct(d['ci_high'])}).")]
+                          f"{_pct(abs(d['diff']))} (paired bootstrap 95% CI {_pct(c_lo)} to {_pct(c_hi)}).")]
 
 
 def _overlap_findings(p: dict) -> list[dict]:

@@ -118,7 +118,8 @@ def test_auc_and_recall_findings_never_overstate():
     delong = {"auc_a": 0.91, "auc_b": 0.89, "diff": 0.02, "ci_low": -0.01, "ci_high": 0.05, "p_value": 0.2,
               "p_holm": 0.2, "per_class": None}
     recall = {"recall": {"x": {"diff": 0.05, "ci_low": 0.01, "ci_high": 0.09},
-                         "y": {"diff": 0.05, "ci_low": -0.01, "ci_high": 0.11}}}
+                         "y": {"diff": 0.05, "ci_low": -0.01, "ci_high": 0.11},
+                         "z": {"diff": -0.06, "ci_low": -0.10, "ci_high": -0.02}}}
     out = comparison_findings(_comparisons(_pair(5, 6, 1.0, 1.0, delong=delong, bootstrap_diff=recall),
                                            note="7 tests"), [{"name": "A"}, {"name": "B"}])
     _check_shape(out)
@@ -126,6 +127,8 @@ def test_auc_and_recall_findings_never_overstate():
     assert any("not significant" in t and "DeLong p = 0.200" in t for t in text)
     assert any("Recall of 'x'" in t and "not adjusted" in t for t in text)
     assert not any("Recall of 'y'" in t for t in text)  # interval includes 0: no claim
+    # B higher: the interval is of B - A, as the sentence says it
+    assert any("Recall of 'z': B is higher than A by 6.0% (paired bootstrap 95% CI 2.0% to 10.0%" in t for t in text)
     assert text[-1] == "7 tests"
 
 
@@ -172,6 +175,6 @@ def test_missed_disease_difference_is_a_finding_only_when_its_interval_excludes_
         "diff": -0.06, "ci_low": -0.10, "ci_high": -0.02, "reason": None}}}
     (f,) = _missed_diff_finding(pair)
     assert f["level"] == "warning" and f["text"].startswith("vit misses more disease than r18")
-    assert "6.0%" in f["text"] and "-10.0% to -2.0%" in f["text"]
+    assert "higher by 6.0% (paired bootstrap 95% CI 2.0% to 10.0%)" in f["text"]  # stated as vit - r18
     pair["bootstrap_diff"]["missed_disease_rate"]["ci_high"] = 0.01
     assert _missed_diff_finding(pair) == []
