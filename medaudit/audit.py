@@ -74,7 +74,7 @@ def resolve_negative_classes(class_names: list[str], task: str, settings: AuditS
 
 # How the negative ("healthy") classes were chosen, said where the missed-disease numbers are shown.
 NEGATIVE_SOURCE_NOTES = {
-    "option": "set with --negative-class",
+    "option": "chosen explicitly (--negative-class)",
     "positive-class option": "every class but --positive-class",
     "auto": "auto-detected from the class names; pass --negative-class to choose others",
     "binary-default": ("assumed: no class name looks healthy, so the first class of this binary task is taken as "

@@ -52,7 +52,7 @@ def test_guessed_negative_classes_are_said_in_findings_and_settings(names, setti
     note = snap["settings"]["negative_classes_note"]
     said = [f for f in snap["findings"] if "treat" in f["text"] and "as healthy" in f["text"]]
     if level is None:
-        assert note == "set with --negative-class" and not said
+        assert note == "chosen explicitly (--negative-class)" and not said
     else:
         assert [f["level"] for f in said] == [level] and note in said[0]["text"]
 
