@@ -206,6 +206,7 @@ def benchmark_models(
     threads: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    flops: Mapping[str, dict] | None = None,
 ) -> dict:
     """Measure parameters, FLOPs, latency, throughput and memory of several models.
 
@@ -235,6 +236,9 @@ def benchmark_models(
         Seed of the random input (the values do not change dense-model timings).
     progress : bool
         Show a tqdm bar over all forwards.
+    flops : mapping name -> dict, optional
+        Per-image counts already made with :func:`count_flops` at the same input shape
+        (the report has them from the checkpoint step); models not in it are counted here.
 
     Returns
     -------
@@ -309,7 +313,8 @@ def benchmark_models(
             bar.close()
             for name in names:  # memory per model, alone, after its caches are warm
                 memory[name] = peak_memory_growth(forward_fn(name, sizes[-1]), dev)
-        flops = {name: count_flops(prepared[name][0], (1, *shapes[name])) for name in names}
+        known = dict(flops or {})
+        flops = {name: known.get(name) or count_flops(prepared[name][0], (1, *shapes[name])) for name in names}
 
     out_models = {}
     for name, model, _shape in models:

@@ -109,7 +109,7 @@ def run_interleaved(
     timer: CpuTimer | CudaTimer,
     on_run: Callable[[], None] | None = None,
 ) -> dict[str, list[float]]:
-    """Warm up, then time every callable ``repeats`` times in the order A, B, A, B, ...
+    """Warm up, then time every callable ``repeats`` times, interleaved: A B, B A, A B, ...
 
     Interleaving means slow drift of the machine (thermal throttling, other processes,
     frequency scaling) lands on all models alike instead of on whichever ran last.
@@ -142,9 +142,13 @@ def run_interleaved(
                 on_run()
     timer.synchronize()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(timer.time_ms(fn))
+    order = list(fns)
+    for r in range(repeats):
+        # The order rotates every round (A B C, B C A, C A B, ...): no model always runs
+        # first (right after the previous round's last model warmed the caches for it).
+        k = r % len(order)
+        for name in order[k:] + order[:k]:
+            times[name].append(timer.time_ms(fns[name]))
             if on_run is not None:
                 on_run()
     return times

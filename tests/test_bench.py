@@ -113,8 +113,13 @@ def test_run_interleaved_warms_up_then_alternates():
     log: list[str] = []
     fns = {"A": lambda: log.append("A"), "B": lambda: log.append("B")}
     times = run_interleaved(fns, repeats=3, warmup=2, timer=RecordingTimer(log))
-    assert log == ["A", "B"] * 2 + ["sync"] + ["timed", "A", "timed", "B"] * 3
+    ab, ba = ["timed", "A", "timed", "B"], ["timed", "B", "timed", "A"]
+    assert log == ["A", "B"] * 2 + ["sync"] + ab + ba + ab  # the order rotates every round
     assert times == {"A": [1.0] * 3, "B": [1.0] * 3}
+    log.clear()
+    three = {k: (lambda k=k: log.append(k)) for k in "ABC"}
+    run_interleaved(three, repeats=3, warmup=0, timer=RecordingTimer(log))
+    assert [x for x in log if x != "timed" and x != "sync"] == list("ABC" "BCA" "CAB")
 
 
 def test_cuda_timer_synchronises_around_events(monkeypatch):
@@ -178,9 +183,11 @@ def test_benchmark_models_warmup_interleaving_and_counts():
     a.register_forward_hook(lambda m, i, o: order.append(f"A{i[0].shape[0]}"))
     b.register_forward_hook(lambda m, i, o: order.append(f"B{i[0].shape[0]}"))
     _bench([("a", a, (3, 8, 8)), ("b", b, (3, 8, 8))])
-    # per batch size: 2 warm-up + 3 timed rounds, A then B; then one memory forward each
-    # at the largest batch; then one FLOP-count forward each at batch 1.
-    expected = ["A1", "B1"] * 5 + ["A4", "B4"] * 5 + ["A4", "B4"] + ["A1", "B1"]
+    # per batch size: 2 warm-up rounds A B, then 3 timed rounds in rotating order (A B, B A,
+    # A B); then one memory forward each at the largest batch; then one FLOP-count forward
+    # each at batch 1.
+    rounds = lambda n: [f"A{n}", f"B{n}"] * 2 + [f"A{n}", f"B{n}", f"B{n}", f"A{n}", f"A{n}", f"B{n}"]  # noqa: E731
+    expected = rounds(1) + rounds(4) + ["A4", "B4"] + ["A1", "B1"]
     assert order == expected
 
 
@@ -303,3 +310,13 @@ def test_cli_bench_checkpoint_size(tmp_path):
     eff = json.loads(out.read_text())["models"]["r18"]
     assert eff["checkpoint_bytes"] == path.stat().st_size
     assert eff["input_shape"] == [1, 16, 16]
+
+
+def test_known_flop_counts_are_not_counted_again():
+    a = tiny_cnn()
+    calls: list[int] = []
+    a.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    known = {"flops": 1234, "macs": 617}
+    result = _bench([("a", a, (3, 8, 8))], flops={"a": known}, batch_sizes=(1,), repeats=1, warmup=0)
+    assert result["models"]["a"]["flops"] == 1234 and result["models"]["a"]["macs"] == 617
+    assert calls == [1, 1]  # one timed forward and one memory forward; no FLOP-count forward

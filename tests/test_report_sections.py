@@ -69,6 +69,7 @@ def test_efficiency_values_match_snapshot():
     lat = e0["latency_ms"]
     assert rows["Batch-1 latency, median [IQR] (ms)"][0] == f"{lat['median']:.2f} [{lat['q25']:.2f}\u2013{lat['q75']:.2f}]"
     assert rows["Batch-1 latency, p95 (ms)"][0] == f"{lat['p95']:.2f}"
+    assert rows["Batch-1 latency, min (ms)"][0] == f"{lat['min']:.2f}"
     assert rows["Throughput at batch 32 (images/s)"][1] == f"{models[1]['efficiency']['throughput']['32']:.1f}"
     assert rows["Peak memory added by a forward (MB)"][0].startswith("54.91 (batch 32; process RSS peak growth)")
     assert rows["Memory format, dtype"][0] == "contiguous (NCHW), float32"

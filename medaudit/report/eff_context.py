@@ -125,6 +125,7 @@ def _model_rows(models: list[dict], notes: Footnotes) -> list[dict]:
         row("Checkpoint file (MB)", lambda e, ck, i: opt(e.get("checkpoint_bytes"), "no checkpoint file given", MB)),
         row("Batch-1 latency, median [IQR] (ms)", lambda e, ck, i: Cell(_latency(e.get("latency_ms")))),
         row("Batch-1 latency, p95 (ms)", lambda e, ck, i: Cell(num((e.get("latency_ms") or {}).get("p95")))),
+        row("Batch-1 latency, min (ms)", lambda e, ck, i: Cell(num((e.get("latency_ms") or {}).get("min")))),
         row("Timed runs (n)", lambda e, ck, i: Cell(fmt_any((e.get("latency_ms") or {}).get("n")))),
     ]
     for b in _batch_sizes(effs):
