@@ -3,7 +3,7 @@
 Parameters, FLOPs/MACs per image, batch-1 latency (median, p95, min, IQR over N timed
 runs after a warm-up), throughput at larger batches, achieved GFLOP/s and peak memory,
 with the device, dtype, memory format, thread count and versions recorded beside the
-figures. Models are timed interleaved (A, B, A, B, ...) so machine drift hits all of
+figures. Models are timed interleaved in rotating order (A B, B A, ...) so machine drift hits all of
 them alike, and ratios between models come from the paired rounds.
 
 The efficiency dict of one model (``models[i].efficiency`` in ``report.json``):

@@ -2,7 +2,7 @@
 
 Kept free of model logic so each piece can be tested on its own: a timer per device
 kind (``time.perf_counter`` on CPU, CUDA events between synchronisations on GPU), the
-interleaved A, B, A, B ... schedule, robust summaries of timing samples and the peak
+interleaved schedule in rotating order (A B, B A, ...), robust summaries of timing samples and the peak
 memory probe.
 """
 

@@ -56,7 +56,7 @@ def bench(checkpoints, model_paths, archs, img_size, in_chans, num_classes, batc
     Example:
       medaudit bench --models checkpoints/r18.pt checkpoints/vit.pt --batch-sizes 1,32 --json bench.json
       medaudit bench --arch resnet18 --arch vit_tiny_patch16_224 --img-size 224 --device cpu
-    Models are timed interleaved (A, B, A, B, ...) after a warm-up; the table shows the
+    Models are timed interleaved in rotating order (A B, B A, ...) after a warm-up; the table shows the
     batch-1 median latency with its IQR and the paired time ratios between models.
     """
     from medaudit.bench import benchmark_models, format_table
