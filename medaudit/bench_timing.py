@@ -66,11 +66,14 @@ class CudaTimer:
         import torch
 
         self.synchronize()  # no earlier work may leak into this measurement
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
+        # Events on the timed device's current stream (not the default device's: cuda:1).
+        with torch.cuda.device(self.device):
+            stream = torch.cuda.current_stream(self.device)
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            fn()
+            end.record(stream)
         self.synchronize()
         return float(start.elapsed_time(end))
 

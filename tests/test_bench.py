@@ -130,20 +130,33 @@ def test_cuda_timer_synchronises_around_events(monkeypatch):
             assert enable_timing
             self.t = None
 
-        def record(self):
-            log.append("record")
+        def record(self, stream=None):
+            log.append(f"record on {stream}")
 
         def elapsed_time(self, other):
             log.append("elapsed")
             return 7.5
 
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("synchronize"))
+    class FakeDevice:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            log.append(f"enter {self.device}")
+
+        def __exit__(self, *exc):
+            log.append("exit")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append(f"synchronize {device}"))
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
-    timer = make_timer(torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device", FakeDevice)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {device}")
+    timer = make_timer(torch.device("cuda:1"))
     assert isinstance(timer, CudaTimer) and timer.kind == "cuda_events"
     assert timer.time_ms(lambda: log.append("forward")) == 7.5
-    # Elapsed time may only be read after the device finished the recorded work.
-    assert log == ["synchronize", "record", "forward", "record", "synchronize", "elapsed"]
+    # Events on the timed device's stream; elapsed time is read only after the device finished.
+    assert log == ["synchronize cuda:1", "enter cuda:1", "record on stream of cuda:1", "forward",
+                   "record on stream of cuda:1", "exit", "synchronize cuda:1", "elapsed"]
 
 
 def test_cuda_peak_memory_is_max_allocated_delta(monkeypatch):
