@@ -3,8 +3,8 @@
 Random-init weights (timing and FLOPs do not depend on the weight values), interleaved
 timing after a warm-up, machine and versions printed with the table. Baseline in the same
 run: a plain ``time.perf_counter()`` loop around ``model(x)`` at batch 1 (what a notebook
-does, with the same warm-up and repeats), so medaudit's batch-1 median can be checked
-against it (ratio ~1.0: the harness adds no overhead of its own).
+does, with the same warm-up, repeats and memory layout), so medaudit's batch-1 median can be
+checked against it (ratio ~1.0: the harness adds no overhead of its own).
 
     .venv/bin/python benchmarks/bench_models.py                       # defaults below
     .venv/bin/python benchmarks/bench_models.py --repeats 10 --batch-sizes 1,8 --json out.json
@@ -56,10 +56,12 @@ def main() -> None:
     env = result["environment"]
     print(f"python {env['python']}, timm {env['timm']}, medaudit {env['medaudit']}, {env['platform']}")
     print(format_table(result))
-    print("\nplain perf_counter loop at batch 1 (same warm-up and repeats, contiguous layout, after the bench):")
+    print("\nplain perf_counter loop at batch 1 (same warm-up, repeats and memory layout, after the bench):")
     for name, model, shape in models:
         model.eval()
         x = torch.randn(1, *shape)
+        if result["models"][name]["channels_last"]:
+            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             for _ in range(args.warmup):
                 model(x)

@@ -1,7 +1,8 @@
 """Assemble the JSON snapshot (docs/report-schema.md) from saved predictions.
 
-Pure: takes Predictions and already-measured blocks (checkpoint facts, efficiency, CAM
-tiles) and returns plain data. No model, no data loading, no rendering here.
+Pure: takes Predictions and already-made blocks (checkpoint facts, CAM tiles; the run's
+measurements arrive in ``run``) and returns plain data. No model, no data loading, no
+rendering here.
 """
 
 from __future__ import annotations

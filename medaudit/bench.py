@@ -3,10 +3,10 @@
 Parameters, FLOPs/MACs per image, batch-1 latency (median, p95, min, IQR over N timed
 runs after a warm-up), throughput at larger batches, achieved GFLOP/s and peak memory,
 with the device, dtype, memory format, thread count and versions recorded beside the
-figures. Models are timed interleaved in rotating order (A B, B A, ...) so machine drift hits all of
-them alike, and ratios between models come from the paired rounds.
+figures. Models are timed interleaved in rotating order (A B, B A, ...) so machine drift
+hits all of them alike, and ratios between models come from the paired rounds.
 
-The efficiency dict of one model (``models[i].efficiency`` in ``report.json``):
+The efficiency dict of one model (``run.efficiency.models[<name>]`` in ``report.json``):
 
 ``params_total``, ``params_trainable``  int
 ``weights_bytes``       int, parameters + buffers in memory (at their stored dtype)

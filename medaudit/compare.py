@@ -212,7 +212,7 @@ def compare_models(
             "mcnemar": {**mc, "p_holm": None},
             "delong": _delong_pair(pa, pb, negative_idx),
             "bootstrap_diff": paired_bootstrap_diff(
-                pa.y_true, pa.y_pred, pb.y_pred, pa.class_names, negative_classes=[] if pa.multilabel else list(negative_classes),
+                pa.y_true, pa.y_pred, pb.y_pred, pa.class_names, negative_classes=negative_classes,
                 n_bootstrap=n_bootstrap, seed=seed,
             ),
             "missed_disease": md,

@@ -33,7 +33,9 @@ __all__ = [
     "load_snapshot", "check_snapshot", "format_table", "write_junit", "write_markdown", "write_json",
 ]
 
-SUPPORTED_SCHEMA_VERSIONS = ("1.0", "2.0")  # 2.0 moved measurements into `run`; gates read none of them
+# Major versions read (docs/report-schema.md: minor versions only add keys). 2.0 moved the
+# measurements into `run`; gates read none of them.
+SUPPORTED_SCHEMA_MAJORS = ("1", "2")
 ON_CHOICES = ("point", "lower", "upper", "conservative")
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 _STRUCTURAL = frozenset({"n", "per_class", "confusion_matrix", "curves", "calibration", "support"})
@@ -49,9 +51,10 @@ def check_snapshot(data: object, source: str) -> None:
     version = data.get("schema_version")
     if version is None:
         raise MedauditError(f"{source}: no schema_version; pass the report.json written by `medaudit report`")
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
+    if str(version).split(".")[0] not in SUPPORTED_SCHEMA_MAJORS:
         raise MedauditError(f"{source}: schema_version {version!r} is not supported (this medaudit reads "
-                            f"{', '.join(SUPPORTED_SCHEMA_VERSIONS)}); re-create the report with this version")
+                            f"{' and '.join(m + '.x' for m in SUPPORTED_SCHEMA_MAJORS)}); re-create the report "
+                            "with this version")
     models = data.get("models")
     if not isinstance(models, list) or not models:
         raise MedauditError(f"{source}: 'models' is missing or empty")
@@ -68,7 +71,7 @@ def check_snapshot(data: object, source: str) -> None:
 
 
 def load_snapshot(path: str | Path) -> dict:
-    """Read and validate a ``report.json`` (schema_version "1.0" or "2.0"); MedauditError otherwise."""
+    """Read and validate a ``report.json`` (schema_version 1.x or 2.x); MedauditError otherwise."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")

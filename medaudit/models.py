@@ -125,35 +125,40 @@ def _create_timm(arch: str, num_classes: int, in_chans: int, img_size: int, pret
         ) from None
 
 
-HUB_HOST = ("huggingface.co", 443)
-
-
 @contextlib.contextmanager
 def _hub_offline_when_unreachable(pretrained: bool, timeout: float = 3.0):
     """Cache-only Hugging Face Hub access while the hub cannot be reached.
 
     Offline, huggingface_hub retries each request with back-off (measured: 55 s and 22
     warnings before failing); in offline mode it answers from the local cache at once, or
-    fails at once when the weights are not there.
+    fails at once when the weights are not there. The probe goes to the endpoint the hub
+    client uses (``HF_ENDPOINT``, e.g. a mirror); behind a proxy no probe is made, since a
+    direct connection failing says nothing about the proxied one.
     """
     if not pretrained:
         yield
         return
     import socket
+    import urllib.request
+    from urllib.parse import urlsplit
 
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
+    proxies = urllib.request.getproxies()
+    if constants.HF_HUB_OFFLINE or proxies.get("https") or proxies.get("all"):
         yield
         return
+    url = urlsplit(constants.ENDPOINT)
     try:
-        socket.create_connection(HUB_HOST, timeout=timeout).close()
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
     except OSError:
+        previous = constants.HF_HUB_OFFLINE
         constants.HF_HUB_OFFLINE = True
         try:
             yield
         finally:
-            constants.HF_HUB_OFFLINE = False
+            constants.HF_HUB_OFFLINE = previous
         return
     yield
 

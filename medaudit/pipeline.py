@@ -155,12 +155,14 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
 
         if opts.bench:
             from medaudit.bench import benchmark_models
+            from medaudit.device import resolve_device
 
             t = time.perf_counter()
             bench = benchmark_models(
                 [(n, ld.model, (ld.recipe.in_chans, ld.recipe.img_size, ld.recipe.img_size)) for n, ld in zip(names, loaded)],
                 device=opts.device, repeats=opts.bench_repeats, batch_sizes=opts.bench_batch_sizes,
-                channels_last=True,  # CNNs are timed in the layout inference uses (medaudit.models.use_channels_last)
+                # CNNs are timed in the layout inference uses (medaudit.models.use_channels_last)
+                channels_last=resolve_device(opts.device).type in ("cuda", "cpu"),
                 flops={n: {"flops": r.checkpoint["flops"], "macs": r.checkpoint["macs"]} for n, r in zip(names, results)},
                 checkpoint_paths=[ld.path for ld in loaded],
             )

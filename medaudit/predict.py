@@ -198,9 +198,15 @@ def predict_cached(
     model_name: str | None = None,
     cache_dir: Path | None = None,
     use_cache: bool = True,
+    device: str = "auto",
+    amp: bool = True,
     **kwargs,
 ) -> tuple[Predictions, bool]:
-    """:func:`run_inference` behind the predictions cache. Returns (predictions, was_cached)."""
+    """:func:`run_inference` behind the predictions cache. Returns (predictions, was_cached).
+
+    ``kwargs`` (batch size, progress) go to :func:`run_inference`; they do not change the
+    probabilities, so they are not part of the cache key.
+    """
     fp = split.fingerprint()
     if loaded.task != "multilabel" and len(split) and int(np.max(split.labels)) >= len(loaded.class_names):
         raise MedauditError(
@@ -209,16 +215,24 @@ def predict_cached(
         )
     from medaudit.device import resolve_device
 
-    precision = inference_precision(resolve_device(kwargs.get("device", "auto")), kwargs.get("amp", True))
+    precision = inference_precision(resolve_device(device), amp)
     key = cache_key(loaded.sha256, fp, split_name, loaded.recipe.to_dict(), precision)
     path = (cache_dir or default_cache_dir()) / f"{key}.npz"
     name = model_name or loaded.name
     if use_cache and path.is_file():
         preds = Predictions.load(path)
-        preds.model_name = name
-        return preds, True
-    preds = run_inference(
-        loaded, split, split_name=split_name, split_fingerprint=fp, dataset_spec=dataset_spec, model_name=name, **kwargs
-    )
+        # Entries written before precision was recorded hold CUDA AMP results under the fp32
+        # key; the provenance tells, and a mismatch is a miss.
+        if _cached_precision(preds.provenance) == precision:
+            preds.model_name = name
+            return preds, True
+    preds = run_inference(loaded, split, split_name=split_name, split_fingerprint=fp, dataset_spec=dataset_spec,
+                          model_name=name, device=device, amp=amp, **kwargs)
     preds.save(path)
     return preds, False
+
+
+def _cached_precision(provenance: dict) -> str:
+    if provenance.get("precision"):
+        return str(provenance["precision"])
+    return "mixed (unknown dtype)" if provenance.get("amp") else "fp32"

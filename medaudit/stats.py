@@ -371,7 +371,8 @@ def paired_bootstrap_diff(
 
     out = {k: interval(point[k], boots[k], k.replace("_", "-")) for k in SCALAR_DIFFS}
     if disease is None:
-        why = "multilabel task" if multilabel else "no negative (healthy) class configured"
+        why = ("multilabel task" if multilabel else "no samples" if n == 0 and neg_idx
+               else "no negative (healthy) class configured")
         out["missed_disease_rate"] = {"diff": None, "ci_low": None, "ci_high": None,
                                       "reason": f"missed-disease rate: {why}"}
     for metric in PER_CLASS_DIFFS:

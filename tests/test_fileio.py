@@ -23,6 +23,15 @@ def test_written_file_gets_the_default_mode_not_mkstemps_0600(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == 0o666 & ~_umask()
 
 
+def test_an_existing_target_keeps_its_mode(tmp_path):
+    target = tmp_path / "private.pt"
+    target.write_bytes(b"old")
+    target.chmod(0o600)  # the user's choice is kept on overwrite
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
 def test_failure_leaves_neither_target_nor_temp_file(tmp_path):
     (tmp_path / "keep.bin").write_bytes(b"old")
     with pytest.raises(RuntimeError), atomic_path(tmp_path / "keep.bin") as tmp:

@@ -106,8 +106,19 @@ def test_unreachable_hub_is_asked_from_the_cache_only(monkeypatch):
         seen.append(constants.HF_HUB_OFFLINE)
         raise OSError("not in the cache")
 
-    monkeypatch.setattr(socket, "create_connection", unreachable)
+    probed = []
+    monkeypatch.setattr(socket, "create_connection", lambda addr, timeout: probed.append(addr) or unreachable())
     monkeypatch.setattr(timm, "create_model", fake_create)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hf-mirror.example:8443")
+    for var in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
     with pytest.raises(MedauditError, match="--weights"):
         create_model("resnet18", 2, pretrained=True)
+    assert probed == [("hf-mirror.example", 8443)]  # the endpoint the hub client uses (HF_ENDPOINT)
     assert seen == [True] and constants.HF_HUB_OFFLINE is False
+    # behind a proxy a failed direct connection proves nothing: no probe, online as configured
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    probed.clear(), seen.clear()
+    with pytest.raises(MedauditError):
+        create_model("resnet18", 2, pretrained=True)
+    assert probed == [] and seen == [False]

@@ -127,5 +127,35 @@ def test_cnn_runs_channels_last_on_cpu_and_the_callers_layout_is_restored(tiny_c
     p = run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem", device="cpu")
     hook.remove()
     assert seen and all(seen) and p.provenance["channels_last"] is True
-    assert loaded.model.conv1.weight.is_contiguous()  # contiguous again for the caller
+    assert loaded.model.layer1[0].conv1.weight.is_contiguous()  # contiguous again for the caller
     assert np.allclose(p.probs, _manual_probs(loaded, array_split), atol=1e-5)
+
+
+def test_cached_entry_of_another_precision_is_a_miss(tiny_checkpoint, array_split, tmp_path):
+    """An entry written before precision was recorded (a CUDA AMP pass under the fp32 key) is not reused."""
+    import json
+
+    loaded = load_checkpoint(tiny_checkpoint)
+    p1, hit1 = predict_cached(loaded, array_split, split_name="test", dataset_spec="mem", cache_dir=tmp_path,
+                              device="cpu", amp=False)
+    (entry,) = tmp_path.glob("*.npz")
+    with np.load(entry, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    header = json.loads(str(arrays["header"]))
+    header["provenance"].pop("precision")
+    header["provenance"]["amp"] = True  # what an old CUDA run wrote
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(entry, **arrays)
+    _, hit2 = predict_cached(loaded, array_split, split_name="test", dataset_spec="mem", cache_dir=tmp_path,
+                             device="cpu", amp=False)
+    _, hit3 = predict_cached(loaded, array_split, split_name="test", dataset_spec="mem", cache_dir=tmp_path,
+                             device="cpu", amp=False)
+    assert (hit1, hit2, hit3) == (False, False, True)  # re-run once, then the fresh fp32 entry is used
+
+
+def test_a_callers_channels_last_model_stays_channels_last(tiny_checkpoint, array_split):
+    loaded = load_checkpoint(tiny_checkpoint)
+    loaded.model.to(memory_format=torch.channels_last)
+    run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem", device="cpu")
+    w = loaded.model.layer1[0].conv1.weight  # 64 input channels: NHWC and NCHW differ
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()

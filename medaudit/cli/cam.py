@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,11 +46,12 @@ def _subset_predictions(loaded, split, ids: list[str], name: str, batch_size: in
 @click.option("--negative-class", "negative_classes", multiple=True, help="A 'healthy' class (repeatable). Default: auto-detected.")
 @click.option("--classes", default=None, help="Class names for data with integer labels, comma-separated.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision for the predictions that choose the gallery (CUDA only), as in predict/report.")
 @click.option("--format", "fmt", default="jpeg", show_default=True, type=click.Choice(["jpeg", "png"]))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder: tiles in OUT/cams, summary in OUT/cams.json.")
 @handle_errors
-def cam(models, data_spec, split, ids, cam_method, cam_layer, per_group, negative_classes, classes, batch_size, fmt,
-        out_dir):
+def cam(models, data_spec, split, ids, cam_method, cam_layer, per_group, negative_classes, classes, batch_size, amp,
+        fmt, out_dir):
     """Write Grad-CAM tiles (input, overlay, true/predicted label) for checkpoints on a data split.
 
     \b
@@ -65,6 +65,7 @@ def cam(models, data_spec, split, ids, cam_method, cam_layer, per_group, negativ
     from medaudit.data import load_dataset
     from medaudit.explain.gallery import cam_block
     from medaudit.explain.select import describe_samples, select_gallery
+    from medaudit.fileio import atomic_path, replace_dir
     from medaudit.naming import file_stems
     from medaudit.predict import check_classes_match, predict_cached
 
@@ -85,7 +86,7 @@ def cam(models, data_spec, split, ids, cam_method, cam_layer, per_group, negativ
         galleries = describe_samples(preds, negative_classes=negatives)
     else:
         preds = [
-            predict_cached(ld, data, split_name=split, dataset_spec=data_spec, model_name=n,
+            predict_cached(ld, data, split_name=split, dataset_spec=data_spec, model_name=n, amp=amp,
                            progress=not progress_disabled())[0]
             for ld, n in zip(loaded, names, strict=True)
         ]
@@ -105,11 +106,10 @@ def cam(models, data_spec, split, ids, cam_method, cam_layer, per_group, negativ
                        + (f" — {b['reason']}" if b["reason"] else ""))
         summary = {"data": data_spec, "split": split, "negative_classes": negatives,
                    "negative_classes_source": source, "models": blocks}
-        (staging / "cams.json").write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
-        shutil.rmtree(out_dir / "cams", ignore_errors=True)
-        os.replace(staging / "cams.json", out_dir / "cams.json")
         tiles_dir.mkdir(exist_ok=True)  # no tiles at all is still a (empty) result
-        os.replace(tiles_dir, out_dir / "cams")
+        replace_dir(tiles_dir, out_dir / "cams")
+        with atomic_path(out_dir / "cams.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     click.echo(f"tiles → {out_dir / 'cams'}; summary → {out_dir / 'cams.json'}")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from medaudit.errors import MedauditError
+from medaudit.fileio import replace_dir
 
 FORMATS = ("html", "pdf", "json")
 # Written into every report folder: marks it as ours, so a later run may replace it even when
@@ -149,22 +149,9 @@ def check_output_dir(out_dir: str | Path) -> None:
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move ``tmp`` to ``out_dir``; an existing ``out_dir`` is swapped out, then deleted."""
-    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-    old = None
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise MedauditError(f"-o {out_dir}: exists and is not a folder; choose another output path")
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:
-        if old is not None:
-            os.replace(old, out_dir)  # put the previous report back
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MedauditError(f"-o {out_dir}: exists and is not a folder; choose another output path")
+    replace_dir(tmp, out_dir)
 
 
 def _reuse_figures(snap: dict, root: Path, tmp: Path) -> dict[str, str] | None:
