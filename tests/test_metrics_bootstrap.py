@@ -101,3 +101,16 @@ def test_zero_bootstrap_gives_no_interval():
     m = compute_metrics(y, p, ["a", "b", "c"], "multiclass", n_bootstrap=0)
     assert m["macro_f1"]["ci_method"] is None and m["macro_f1"]["ci_low"] is None
     assert m["accuracy"]["ci_method"] == "wilson"
+
+
+def test_bootstrap_results_do_not_depend_on_the_thread_count(monkeypatch):
+    """Resamples are drawn in order in one thread and chunked by the data alone."""
+    import json
+
+    y, p = data(3000, 4, 11, decimals=None)
+    runs = []
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("MEDAUDIT_THREADS", threads)
+        m = compute_metrics(y, p, ["a", "b", "c", "d"], "multiclass", n_bootstrap=200, seed=5)
+        runs.append(json.dumps(m, sort_keys=True))
+    assert runs[0] == runs[1] == runs[2]
