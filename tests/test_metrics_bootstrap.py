@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from medaudit.errors import MedauditError
 from medaudit.metrics import compute_metrics
 from medaudit.metrics.intervals import stratified_weights
 from medaudit.metrics.summary import _design, _evaluator
@@ -114,3 +115,11 @@ def test_bootstrap_results_do_not_depend_on_the_thread_count(monkeypatch):
         m = compute_metrics(y, p, ["a", "b", "c", "d"], "multiclass", n_bootstrap=200, seed=5)
         runs.append(json.dumps(m, sort_keys=True))
     assert runs[0] == runs[1] == runs[2]
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_malformed_thread_count_is_a_clear_error(monkeypatch, value):
+    monkeypatch.setenv("MEDAUDIT_THREADS", value)
+    y, p = data(50, 2, 3)
+    with pytest.raises(MedauditError, match="MEDAUDIT_THREADS"):
+        compute_metrics(y, p, ["a", "b"], "binary", n_bootstrap=100)

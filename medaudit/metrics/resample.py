@@ -9,11 +9,15 @@ resamples and no re-sorting. The point estimate uses ``W = 1``.
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from medaudit.errors import MedauditError
 from medaudit.metrics.intervals import stratified_weights
 
 # Budget for the (rows x resamples) block of sums and the weights of one chunk. With worker
@@ -154,10 +158,10 @@ def bootstrap_workers(n_bootstrap: int) -> int:
 
     2 threads measured 1.94x the sparse products of one on this project's 2-core machine.
     """
-    import os
-
-    env = os.environ.get("MEDAUDIT_THREADS")
-    if env and env.isdigit() and int(env) >= 1:
+    env = os.environ.get("MEDAUDIT_THREADS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise MedauditError(f"MEDAUDIT_THREADS={env!r}: must be a whole number >= 1 (or unset for the default).")
         return int(env)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(4, cores, n_bootstrap // MAX_CHUNK or 1))
@@ -168,9 +172,6 @@ def _ordered_map(fn, items, workers: int):
     if workers <= 1:
         yield from map(fn, items)
         return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medaudit-bootstrap") as pool:
         pending: deque = deque()
         for item in items:
