@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -123,6 +124,31 @@ def test_ctrl_c_leaves_resumable_state(npz, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "ignoring --epochs" in r.output
     assert [h["epoch"] for h in load_checkpoint(out).meta["history"]] == [1, 2, 3]
+
+
+def test_sigterm_stops_like_ctrl_c(npz, tmp_path, monkeypatch):
+    """A scheduler's SIGTERM in epoch 2 leaves epoch 1 resumable, with the same message."""
+    import signal
+
+    import medaudit.train as tr
+
+    real = tr._Loop._train_epoch
+
+    def sigterm_in_epoch_2(self, epoch, last):
+        if epoch == 1:
+            # Fail instead of killing pytest when no handler is installed.
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises during this sleep
+        return real(self, epoch, last)
+
+    monkeypatch.setattr(tr._Loop, "_train_epoch", sigterm_in_epoch_2)
+    before = signal.getsignal(signal.SIGTERM)
+    r = run("--data", npz, *BASE, "--epochs", "3", "-o", tmp_path / "m.pt")
+    assert r.exit_code == 130, r.output
+    assert f"resume with: medaudit train --resume {tmp_path / 'm.last.pt'}" in r.output
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "tiny.npz") == ["m.last.pt", "m.pt"]
 
 
 def test_output_under_a_file_is_refused(npz, tmp_path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -34,7 +37,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 original(message, category, filename, lineno, file, line)
 
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), sigterm_as_interrupt():
                 warnings.showwarning = show
                 warnings.simplefilter("always", MedauditWarning)
                 return fn(*args, **kwargs)
@@ -42,6 +45,29 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise UserError(str(exc)) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Stop on SIGTERM the way Ctrl-C stops, while a command runs.
+
+    Job schedulers (SLURM, Kubernetes, ``docker stop``) and cancelled CI jobs send SIGTERM. Turned
+    into KeyboardInterrupt, it runs the same clean-up: training says where its resumable state is,
+    and atomic writes and report folders remove their temporary files. The previous handler is
+    restored afterwards; outside the main thread (where handlers cannot be set) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def progress_disabled() -> bool:
