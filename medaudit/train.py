@@ -354,7 +354,8 @@ class _Loop:
                                     "there first")
             self.saved_epoch = start
             history = list(resume["history"])
-            self.log(f"resuming {cfg.arch} after epoch {start} (best so far: epoch {best_epoch}, {best_score})")
+            best = "none yet" if best_score is None else f"epoch {best_epoch}, {cfg.select_by} {abs(best_score):.4f}"
+            self.log(f"resuming {cfg.arch} after epoch {start} (best so far: {best})")
         stopped_early = False
         epoch = start
         try:

@@ -94,7 +94,11 @@ def test_resume_is_exact(ds, tmp_path):
         train(ds, cfg(**kw), tmp_path / "b.pt", progress=False, log=stop_after_two)
     rcfg, state = load_resume(tmp_path / "b.last.pt")
     assert state["resume"]["epoch_done"] == 2
-    resumed = train(ds, rcfg, tmp_path / "b.pt", resume=state, progress=False, log=quiet)
+    lines = []
+    resumed = train(ds, rcfg, tmp_path / "b.pt", resume=state, progress=False, log=lines.append)
+    st = state["resume"]
+    assert lines[0] == (f"resuming {rcfg.arch} after epoch 2 (best so far: epoch {st['best_epoch']}, "
+                        f"{rcfg.select_by} {abs(st['best_score']):.4f})")
     a, b = safe_torch_load(tmp_path / "a.last.pt"), safe_torch_load(tmp_path / "b.last.pt")
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
