@@ -65,7 +65,7 @@ def cache_key(checkpoint_sha256: str, split_fingerprint: str, split: str, recipe
 
 
 def _forward_all(model, split, recipe, device, batch_size: int, *, amp: bool, channels_last: bool, progress: bool):
-    """Return (probs (N, C) float32, batch size finally used). Halves the batch on CUDA OOM."""
+    """Return (logits (N, C) float32, batch size finally used). Halves the batch on CUDA OOM."""
     import torch
 
     from medaudit.preprocess import iter_batches
@@ -156,6 +156,9 @@ def run_inference(
     if bad.any():
         ids = ", ".join(np.asarray(split.sample_ids)[bad][:10])
         raise MedauditError(f"{loaded.path}: non-finite (NaN/inf) outputs for {int(bad.sum())} samples: {ids}")
+    # In float64: float32 rounds probabilities above 1 - 6e-8 to exactly 1.0 (a quarter of a
+    # confident ResNet-18's PneumoniaMNIST test images), tying them and biasing the AUC.
+    logits = logits.astype(np.float64)
     if loaded.task == "multilabel":
         probs = 1.0 / (1.0 + np.exp(-logits))
     else:
@@ -184,7 +187,7 @@ def run_inference(
         task=loaded.task,
         sample_ids=np.asarray(split.sample_ids),
         y_true=np.asarray(split.labels),
-        probs=probs.astype(np.float32),
+        probs=probs,
         provenance=provenance,
     )
 

@@ -4,8 +4,9 @@ A predictions file is a NumPy ``.npz`` (no pickle) holding:
 
 ``sample_ids``  (N,) unicode  – relative path, or ``"<split>/<index>"`` for array data
 ``y_true``      (N,) int64 for binary/multiclass/ordinal, (N, K) int8 for multilabel
-``probs``       (N, C) float32 – softmax probabilities (single-label) or sigmoid
-                 per label (multilabel)
+``probs``       (N, C) float64 – softmax probabilities (single-label) or sigmoid
+                 per label (multilabel); float64 because float32 rounds every probability
+                 above 1 - 6e-8 to 1.0, which ties a confident model's top scores and biases AUC
 ``header``      0-d unicode – JSON: format, model name, class names, task, provenance
 
 It is readable without medaudit: ``np.load(path, allow_pickle=False)`` and
@@ -25,7 +26,9 @@ import numpy as np
 from medaudit.errors import MedauditError
 from medaudit.fileio import atomic_path
 
-FORMAT = "medaudit.predictions/1"
+FORMAT = "medaudit.predictions/2"
+# Version 1 stored float32 probabilities; it is still read (its values cannot be un-rounded).
+READABLE_FORMATS = ("medaudit.predictions/1", FORMAT)
 TASKS = ("binary", "multiclass", "multilabel", "ordinal")
 
 
@@ -59,7 +62,7 @@ class Predictions:
     def __post_init__(self) -> None:
         self.sample_ids = np.asarray(self.sample_ids).astype(str)
         self.y_true = np.asarray(self.y_true)
-        self.probs = np.asarray(self.probs, dtype=np.float32)
+        self.probs = np.asarray(self.probs, dtype=np.float64)
         self.class_names = [str(c) for c in self.class_names]
         self.validate()
         self.y_true = self.y_true.astype(np.int8 if self.multilabel else np.int64, copy=False)
@@ -152,7 +155,7 @@ class Predictions:
                 arrays = {k: f[k] for k in ("sample_ids", "y_true", "probs")}
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             raise MedauditError(f"{path}: not a medaudit predictions file ({exc})") from None
-        if header.get("format") != FORMAT:
+        if header.get("format") not in READABLE_FORMATS:
             raise MedauditError(
                 f"{path}: predictions format '{header.get('format')}' is not supported (expected {FORMAT}); "
                 "re-run `medaudit predict`"

@@ -329,6 +329,7 @@ class _Loop:
         z = torch.cat(logits)
         y = torch.cat(ys).to(self.device)
         loss = float(self.criterion(z, y.float() if self.multilabel else y.long()))
+        z = z.double()  # float32 probabilities saturate at 1.0 and tie a confident model's scores
         probs = torch.sigmoid(z) if self.multilabel else torch.softmax(z, dim=1)
         return loss, probs.cpu().numpy(), y.cpu().numpy()
 

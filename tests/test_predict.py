@@ -159,3 +159,39 @@ def test_a_callers_channels_last_model_stays_channels_last(tiny_checkpoint, arra
     run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem", device="cpu")
     w = loaded.model.layer1[0].conv1.weight  # 64 input channels: NHWC and NCHW differ
     assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+
+
+def test_confident_probabilities_keep_their_ranking(tiny_checkpoint, array_split):
+    """float32 would round every p(a) here to 1.0 and tie them all; the ranking must survive."""
+    from sklearn.metrics import roc_auc_score
+
+    loaded = load_checkpoint(tiny_checkpoint)
+
+    class Confident(torch.nn.Module):
+        def forward(self, z):  # class a ahead by 20-21 logits: p(a) = 1 - ~1e-9
+            return z / (z.abs().max() + 1e-6) + torch.tensor([20.0, 0.0, 0.0])
+
+    loaded.model.fc = torch.nn.Sequential(loaded.model.fc, Confident())
+    with torch.no_grad():
+        logits = loaded.model.eval()(loaded.recipe.batch_from_array(array_split.array))
+    assert (torch.softmax(logits, 1)[:, 0] == 1.0).all()  # the float32 pitfall is real for this input
+    p = run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem", device="cpu")
+    assert p.probs.dtype == np.float64 and (p.probs[:, 0] < 1.0).all()
+    is_a = array_split.labels == 0
+    margin = (logits[:, 0] - torch.logsumexp(logits[:, 1:], 1)).double().numpy()
+    assert roc_auc_score(is_a, p.probs[:, 0]) == roc_auc_score(is_a, margin)
+    assert len(np.unique(p.probs[:, 0])) == len(np.unique(margin))
+
+
+def test_format_1_predictions_are_still_read(tmp_path):
+    from medaudit.predictions import Predictions
+
+    p = Predictions("m", ["a", "b"], "binary", ["s0", "s1"], np.array([0, 1]), np.array([[0.8, 0.2], [0.3, 0.7]]))
+    path = p.save(tmp_path / "p.npz")
+    with np.load(path, allow_pickle=False) as f:
+        arrays = dict(f)
+    arrays["header"] = np.array(str(arrays["header"]).replace("predictions/2", "predictions/1"))
+    arrays["probs"] = arrays["probs"].astype(np.float32)
+    np.savez(path, **arrays)
+    back = Predictions.load(path)
+    assert back.probs.dtype == np.float64 and np.allclose(back.probs, p.probs)
