@@ -224,8 +224,8 @@ def predict_cached(
     name = model_name or loaded.name
     if use_cache and path.is_file():
         preds = Predictions.load(path)
-        # Entries written before precision was recorded hold CUDA AMP results under the fp32
-        # key; the provenance tells, and a mismatch is a miss.
+        # The entry's own provenance must agree with the precision asked for; one that does not
+        # (e.g. copied in from an older cache, where CUDA AMP passes sat under the fp32 key) is a miss.
         if _cached_precision(preds.provenance) == precision:
             preds.model_name = name
             return preds, True
