@@ -40,7 +40,7 @@ def main() -> None:
     import torch
 
     from medaudit.bench import benchmark_models, format_table
-    from medaudit.models import create_model
+    from medaudit.models.factory import create_model
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -6,7 +6,7 @@ optional antialiased bilinear resize → grey repeated to 3 channels → ImageNe
 normalisation), all in eval mode on the CPU:
 
 * ``medaudit``    :func:`medaudit.predict.run_inference` on a checkpoint saved and reloaded
-  with :func:`medaudit.checkpoint.load_checkpoint` (data conversion, softmax and the
+  with :func:`medaudit.models.checkpoint.load_checkpoint` (data conversion, softmax and the
   ``Predictions`` object included; no cache);
 * ``batched``     a minimal batched loop written directly against torch under
   ``torch.inference_mode()`` (npz: slice the uint8 array per batch; folder: a
@@ -56,8 +56,8 @@ def make_loaded(tmp: Path, name: str, arch: str, class_names: list[str], task: s
     """
     import torch
 
-    from medaudit.checkpoint import load_checkpoint, save_checkpoint
-    from medaudit.models import create_model
+    from medaudit.models.checkpoint import load_checkpoint, save_checkpoint
+    from medaudit.models.factory import create_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -68,9 +68,9 @@ def make_loaded(tmp: Path, name: str, arch: str, class_names: list[str], task: s
     return load_checkpoint(path)
 
 
-# -- baselines (independent of medaudit.preprocess on purpose) -----------------------
+# -- baselines (independent of medaudit.models.preprocess on purpose) -----------------------
 def medaudit_workers(n: int) -> int:
-    """The DataLoader worker count medaudit.preprocess.iter_batches picks for a file split of n images."""
+    """The DataLoader worker count medaudit.models.preprocess.iter_batches picks for a file split of n images."""
     return min(4, os.cpu_count() or 1) if n > 256 else 0
 
 
@@ -239,7 +239,7 @@ def bench_npz(args, tmp: Path) -> None:
 
     from medaudit.data import load_dataset
     from medaudit.predict import run_inference
-    from medaudit.preprocess import Recipe
+    from medaudit.models.preprocess import Recipe
 
     path, desc = npz_source(tmp, args.npz, args.seed)
     ds = load_dataset(str(path))
@@ -267,7 +267,7 @@ def bench_folder(args, tmp: Path) -> None:
 
     from medaudit.data import load_dataset, make_demo_dataset
     from medaudit.predict import run_inference
-    from medaudit.preprocess import Recipe
+    from medaudit.models.preprocess import Recipe
 
     root = make_demo_dataset(tmp / "demo", n_train=1, n_val=1, n_test=args.folder_per_class, size=args.folder_size)
     ds = load_dataset(str(root))

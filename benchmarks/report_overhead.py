@@ -137,7 +137,7 @@ def main() -> None:
           "(every CLI run pays them; not in the figures below)")
 
     from medaudit.data import load_dataset, make_demo_dataset
-    from medaudit.preprocess import Recipe
+    from medaudit.models.preprocess import Recipe
     from medaudit.report import render_from_snapshot
 
     with tempfile.TemporaryDirectory(prefix="medaudit-bench-") as tmp_s:

@@ -47,11 +47,11 @@ def medaudit_loop(ds, args, device):
     """Returns a callable running one training epoch of medaudit's loop; images per epoch."""
     import torch
 
-    from medaudit.checkpoint import atomic_torch_save, build_checkpoint
-    from medaudit.models import create_model
-    from medaudit.preprocess import Recipe
-    from medaudit.train import _Loop, last_path_for
-    from medaudit.train_config import TrainConfig
+    from medaudit.models.checkpoint import atomic_torch_save, build_checkpoint
+    from medaudit.models.factory import create_model
+    from medaudit.models.preprocess import Recipe
+    from medaudit.train.loop import _Loop, last_path_for
+    from medaudit.train.config import TrainConfig
 
     cfg = TrainConfig(arch=args.arch, img_size=args.img_size, in_chans=3, batch_size=args.batch_size, epochs=10**6,
                       device=str(device), seed=0).validate()
@@ -86,7 +86,7 @@ def hand_loop(ds, args, device):
     import torch
     import torch.nn.functional as F
 
-    from medaudit.models import create_model
+    from medaudit.models.factory import create_model
 
     torch.manual_seed(0)
     model = create_model(args.arch, len(ds.class_names), img_size=args.img_size).to(device)

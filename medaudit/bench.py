@@ -141,7 +141,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _is_cnn(model: nn.Module) -> bool:
-    from medaudit.models import model_family
+    from medaudit.models.factory import model_family
 
     return model_family(model) == "cnn"
 

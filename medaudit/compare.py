@@ -15,8 +15,8 @@ from itertools import combinations
 import numpy as np
 
 from medaudit.errors import MedauditError
+from medaudit.metrics.significance import delong_test, holm, mcnemar_exact, paired_bootstrap_diff
 from medaudit.predictions import Predictions, align
-from medaudit.stats import delong_test, holm, mcnemar_exact, paired_bootstrap_diff
 
 # With more tests than this in a report, the multiple-testing note is written (one pair of
 # models gives one McNemar and one DeLong test: no note).

@@ -53,8 +53,8 @@ def run_demo(
     from medaudit.audit import AuditSettings
     from medaudit.data import load_dataset, make_demo_dataset
     from medaudit.pipeline import ReportOptions, run_report
-    from medaudit.train import train
-    from medaudit.train_config import TrainConfig
+    from medaudit.train.config import TrainConfig
+    from medaudit.train.loop import train
 
     data_dir = make_demo_dataset(work_dir / "data", n_train=n_train, n_val=n_val, n_test=n_test, size=img_size)
     ds = load_dataset(str(data_dir))
@@ -84,7 +84,7 @@ def run_demo(
 def _reusable(path: Path, fingerprint: str, cfg) -> bool:
     if not path.is_file():
         return False
-    from medaudit.checkpoint import safe_torch_load
+    from medaudit.models.checkpoint import safe_torch_load
 
     meta = safe_torch_load(path)
     training = meta.get("training") or {}

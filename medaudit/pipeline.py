@@ -58,7 +58,7 @@ class ReportOptions:
 def checkpoint_block(loaded) -> dict:
     """Facts about a checkpoint for the snapshot (architecture table, training curves)."""
     from medaudit.bench import count_flops
-    from medaudit.models import model_summary
+    from medaudit.models.factory import model_summary
 
     r = loaded.recipe
     summary = model_summary(loaded.model, loaded.arch)
@@ -103,8 +103,8 @@ def _model_names(opts: ReportOptions) -> list[str]:
 
 def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
     """Run the whole audit; returns (snapshot, written paths)."""
-    from medaudit.checkpoint import load_checkpoint
     from medaudit.data import inspect_dataset, load_dataset
+    from medaudit.models.checkpoint import load_checkpoint
     from medaudit.predict import predict_cached
     from medaudit.report import check_output_dir, write_report
 

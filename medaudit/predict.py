@@ -21,11 +21,11 @@ import numpy as np
 from medaudit import __version__
 from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
-from medaudit.predictions import FORMAT, Predictions
+from medaudit.predictions import FORMAT, Predictions, probabilities_from_logits
 
 if TYPE_CHECKING:  # pragma: no cover
 
-    from medaudit.checkpoint import Loaded
+    from medaudit.models.checkpoint import Loaded
 
 
 def check_classes_match(loaded: Loaded, data_class_names: list[str]) -> None:
@@ -68,7 +68,7 @@ def _forward_all(model, split, recipe, device, batch_size: int, *, amp: bool, ch
     """Return (logits (N, C) float32, batch size finally used). Halves the batch on CUDA OOM."""
     import torch
 
-    from medaudit.preprocess import iter_batches
+    from medaudit.models.preprocess import iter_batches
 
     n = len(split)
     out: list[np.ndarray] = []
@@ -119,7 +119,7 @@ def run_inference(
     """
     import torch
 
-    from medaudit.models import use_channels_last
+    from medaudit.models.factory import use_channels_last
 
     model = loaded.model
     if len(split) == 0:
@@ -156,15 +156,7 @@ def run_inference(
     if bad.any():
         ids = ", ".join(np.asarray(split.sample_ids)[bad][:10])
         raise MedauditError(f"{loaded.path}: non-finite (NaN/inf) outputs for {int(bad.sum())} samples: {ids}")
-    # In float64: float32 rounds probabilities above 1 - 6e-8 to exactly 1.0 (a quarter of a
-    # confident ResNet-18's PneumoniaMNIST test images), tying them and biasing the AUC.
-    logits = logits.astype(np.float64)
-    if loaded.task == "multilabel":
-        probs = 1.0 / (1.0 + np.exp(-logits))
-    else:
-        z = logits - logits.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        probs = e / e.sum(axis=1, keepdims=True)
+    probs = probabilities_from_logits(logits, loaded.task)
     provenance = {
         "checkpoint": str(loaded.path),
         "checkpoint_sha256": loaded.sha256,

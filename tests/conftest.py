@@ -62,9 +62,9 @@ def tiny_checkpoint(tmp_path):
     """A random-init resnet18 (small stem) checkpoint for 3 classes at 16 px."""
     import torch
 
-    from medaudit.checkpoint import save_checkpoint
-    from medaudit.models import create_model
-    from medaudit.preprocess import Recipe
+    from medaudit.models.checkpoint import save_checkpoint
+    from medaudit.models.factory import create_model
+    from medaudit.models.preprocess import Recipe
 
     torch.manual_seed(0)
     model = create_model("resnet18", 3, in_chans=1, img_size=16)

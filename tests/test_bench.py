@@ -307,10 +307,10 @@ def test_cli_bench_bad_input_exit_2(args, message):
 
 
 def test_cli_bench_checkpoint_size(tmp_path):
-    from medaudit.checkpoint import save_checkpoint
     from medaudit.cli import main
-    from medaudit.models import create_model
-    from medaudit.preprocess import Recipe
+    from medaudit.models.checkpoint import save_checkpoint
+    from medaudit.models.factory import create_model
+    from medaudit.models.preprocess import Recipe
 
     recipe = Recipe(img_size=16, in_chans=1)
     model = create_model("resnet18", 2, in_chans=1, img_size=16)

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torchvision
 
-from medaudit.checkpoint import convert_weights, load_checkpoint, save_checkpoint
 from medaudit.errors import MedauditError
-from medaudit.models import create_model
-from medaudit.preprocess import Recipe
+from medaudit.models.checkpoint import convert_weights, load_checkpoint, save_checkpoint
+from medaudit.models.factory import create_model
+from medaudit.models.preprocess import Recipe
 
 MARKER = {}
 
@@ -44,7 +44,7 @@ def test_pickle_needing_globals_is_refused_and_nothing_runs(tmp_path):
     marker = tmp_path / "marker.txt"
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as fh:
-        pickle.dump({"format": "medaudit.checkpoint", "payload": Evil(marker)}, fh)
+        pickle.dump({"format": "medaudit.models.checkpoint", "payload": Evil(marker)}, fh)
     with pytest.raises(MedauditError, match="refused"):
         load_checkpoint(evil)
     assert not marker.exists()

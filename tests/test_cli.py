@@ -11,11 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from medaudit.checkpoint import save_checkpoint
 from medaudit.cli import COMMANDS, main
 from medaudit.data import make_demo_dataset
-from medaudit.models import create_model
-from medaudit.preprocess import Recipe
+from medaudit.models.checkpoint import save_checkpoint
+from medaudit.models.factory import create_model
+from medaudit.models.preprocess import Recipe
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 

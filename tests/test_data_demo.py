@@ -71,8 +71,8 @@ def test_a_small_cnn_learns_the_demo_data(tmp_path):
     """The demo data carries learnable class evidence (chance is 0.25): a tiny ResNet reaches
     >= 0.8 validation accuracy in a few seconds (measured: 0.95 by epoch 12)."""
     from medaudit.data import load_dataset, make_demo_dataset
-    from medaudit.train import train
-    from medaudit.train_config import TrainConfig
+    from medaudit.train.config import TrainConfig
+    from medaudit.train.loop import train
 
     ds = load_dataset(str(make_demo_dataset(tmp_path / "d", n_train=15, n_val=10, n_test=5, size=48)))
     cfg = TrainConfig(arch="test_resnet", img_size=48, epochs=12, batch_size=16, lr=1e-2, device="cpu", seed=0,

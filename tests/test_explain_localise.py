@@ -89,7 +89,7 @@ def tiny_resnet():
 
     torch.manual_seed(0)
     model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=2, channels=(16, 32, 64, 64), stem_type="deep", stem_width=8)
-    # The "(28)" small-input stem (as medaudit.models does at <= 64 px): layer4 stays 4x4.
+    # The "(28)" small-input stem (as medaudit.models.factory does at <= 64 px): layer4 stays 4x4.
     model.conv1 = torch.nn.Conv2d(3, model.bn1.num_features, 3, 1, 1, bias=False)
     model.maxpool = torch.nn.Identity()
     return model

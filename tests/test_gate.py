@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medaudit.errors import MedauditError
-from medaudit.gate import load_snapshot, parse_gate, run_gates
-from medaudit.gate_parse import parse_max_drop
+from medaudit.gate.evaluate import load_snapshot, parse_gate, run_gates
+from medaudit.gate.parse import parse_max_drop
 
 CLASSES = ["glioma", "meningioma", "no tumor", "pituitary"]
 NEGATIVE = "no tumor"

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from medaudit.errors import MedauditError
-from medaudit.losses import (
+from medaudit.train.losses import (
     FocalLoss,
     balanced_class_weights,
     build_loss,

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from medaudit.errors import MedauditError
-from medaudit.models import create_model, is_transformer_arch, model_summary, resolve_layer
+from medaudit.models.factory import create_model, is_transformer_arch, model_summary, resolve_layer
 
 
 def test_small_stem_for_small_inputs():

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from medaudit.checkpoint import load_checkpoint
 from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
+from medaudit.models.checkpoint import load_checkpoint
 from medaudit.predict import predict_cached, run_inference
 from tests.conftest import ArraySplit
 

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from medaudit.errors import MedauditError
-from medaudit.preprocess import Recipe, pil_to_uint8
+from medaudit.models.preprocess import Recipe, pil_to_uint8
 
 
 def test_gray_to_three_channels_and_normalisation():

@@ -19,8 +19,15 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from medaudit import stats
-from medaudit.stats import auc_midrank, delong_auc_cov, delong_test, holm, mcnemar_exact, paired_bootstrap_diff
+from medaudit.metrics import significance as stats
+from medaudit.metrics.significance import (
+    auc_midrank,
+    delong_auc_cov,
+    delong_test,
+    holm,
+    mcnemar_exact,
+    paired_bootstrap_diff,
+)
 
 
 def _pairs(b01: int, b10: int, both_right: int = 7, both_wrong: int = 2) -> tuple[np.ndarray, np.ndarray]:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from medaudit.checkpoint import load_checkpoint, safe_torch_load
 from medaudit.errors import MedauditError
-from medaudit.train import load_resume, train
-from medaudit.train_config import TrainConfig
+from medaudit.models.checkpoint import load_checkpoint, safe_torch_load
+from medaudit.train.config import TrainConfig
+from medaudit.train.loop import load_resume, train
 
 
 def write_npz(path, n=(40, 15, 12), k=3, size=16, seed=0, val=True):
@@ -66,7 +66,7 @@ def test_checkpoint_loads_with_history_and_selection(ds, tmp_path):
     # The history's val AUC is sklearn's on the val outputs of the saved best model.
     from sklearn.metrics import roc_auc_score
 
-    from medaudit.preprocess import iter_batches
+    from medaudit.models.preprocess import iter_batches
 
     val = ds.split("val")
     with torch.no_grad():
@@ -142,7 +142,7 @@ def test_selection_never_uses_test(tmp_path):
 
 
 def test_head_only_freezes_backbone(ds, tmp_path):
-    from medaudit.models import create_model
+    from medaudit.models.factory import create_model
 
     torch.manual_seed(0)  # same init as the run (seed 0 inside the fork)
     init = create_model("test_resnet", 3, in_chans=1, img_size=16).state_dict()
@@ -172,7 +172,7 @@ def test_weighted_and_focal_losses_run(ds, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good(ds, tmp_path, monkeypatch):
-    import medaudit.train as tr
+    import medaudit.train.loop as tr
 
     out = tmp_path / "m.pt"
     train(ds, cfg(epochs=1), out, progress=False, log=quiet)
@@ -198,7 +198,7 @@ def test_nan_loss_stops_and_keeps_last_good(ds, tmp_path, monkeypatch):
 
 def test_nan_validation_outputs_stop_before_selection(ds, tmp_path, monkeypatch):
     """A finite training loss with eval-mode outputs that overflow (seen: EfficientNet, batch 2) is an error."""
-    import medaudit.train as tr
+    import medaudit.train.loop as tr
 
     out = tmp_path / "m.pt"
     real = tr._Loop.evaluate
@@ -229,7 +229,7 @@ def test_lr_schedules():
 
 
 def test_augment_is_seeded_and_keeps_shape():
-    from medaudit.augment import Augmenter
+    from medaudit.train.augment import Augmenter
 
     x = torch.randn(4, 3, 16, 16)
     a, b = Augmenter("strong", [0.5] * 3, [0.25] * 3, seed=3), Augmenter("strong", [0.5] * 3, [0.25] * 3, seed=3)
@@ -255,7 +255,7 @@ def test_image_folder_streams_and_order_is_worker_independent(tmp_path):
 
 
 def test_weights_file_is_the_starting_point(ds, tmp_path):
-    from medaudit.models import create_model
+    from medaudit.models.factory import create_model
 
     torch.manual_seed(42)  # different init from the run's seed 0
     src = create_model("test_resnet", 5, in_chans=1, img_size=16).state_dict()  # 5-class head: dropped on load
@@ -293,7 +293,7 @@ def test_resume_into_another_output_without_its_best_checkpoint_is_refused(ds, t
 
 
 def test_interrupt_message_ignores_an_older_runs_state_of_the_same_name(ds, tmp_path, monkeypatch):
-    import medaudit.train as tr
+    import medaudit.train.loop as tr
 
     train(ds, cfg(epochs=1), tmp_path / "m.pt", progress=False, log=quiet)  # an older run: m.last.pt exists
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from medaudit.checkpoint import load_checkpoint
 from medaudit.cli import main
+from medaudit.models.checkpoint import load_checkpoint
 from tests.test_train import write_npz
 
 
@@ -105,7 +105,7 @@ def test_missing_required_options(npz):
 
 
 def test_ctrl_c_leaves_resumable_state(npz, tmp_path, monkeypatch):
-    import medaudit.train as tr
+    import medaudit.train.loop as tr
 
     real = tr._Loop._train_epoch
 
@@ -130,7 +130,7 @@ def test_sigterm_stops_like_ctrl_c(npz, tmp_path, monkeypatch):
     """A scheduler's SIGTERM in epoch 2 leaves epoch 1 resumable, with the same message."""
     import signal
 
-    import medaudit.train as tr
+    import medaudit.train.loop as tr
 
     real = tr._Loop._train_epoch
 

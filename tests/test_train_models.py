@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medaudit.checkpoint import safe_torch_load
-from medaudit.train import train
-from medaudit.train_config import TrainConfig
+from medaudit.models.checkpoint import safe_torch_load
+from medaudit.train.config import TrainConfig
+from medaudit.train.loop import train
 
 FAST = ["resnet18", "resnet34", "resnet50", "vit_tiny_patch16_224", "vit_small_patch16_224", "convnext_tiny",
         "efficientnet_b0", "tv:resnet18"]

@@ -42,9 +42,21 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 warnings.simplefilter("always", MedauditWarning)
                 return fn(*args, **kwargs)
         except MedauditError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(cli_message(exc)) from None
 
     return wrapper
+
+
+def cli_message(exc: MedauditError) -> str:
+    """The error's message, prefixed by the option that sets ``exc.param`` in the running command."""
+    message = str(exc)
+    if not exc.param:
+        return message
+    ctx = click.get_current_context(silent=True)
+    params = ctx.command.params if ctx is not None else []
+    flags = [p.opts[0] for p in params if p.name == exc.param and isinstance(p, click.Option)]
+    label = flags[0] if flags else exc.param
+    return message if message.startswith(label) else f"{label}: {message}"
 
 
 @contextlib.contextmanager

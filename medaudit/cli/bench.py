@@ -67,7 +67,7 @@ def bench(checkpoints, model_paths, archs, img_size, in_chans, num_classes, batc
         raise MedauditError("give checkpoints with --models A.pt B.pt, or architectures with --arch NAME")
     entries, ckpt_paths, taken = [], [], set()
     if paths:
-        from medaudit.checkpoint import load_checkpoint
+        from medaudit.models.checkpoint import load_checkpoint
 
         for path in paths:
             loaded = load_checkpoint(path)
@@ -75,7 +75,7 @@ def bench(checkpoints, model_paths, archs, img_size, in_chans, num_classes, batc
             entries.append((_unique(loaded.name, taken), loaded.model, shape))
             ckpt_paths.append(path)
     if archs:
-        from medaudit.models import create_model
+        from medaudit.models.factory import create_model
 
         for arch in archs:
             model = create_model(arch, num_classes, in_chans=int(in_chans), img_size=img_size)

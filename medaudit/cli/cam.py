@@ -61,11 +61,11 @@ def cam(models, data_spec, split, ids, cam_method, cam_layer, per_group, negativ
       medaudit cam --model vit.pt --data d --ids test/3,test/17 --cam-layer blocks.-2.norm1 -o out
     """
     from medaudit.audit import AuditSettings, resolve_negative_classes
-    from medaudit.checkpoint import load_checkpoint
     from medaudit.data import load_dataset
     from medaudit.explain.gallery import cam_block
     from medaudit.explain.select import describe_samples, select_gallery
     from medaudit.fileio import atomic_path, replace_dir
+    from medaudit.models.checkpoint import load_checkpoint
     from medaudit.naming import file_stems
     from medaudit.predict import check_classes_match, predict_cached
 

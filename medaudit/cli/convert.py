@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from medaudit.cli._common import handle_errors
+from medaudit.tasks import TASKS
 
 
 def _floats(value: str | None, option: str) -> tuple[float, ...] | None:
@@ -22,7 +23,7 @@ def _floats(value: str | None, option: str) -> tuple[float, ...] | None:
 @click.argument("weights", type=click.Path(path_type=Path))
 @click.option("--arch", required=True, help="Architecture the weights belong to: a timm name (resnet18) or tv:NAME.")
 @click.option("--classes", required=True, help="Comma-separated class names, in the order of the model's outputs.")
-@click.option("--task", type=click.Choice(["binary", "multiclass", "multilabel", "ordinal"]), default=None, help="Default: binary for 2 classes, else multiclass.")
+@click.option("--task", type=click.Choice(TASKS), default=None, help="Default: binary for 2 classes, else multiclass.")
 @click.option("--img-size", default=224, show_default=True, type=int, help="Input size the weights were trained at.")
 @click.option("--in-chans", default=3, show_default=True, type=click.Choice(["1", "3"]))
 @click.option("--mean", default=None, help="Normalisation mean used in training (default ImageNet).")
@@ -42,8 +43,8 @@ def convert(weights, arch, classes, task, img_size, in_chans, mean, std, resize,
     torchvision and timm key layouts are accepted; `module.` prefixes are stripped; keys are
     checked strictly. Preprocessing options say how the weights were trained and are recorded.
     """
-    from medaudit.checkpoint import convert_weights
-    from medaudit.preprocess import IMAGENET_MEAN, IMAGENET_STD, Recipe
+    from medaudit.models.checkpoint import convert_weights
+    from medaudit.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Recipe
 
     recipe = Recipe(
         img_size=img_size, in_chans=int(in_chans),

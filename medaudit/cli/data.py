@@ -8,8 +8,7 @@ import warnings
 import click
 
 from medaudit.cli._common import handle_errors
-
-TASK_CHOICES = ("binary", "multiclass", "multilabel", "ordinal")
+from medaudit.tasks import TASKS
 
 
 @click.group("data")
@@ -25,7 +24,7 @@ def data() -> None:
 @data.command("inspect")
 @click.argument("spec")
 @click.option("--classes", default=None, help="Comma-separated class names in label order (overrides folder names).")
-@click.option("--task", type=click.Choice(TASK_CHOICES), default=None, help="Declare the task (ordinal is never detected).")
+@click.option("--task", type=click.Choice(TASKS), default=None, help="Declare the task (ordinal is never detected).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (keys sorted).")
 @handle_errors
 def inspect(spec: str, classes: str | None, task: str | None, as_json: bool) -> None:

@@ -40,7 +40,7 @@ def gate(report: Path, requires: tuple[str, ...], on: str, baseline: Path | None
       medaudit gate report.json -r "resnet18:auc>=0.9" -r "missed_disease_rate<=0.02"
       medaudit gate report.json --baseline released/report.json --max-drop recall=0.02
     """
-    from medaudit.gate import format_table, load_snapshot, run_gates, write_json, write_junit, write_markdown
+    from medaudit.gate.evaluate import format_table, load_snapshot, run_gates, write_json, write_junit, write_markdown
 
     snapshot = load_snapshot(report)
     old = load_snapshot(baseline) if baseline is not None else None

@@ -30,8 +30,8 @@ def predict(model_path, data_spec, split, output, csv_path, device, batch_size, 
       medaudit predict --model checkpoints/r18.pt --data data/brain_mri --split test --csv r18.csv
     The .npz holds sample_ids, y_true, probs and a JSON header (see docs/predictions-format.md).
     """
-    from medaudit.checkpoint import load_checkpoint
     from medaudit.data import load_dataset
+    from medaudit.models.checkpoint import load_checkpoint
     from medaudit.predict import check_classes_match, predict_cached
 
     loaded = load_checkpoint(model_path)

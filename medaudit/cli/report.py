@@ -86,7 +86,7 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
         target_sensitivity=target_sensitivity,
     )
     if gates:  # parse before the long run so a typo fails in a second, not after inference
-        from medaudit.gate import parse_gate
+        from medaudit.gate.evaluate import parse_gate
 
         for g in gates:
             parse_gate(g, option="--gate")
@@ -105,7 +105,7 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
     for kind, path in paths.items():
         click.echo(f"{kind}: {path}")
     if gates:
-        from medaudit.gate import format_table, run_gates
+        from medaudit.gate.evaluate import format_table, run_gates
 
         result = run_gates(snapshot, list(gates), on=gate_on, option="--gate")
         click.echo(format_table(result))

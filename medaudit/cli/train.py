@@ -8,6 +8,7 @@ import click
 
 from medaudit.cli._common import handle_errors, progress_disabled
 from medaudit.errors import MedauditError
+from medaudit.tasks import TASKS
 
 # Options that define the run; with --resume they come from the saved state instead.
 _RUN_OPTIONS = (
@@ -46,7 +47,7 @@ def _load_dataset(spec: str, classes: list[str] | None = None, task: str | None 
 @click.command()
 @click.option("--data", "data", help="Dataset spec (image folder, .npz, CSV...) as for `medaudit data`.")
 @click.option("--classes", help="Class names in label order, comma-separated (for integer labels).")
-@click.option("--task", type=click.Choice(["binary", "multiclass", "multilabel", "ordinal"]),
+@click.option("--task", type=click.Choice(TASKS),
               help="Declare the task (default: detected from the labels; ordinal is never detected).")
 @click.option("--model", "model", help="timm name (resnet18, vit_small_patch16_224...) or tv:NAME (torchvision).")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), help="Best checkpoint, e.g. checkpoints/r18.pt "
@@ -105,9 +106,9 @@ def train(ctx: click.Context, **opts) -> None:
       medaudit train --data breastmnist.npz --model resnet18 --img-size 28 --epochs 100 \\
         --batch-size 128 --scheduler multistep -o checkpoints/r18.pt
     """
-    from medaudit.train import TrainingInterrupted, load_resume
-    from medaudit.train import train as run_training
-    from medaudit.train_config import TrainConfig
+    from medaudit.train.config import TrainConfig
+    from medaudit.train.loop import TrainingInterrupted, load_resume
+    from medaudit.train.loop import train as run_training
 
     resume = None
     if opts["resume"]:

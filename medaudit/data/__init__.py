@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medaudit.data.base import TASKS, Dataset, Split
+from medaudit.data.base import Dataset, Split
 from medaudit.data.demo import make_demo_dataset
 from medaudit.data.inspect import inspect_dataset
 from medaudit.errors import MedauditError
+from medaudit.tasks import TASKS
 
 __all__ = ["Dataset", "Split", "TASKS", "load_dataset", "make_demo_dataset", "inspect_dataset"]
 

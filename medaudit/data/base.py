@@ -23,8 +23,8 @@ from PIL import Image
 
 from medaudit.data.images import array_hash, decode_image, pixel_hash
 from medaudit.errors import MedauditError, MedauditWarning
+from medaudit.tasks import TASKS
 
-TASKS = ("binary", "multiclass", "multilabel", "ordinal")
 SPLIT_ORDER = ("train", "val", "test", "all")
 _SPLIT_ALIASES = {
     "train": "train", "training": "train",

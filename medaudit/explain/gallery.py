@@ -16,7 +16,7 @@ from medaudit.naming import file_stems as unique_stems
 from medaudit.naming import safe_name
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medaudit.checkpoint import Loaded
+    from medaudit.models.checkpoint import Loaded
     from medaudit.predictions import Predictions
 
 
@@ -24,7 +24,7 @@ def split_inputs(split, recipe, sample_ids: Sequence[str], batch_size: int = 64)
     """Normalised model inputs ``(B, C, s, s)`` for the given sample ids of a data split."""
     import torch
 
-    from medaudit.preprocess import iter_batches
+    from medaudit.models.preprocess import iter_batches
 
     pos = {sid: i for i, sid in enumerate(split.sample_ids)}
     missing = [s for s in sample_ids if s not in pos]

@@ -10,8 +10,8 @@ from medaudit.metrics.classification import confusion_json, confusion_metrics, m
 from medaudit.metrics.curves import RankingDesign, auc_ap_from_sums, curves_json, ranking_design
 from medaudit.metrics.intervals import estimate, percentile_ci, proportion, recentred_ci
 from medaudit.metrics.resample import Block, SumDesign, point_and_bootstrap
+from medaudit.tasks import TASKS
 
-TASKS = ("binary", "multiclass", "multilabel", "ordinal")
 SCALARS = (
     "balanced_accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "macro_specificity",
     "weighted_precision", "weighted_recall", "auc_macro", "auc_micro", "ap_macro", "kappa", "mcc", "ece", "brier",

@@ -1,7 +1,7 @@
 """Training set-up for the report: a curated table for reviewers, the raw record for the appendix.
 
 ``models[i].checkpoint.training`` is the training record written by ``medaudit train``
-(keys of :class:`medaudit.train_config.TrainConfig` plus outcomes such as ``epochs_run``,
+(keys of :class:`medaudit.train.config.TrainConfig` plus outcomes such as ``epochs_run``,
 ``best_epoch``, ``val_source``); converted weights carry ``{"source": "converted", ...}``.
 The curated table shows the settings that change what a model learned, in a fixed
 order; every key stays visible in the appendix.

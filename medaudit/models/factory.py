@@ -230,11 +230,11 @@ def read_state_dict(path: str | Path) -> dict:
     if not path.is_file():
         raise MedauditError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from medaudit.checkpoint import read_safetensors
+        from medaudit.models.checkpoint import read_safetensors
 
         state = read_safetensors(path)
     else:
-        from medaudit.checkpoint import safe_torch_load
+        from medaudit.models.checkpoint import safe_torch_load
 
         state = safe_torch_load(path)
         for key in ("state_dict", "model_state_dict", "model"):

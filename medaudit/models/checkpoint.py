@@ -3,13 +3,13 @@
 It loads with ``torch.load(weights_only=True)`` only, so a checkpoint can never run code.
 Keys (format_version 1):
 
-``format``             "medaudit.checkpoint"
+``format``             "medaudit.models.checkpoint"
 ``format_version``     1
 ``arch``               factory name (timm name or ``tv:`` torchvision name)
 ``num_classes``        head width; equals ``len(class_names)``
 ``class_names``        list of str
 ``task``               "binary" | "multiclass" | "multilabel" | "ordinal"
-``recipe``             preprocessing (:class:`medaudit.preprocess.Recipe` as a dict)
+``recipe``             preprocessing (:class:`medaudit.models.preprocess.Recipe` as a dict)
 ``small_stem``         bool, ResNet "(28)" stem
 ``training``           dict of the training configuration, or None (converted weights)
 ``history``            list of per-epoch dicts, or None
@@ -34,14 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from medaudit.errors import MedauditError
 from medaudit.fileio import atomic_path
-from medaudit.preprocess import Recipe
+from medaudit.models.preprocess import Recipe
+from medaudit.tasks import TASKS
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-FORMAT = "medaudit.checkpoint"
+FORMAT = "medaudit.models.checkpoint"
 FORMAT_VERSION = 1
-TASKS = ("binary", "multiclass", "multilabel", "ordinal")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -187,7 +187,7 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Loaded:
     Refuses pickles needing arbitrary globals, a head whose width differs from the class
     names, unknown architectures and state_dicts that do not match the architecture.
     """
-    from medaudit.models import create_model
+    from medaudit.models.factory import create_model
 
     path = Path(path)
     if not path.is_file():
@@ -245,7 +245,7 @@ def convert_weights(
     small_stem: bool | None = None,
 ) -> Path:
     """Wrap a bare state_dict (torchvision/timm layout, ``module.`` stripped) into a checkpoint."""
-    from medaudit.models import SMALL_INPUT_MAX, create_model, read_state_dict
+    from medaudit.models.factory import SMALL_INPUT_MAX, create_model, read_state_dict
 
     if len(class_names) < 2 and task != "multilabel":
         raise MedauditError("--classes needs at least two class names")

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from medaudit.errors import MedauditError
-from medaudit.gate_output import format_table, write_json, write_junit, write_markdown
-from medaudit.gate_parse import (
+from medaudit.gate.output import format_table, write_json, write_junit, write_markdown
+from medaudit.gate.parse import (
     CLASS_ALIASES,
     GLOBAL_ALIASES,
     HIGHER_IS_BETTER,
@@ -137,7 +137,7 @@ class GateReport:
         return sum(not r.passed for r in self.results)
 
     def to_dict(self) -> dict:
-        return {"format": "medaudit.gate/1", "passed": self.passed, "on": self.on, "n_checks": len(self.results),
+        return {"format": "medaudit.gate.evaluate/1", "passed": self.passed, "on": self.on, "n_checks": len(self.results),
                 "n_failed": self.n_failed, "notes": list(self.notes), "results": [asdict(r) for r in self.results]}
 
 

@@ -1,7 +1,7 @@
 """Writers for gate results: a stdout table, JUnit XML, Markdown (CI job summary), JSON.
 
 They read only the attributes of :class:`medaudit.gate.GateReport` / ``GateResult``, so
-this module does not import :mod:`medaudit.gate` at run time.
+this module does not import :mod:`medaudit.gate.evaluate` at run time.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from medaudit.errors import MedauditError
 
 if TYPE_CHECKING:
-    from medaudit.gate import GateReport, GateResult
+    from medaudit.gate.evaluate import GateReport, GateResult
 
 _BOUND_LABEL = {"point": "point", "lower": "lower 95% bound", "upper": "upper 95% bound"}
 # Characters XML 1.0 cannot hold even escaped; a class name with one must still give valid XML.

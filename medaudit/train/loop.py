@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from medaudit.augment import Augmenter
-from medaudit.checkpoint import atomic_torch_save, build_checkpoint, safe_torch_load
 from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
-from medaudit.losses import balanced_class_weights, build_loss, check_loss_task, multilabel_pos_weights
-from medaudit.models import SMALL_INPUT_MAX, create_model, has_small_stem, use_channels_last
-from medaudit.preprocess import Recipe, iter_batches, split_tensor_dataset
-from medaudit.train_config import TrainConfig
-from medaudit.train_state import (
+from medaudit.models.checkpoint import atomic_torch_save, build_checkpoint, safe_torch_load
+from medaudit.models.factory import SMALL_INPUT_MAX, create_model, has_small_stem, use_channels_last
+from medaudit.models.preprocess import Recipe, iter_batches, split_tensor_dataset
+from medaudit.train.augment import Augmenter
+from medaudit.train.config import TrainConfig
+from medaudit.train.losses import balanced_class_weights, build_loss, check_loss_task, multilabel_pos_weights
+from medaudit.train.state import (
     epoch_summary,
     freeze_backbone,
     is_better,
@@ -38,7 +38,7 @@ from medaudit.train_state import (
     selection_score,
     set_train_mode,
 )
-from medaudit.train_state import val_metrics as compute_val_metrics
+from medaudit.train.state import val_metrics as compute_val_metrics
 
 # Loss finiteness is checked every batch on the CPU (free) and every N batches on a GPU (a check syncs).
 _CHECK_EVERY_ACCEL = 20

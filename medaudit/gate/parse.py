@@ -1,7 +1,7 @@
 """Parser for gate expressions: ``[MODEL:]METRIC[CLASS] OP VALUE`` and ``...=MAX_DROP``.
 
 The grammar, aliases and metric directions are documented in ``docs/gates.md``. Parsing
-knows no snapshot; :mod:`medaudit.gate` resolves the names against one.
+knows no snapshot; :mod:`medaudit.gate.evaluate` resolves the names against one.
 """
 
 from __future__ import annotations

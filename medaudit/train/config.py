@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 
 from medaudit.errors import MedauditError
-from medaudit.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from medaudit.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "multistep")
@@ -65,7 +65,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check ranges and choices; raise MedauditError naming the option. Returns self."""
-        from medaudit.augment import LEVELS
+        from medaudit.train.augment import LEVELS
 
         choices = {
             "--optimizer": (self.optimizer, OPTIMIZERS),
