@@ -1,14 +1,22 @@
-"""Atomic writes: a temporary file (or folder) beside the target, renamed over it only when complete."""
+"""Safe file handling: atomic writes, staging folders swept after a crash, checks before the work.
+
+Atomic writes go to a temporary file (or folder) beside the target, renamed over it only when complete;
+their names carry the writing process, so a later run can remove what a killed one left behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from medaudit.errors import MedauditError
 
 
 def _read_umask() -> int:
@@ -44,7 +52,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     A crash or an exception inside the block never leaves a half-written ``path``.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    prefix = f".{path.name}.tmp-"
+    sweep_stale(path.parent, prefix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix + _owner_tag(), suffix=suffix)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -60,7 +70,8 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
     os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700
     old = None
     if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        sweep_stale(out_dir.parent, f".{out_dir.name}.old-")
+        old = out_dir.with_name(f".{out_dir.name}.old-{_owner_tag()}{os.urandom(3).hex()}")
         os.replace(out_dir, old)
     try:
         os.replace(tmp, out_dir)
@@ -70,3 +81,130 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# -- staging that a killed process does not leave behind ------------------------------------
+
+
+def _host_tag() -> str:
+    # Staging names carry the host as well as the pid: on a shared (network) folder a pid of
+    # another machine says nothing about whether its process still runs.
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _owner_tag() -> str:
+    return f"{os.getpid()}-{_host_tag()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except OSError:
+        return True  # cannot tell: keep it
+    return True
+
+
+def sweep_stale(parent: str | os.PathLike, prefix: str) -> list[Path]:
+    """Remove ``parent/PREFIX<pid>-<host>-*`` entries whose process (on this host) has exited.
+
+    Staging folders and temporary files of a process killed with SIGKILL (or a power cut) are
+    never cleaned by it; the next run sweeps them. Entries of live processes, of other hosts, and
+    names not in this form are left alone. Returns the removed paths.
+    """
+    parent = Path(parent)
+    removed: list[Path] = []
+    host = _host_tag()
+    try:
+        entries = list(parent.glob(glob_escape(prefix) + "*"))
+    except OSError:
+        return removed
+    for entry in entries:
+        rest = entry.name[len(prefix):]
+        pid_text, _, tail = rest.partition("-")
+        if not pid_text.isdigit() or not tail.startswith(f"{host}-") or _pid_alive(int(pid_text)):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            continue  # another process swept it first, or it is not ours to remove
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob metacharacters escaped (a folder named ``a[1]`` is matched literally)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def staging_dir(prefix: str, parent: str | os.PathLike | None = None) -> Path:
+    """A new private folder ``parent/PREFIX<pid>-<host>-XXXX`` (default: the temp dir), after
+    sweeping the ones that exited processes left behind (:func:`sweep_stale`)."""
+    where = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    sweep_stale(where, prefix)
+    return Path(tempfile.mkdtemp(prefix=prefix + _owner_tag(), dir=where))
+
+
+# -- checks before the work ----------------------------------------------------------------
+
+
+def require_regular_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` if it is an existing regular file (symlinks to one allowed), else a one-line error.
+
+    FIFOs, sockets and devices are refused: reading one would block forever or never end.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise MedauditError(f"{what} {path}: no such file") from None
+    except OSError as exc:
+        raise MedauditError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise MedauditError(f"{what} {path}: is a folder, expected a file")
+    if not stat.S_ISREG(mode):
+        raise MedauditError(f"{what} {path}: not a regular file (a pipe, socket or device); give a file")
+    return path
+
+
+def check_destination(path: str | os.PathLike, what: str, *, kind: str = "dir") -> Path:
+    """Fail now, before any work, if ``path`` cannot be created or written as a ``kind`` ("dir" or "file").
+
+    Walks up to the nearest existing ancestor: it must be a writable folder (a file in the way,
+    ``/proc``, a read-only mount or an immutable folder are refused with one line). An existing
+    ``path`` must be of the right kind. Nothing is created.
+    """
+    path = Path(path).absolute()
+    if path.exists():
+        if kind == "dir" and not path.is_dir():
+            raise MedauditError(f"{what} {path}: exists and is not a folder; choose another path")
+        if kind == "file" and path.is_dir():
+            raise MedauditError(f"{what} {path}: is a folder; give a file name")
+    ancestor = path if (kind == "dir" and path.is_dir()) else path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise MedauditError(f"{what} {path}: {ancestor} is a file, so no folder can be made under it")
+    if not _can_write_in(ancestor):
+        raise MedauditError(f"{what} {path}: {ancestor} is not writable; choose another output folder")
+    return path
+
+
+def _can_write_in(folder: Path) -> bool:
+    """Whether a file can really be created in ``folder`` (os.access misses read-only mounts, chattr +i, /proc)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".medaudit-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True

@@ -117,3 +117,39 @@ def test_fingerprint_stable_and_content_sensitive(tmp_path):
     _img(tmp_path / "two" / "train" / "a" / "0.png", 200)
     assert load_dataset(str(tmp_path / "two")).fingerprint() != fp
     assert load_dataset(str(tmp_path / "one"), task="multiclass").fingerprint() != fp
+
+
+@pytest.mark.parametrize("link", ["file", "class_dir"])
+def test_symlinks_pointing_outside_the_root_are_refused(tmp_path, link):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.new("L", (8, 8)).save(outside / "secret.png")
+    root = tmp_path / "data"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(root / cls / "x.png")
+    if link == "file":
+        (root / "a" / "y.png").symlink_to(outside / "secret.png")
+    else:
+        (root / "c").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(MedauditError, match="symlink pointing outside the data folder"):
+        load_dataset(str(root))
+
+
+def test_symlinks_inside_the_root_are_followed(tmp_path):
+    root = tmp_path / "data"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(root / cls / "x.png")
+    (root / "a" / "y.png").symlink_to(root / "b" / "x.png")
+    assert len(load_dataset(str(root)).split("all")) == 3
+
+
+def test_empty_class_names_are_refused_not_dropped(tmp_path):
+    root = tmp_path / "data"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(root / cls / "x.png")
+    with pytest.raises(MedauditError, match="empty class name") as err:
+        load_dataset(str(root), classes=["a", "", "b"])
+    assert err.value.param == "classes"

@@ -87,3 +87,16 @@ def test_bad_header_and_empty(images):
         load_dataset(_csv(images, "file,class\nimg/0.png,a\n"))
     with pytest.raises(MedauditError, match="no rows"):
         load_dataset(_csv(images, "path,label\n"))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_a_fifo_given_as_data_is_refused_instead_of_hanging(tmp_path, suffix):
+    import os
+
+    from medaudit.data import load_dataset
+
+    fifo = tmp_path / f"labels{suffix}"
+    os.mkfifo(fifo)
+    with pytest.raises(MedauditError, match="not a regular file"):
+        load_dataset(str(fifo))

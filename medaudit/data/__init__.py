@@ -19,6 +19,7 @@ from medaudit.data.base import Dataset, Split
 from medaudit.data.demo import make_demo_dataset
 from medaudit.data.inspect import inspect_dataset
 from medaudit.errors import MedauditError
+from medaudit.fileio import require_regular_file
 from medaudit.tasks import TASKS
 
 __all__ = ["Dataset", "Split", "TASKS", "load_dataset", "make_demo_dataset", "inspect_dataset"]
@@ -44,11 +45,14 @@ def load_dataset(spec: str, *, classes: list[str] | None = None, task: str | Non
     from medaudit.data import folders, manifest, medmnist, npz
 
     if classes is not None:
-        classes = [c.strip() for c in classes if c.strip()]
+        classes = [c.strip() for c in classes]
+        if not all(classes):
+            raise MedauditError(f"an empty class name in {','.join(classes)!r}; give every class a name",
+                                param="classes")
         if len(set(classes)) != len(classes) or len(classes) < 2:
-            raise MedauditError(f"--classes {','.join(classes)}: give at least 2 distinct class names")
+            raise MedauditError(f"{','.join(classes)}: give at least 2 distinct class names", param="classes")
     if task is not None and task not in TASKS:
-        raise MedauditError(f"--task {task}: unknown task; expected one of {', '.join(TASKS)}")
+        raise MedauditError(f"{task}: unknown task; expected one of {', '.join(TASKS)}", param="task")
     spec = str(spec)
     if spec.lower().startswith("medmnist:"):
         name, size = medmnist.parse_spec(spec)
@@ -56,10 +60,12 @@ def load_dataset(spec: str, *, classes: list[str] | None = None, task: str | Non
         return npz.load_npz(path, spec=spec, classes=classes, task=task, known=name)
     path = Path(spec).expanduser()
     if not path.exists():
-        raise MedauditError(f"--data {spec}: no such file or folder")
+        raise MedauditError(f"{spec}: no such file or folder", param="data")
     if path.is_dir():
         return folders.load_folder(path.absolute(), spec=spec, classes=classes, task=task)
     suffix = path.suffix.lower()
+    if suffix in (".npz", ".csv"):
+        require_regular_file(path, "data")
     if suffix == ".npz":
         return npz.load_npz(path, spec=spec, classes=classes, task=task)
     if suffix == ".csv":

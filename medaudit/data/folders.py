@@ -28,7 +28,18 @@ def _visible_dirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _scan_class_dirs(split_dir: Path) -> dict[str, list[Path]]:
+def _refuse_escape(path: Path, root: Path) -> None:
+    """A symlink resolving outside the dataset folder is refused, as in CSV manifests: a dataset must
+    not read arbitrary files. Only a symlink can escape (``rglob`` does not descend into linked
+    folders), so plain files cost one ``lstat``."""
+    if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
+        raise MedauditError(
+            f"{path}: a symlink pointing outside the data folder {root} ({path.resolve()}); copy the image(s) "
+            "into the folder instead"
+        )
+
+
+def _scan_class_dirs(split_dir: Path, root: Path) -> dict[str, list[Path]]:
     """class name -> sorted image files under ``split_dir/<class>/`` (recursive)."""
     class_dirs = _visible_dirs(split_dir)
     if not class_dirs:
@@ -42,10 +53,12 @@ def _scan_class_dirs(split_dir: Path) -> dict[str, list[Path]]:
         )
     out: dict[str, list[Path]] = {}
     for cdir in class_dirs:
+        _refuse_escape(cdir, root)
         files, other = [], 0
         for p in sorted(cdir.rglob("*")):
             if any(part.startswith(".") for part in p.relative_to(cdir).parts) or not p.is_file():
                 continue
+            _refuse_escape(p, root)
             if is_image_file(p):
                 files.append(p)
             else:
@@ -96,7 +109,7 @@ def load_folder(root: Path, *, spec: str, classes: list[str] | None = None, task
         Declared task (``ordinal`` is only ever declared).
     """
     layout = _detect_layout(root)
-    per_split = {name: _scan_class_dirs(path) for name, path in layout.items()}
+    per_split = {name: _scan_class_dirs(path, root) for name, path in layout.items()}
     found = sorted(set().union(*per_split.values()))
     if classes is not None:
         unknown = [c for c in found if c not in classes]
