@@ -154,45 +154,46 @@ def staging_dir(prefix: str, parent: str | os.PathLike | None = None) -> Path:
 # -- checks before the work ----------------------------------------------------------------
 
 
-def require_regular_file(path: str | os.PathLike, what: str) -> Path:
+def require_regular_file(path: str | os.PathLike, *, param: str | None = None) -> Path:
     """``path`` if it is an existing regular file (symlinks to one allowed), else a one-line error.
 
     FIFOs, sockets and devices are refused: reading one would block forever or never end.
+    ``param`` (the parameter that named the file) travels with the error for the CLI to name its option.
     """
     path = Path(path)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise MedauditError(f"{what} {path}: no such file") from None
+        raise MedauditError(f"{path}: no such file", param=param) from None
     except OSError as exc:
-        raise MedauditError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+        raise MedauditError(f"{path}: cannot be read ({exc.strerror or exc})", param=param) from None
     if stat.S_ISDIR(mode):
-        raise MedauditError(f"{what} {path}: is a folder, expected a file")
+        raise MedauditError(f"{path}: is a folder, expected a file", param=param)
     if not stat.S_ISREG(mode):
-        raise MedauditError(f"{what} {path}: not a regular file (a pipe, socket or device); give a file")
+        raise MedauditError(f"{path}: not a regular file (a pipe, socket or device); give a file", param=param)
     return path
 
 
-def check_destination(path: str | os.PathLike, what: str, *, kind: str = "dir") -> Path:
+def check_destination(path: str | os.PathLike, *, kind: str = "dir", param: str | None = None) -> Path:
     """Fail now, before any work, if ``path`` cannot be created or written as a ``kind`` ("dir" or "file").
 
     Walks up to the nearest existing ancestor: it must be a writable folder (a file in the way,
     ``/proc``, a read-only mount or an immutable folder are refused with one line). An existing
-    ``path`` must be of the right kind. Nothing is created.
+    ``path`` must be of the right kind. Nothing is created. ``param`` as in :func:`require_regular_file`.
     """
     path = Path(path).absolute()
     if path.exists():
         if kind == "dir" and not path.is_dir():
-            raise MedauditError(f"{what} {path}: exists and is not a folder; choose another path")
+            raise MedauditError(f"{path}: exists and is not a folder; choose another path", param=param)
         if kind == "file" and path.is_dir():
-            raise MedauditError(f"{what} {path}: is a folder; give a file name")
+            raise MedauditError(f"{path}: is a folder; give a file name", param=param)
     ancestor = path if (kind == "dir" and path.is_dir()) else path.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise MedauditError(f"{what} {path}: {ancestor} is a file, so no folder can be made under it")
+        raise MedauditError(f"{path}: {ancestor} is a file, so no folder can be made under it", param=param)
     if not _can_write_in(ancestor):
-        raise MedauditError(f"{what} {path}: {ancestor} is not writable; choose another output folder")
+        raise MedauditError(f"{path}: {ancestor} is not writable; choose another output folder", param=param)
     return path
 
 

@@ -107,14 +107,14 @@ def test_require_regular_file_refuses_fifos_folders_and_missing(tmp_path):
     fifo = tmp_path / "labels.csv"
     os.mkfifo(fifo)
     with pytest.raises(MedauditError, match="not a regular file"):
-        require_regular_file(fifo, "--data")
+        require_regular_file(fifo, param="data")
     with pytest.raises(MedauditError, match="is a folder"):
-        require_regular_file(tmp_path, "--data")
+        require_regular_file(tmp_path)
     with pytest.raises(MedauditError, match="no such file"):
-        require_regular_file(tmp_path / "nope.npz", "--data")
+        require_regular_file(tmp_path / "nope.npz")
     (tmp_path / "ok.npz").write_bytes(b"x")
     (tmp_path / "link.npz").symlink_to(tmp_path / "ok.npz")
-    assert require_regular_file(tmp_path / "link.npz", "--data") == tmp_path / "link.npz"
+    assert require_regular_file(tmp_path / "link.npz") == tmp_path / "link.npz"
 
 
 def test_check_destination_refuses_paths_that_cannot_be_made(tmp_path):
@@ -123,13 +123,13 @@ def test_check_destination_refuses_paths_that_cannot_be_made(tmp_path):
 
     (tmp_path / "afile").write_text("x")
     with pytest.raises(MedauditError, match="is a file, so no folder"):
-        check_destination(tmp_path / "afile" / "sub", "-o")
+        check_destination(tmp_path / "afile" / "sub")
     with pytest.raises(MedauditError, match="exists and is not a folder"):
-        check_destination(tmp_path / "afile", "-o")
+        check_destination(tmp_path / "afile")
     with pytest.raises(MedauditError, match="not writable"):
-        check_destination(Path("/proc/medaudit-x"), "-o")
+        check_destination(Path("/proc/medaudit-x"))
     with pytest.raises(MedauditError, match="is a folder"):
-        check_destination(tmp_path, "--json", kind="file")
-    assert check_destination(tmp_path / "new" / "deeper", "-o") == tmp_path / "new" / "deeper"
+        check_destination(tmp_path, kind="file")
+    assert check_destination(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
     assert not (tmp_path / "new").exists()  # nothing is created
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # the write probe is removed

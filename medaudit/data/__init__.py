@@ -65,7 +65,7 @@ def load_dataset(spec: str, *, classes: list[str] | None = None, task: str | Non
         return folders.load_folder(path.absolute(), spec=spec, classes=classes, task=task)
     suffix = path.suffix.lower()
     if suffix in (".npz", ".csv"):
-        require_regular_file(path, "data")
+        require_regular_file(path, param="data")
     if suffix == ".npz":
         return npz.load_npz(path, spec=spec, classes=classes, task=task)
     if suffix == ".csv":
