@@ -8,8 +8,11 @@ from medaudit.errors import MedauditError
 TASKS = ("binary", "multiclass", "multilabel", "ordinal")
 
 
-def check_task(task: str, where: str) -> str:
-    """Return ``task`` if it is one of :data:`TASKS`, else raise naming ``where`` (a file or a value)."""
+def check_task(task: str, where: str, *, param: str | None = None) -> str:
+    """Return ``task`` if it is one of :data:`TASKS`, else raise naming ``where`` (a file or a value).
+
+    ``param``: the parameter that gave the task, for the CLI to name its option.
+    """
     if task not in TASKS:
-        raise MedauditError(f"{where}: unknown task {task!r} (expected one of {', '.join(TASKS)})")
+        raise MedauditError(f"{where}: unknown task {task!r} (expected one of {', '.join(TASKS)})", param=param)
     return task

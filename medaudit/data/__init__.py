@@ -20,7 +20,7 @@ from medaudit.data.demo import make_demo_dataset
 from medaudit.data.inspect import inspect_dataset
 from medaudit.errors import MedauditError
 from medaudit.fileio import require_regular_file
-from medaudit.tasks import TASKS
+from medaudit.tasks import TASKS, check_task
 
 __all__ = ["Dataset", "Split", "TASKS", "load_dataset", "make_demo_dataset", "inspect_dataset"]
 
@@ -51,8 +51,8 @@ def load_dataset(spec: str, *, classes: list[str] | None = None, task: str | Non
                                 param="classes")
         if len(set(classes)) != len(classes) or len(classes) < 2:
             raise MedauditError(f"{','.join(classes)}: give at least 2 distinct class names", param="classes")
-    if task is not None and task not in TASKS:
-        raise MedauditError(f"{task}: unknown task; expected one of {', '.join(TASKS)}", param="task")
+    if task is not None:
+        check_task(task, str(spec), param="task")
     spec = str(spec)
     if spec.lower().startswith("medmnist:"):
         name, size = medmnist.parse_spec(spec)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from medaudit.data.images import array_hash, decode_image, pixel_hash
 from medaudit.errors import MedauditError, MedauditWarning
-from medaudit.tasks import TASKS
+from medaudit.tasks import check_task
 
 SPLIT_ORDER = ("train", "val", "test", "all")
 _SPLIT_ALIASES = {
@@ -225,8 +225,8 @@ def resolve_task(requested: str | None, labels: list[np.ndarray], n_classes: int
     ``ordinal`` is never detected, only declared (``task=`` or a known dataset's metadata).
     """
     multilabel = labels[0].ndim == 2
-    if requested is not None and requested not in TASKS:
-        raise MedauditError(f"unknown task '{requested}'; expected one of {', '.join(TASKS)}")
+    if requested is not None:
+        check_task(requested, where)
     if n_classes < 2:
         raise MedauditError(f"{where}: found {n_classes} class(es); a classifier audit needs at least 2")
     task = requested or default or ("multilabel" if multilabel else "binary" if n_classes == 2 else "multiclass")
