@@ -11,6 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from medaudit.audit import AuditSettings
+from medaudit.data import load_dataset, make_demo_dataset
+from medaudit.models.checkpoint import safe_torch_load
+from medaudit.pipeline import ReportOptions, run_report
+from medaudit.train.config import TrainConfig
+from medaudit.train.loop import train
+
 # (display name, architecture, training options): small, quick, and of different families.
 # The ViT needs smaller batches, a lower rate and no augmentation to learn 240 images from
 # scratch within a CPU minute (measured on the 2-core CI machine: val accuracy 0.71 at epoch 6
@@ -25,6 +32,8 @@ DEMO_MODELS = (
 
 @dataclass
 class DemoResult:
+    """What :func:`run_demo` wrote: the data folder, one checkpoint per demo model, the report files."""
+
     data_dir: Path
     checkpoints: list[Path]
     report_paths: dict[str, Path]
@@ -43,19 +52,38 @@ def run_demo(
     bench: bool = True,
     formats: tuple[str, ...] = ("html", "pdf", "json"),
     progress: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Generate the demo data, train both demo models and write the report.
 
-    ``epoch_scale`` shortens training (tests use a fraction); checkpoints that already exist
-    for the same data are reused, like the predictions cache, so a second demo is fast.
-    """
-    from medaudit.audit import AuditSettings
-    from medaudit.data import load_dataset, make_demo_dataset
-    from medaudit.pipeline import ReportOptions, run_report
-    from medaudit.train.config import TrainConfig
-    from medaudit.train.loop import train
+    Checkpoints that already exist for the same data and settings are reused, like the
+    predictions cache, so a second demo is fast.
 
+    Parameters
+    ----------
+    out_dir : Path
+        Report folder.
+    work_dir : Path
+        Where the data (``data/``) and the checkpoints (``checkpoints/NAME.pt``) go.
+    img_size : int
+        Side in pixels of the generated images and of the models' input.
+    n_train, n_val, n_test : int
+        Generated images per class in each split.
+    epoch_scale : float
+        Multiplies each demo model's epochs (at least 1); tests use a fraction.
+    bench : bool
+        Measure efficiency (params, FLOPs, latency) in the report.
+    formats : tuple of {"html", "pdf", "json"}
+    progress : bool
+        Show progress bars.
+    log : callable, optional
+        Receives one line (``str``) per step and per training epoch; default: nothing is printed.
+
+    Returns
+    -------
+    DemoResult
+    """
+    log = log or (lambda _line: None)
     data_dir = make_demo_dataset(work_dir / "data", n_train=n_train, n_val=n_val, n_test=n_test, size=img_size)
     ds = load_dataset(str(data_dir))
     log(f"demo data: {data_dir} ({', '.join(f'{k} {len(v)}' for k, v in ds.splits.items())} images)")
@@ -81,11 +109,10 @@ def run_demo(
     return DemoResult(data_dir, ckpts, paths, snapshot)
 
 
-def _reusable(path: Path, fingerprint: str, cfg) -> bool:
+def _reusable(path: Path, fingerprint: str, cfg: TrainConfig) -> bool:
+    """Whether the checkpoint at ``path`` was trained on these data with these settings."""
     if not path.is_file():
         return False
-    from medaudit.models.checkpoint import safe_torch_load
-
     meta = safe_torch_load(path)
     training = meta.get("training") or {}
     # device/amp/workers are recorded as resolved at run time and do not change the model.

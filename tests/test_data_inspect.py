@@ -45,7 +45,9 @@ def test_duplicate_counting_rule(tmp_path):
     }  # fmt: skip
     json.dumps(s)  # JSON-serialisable
     text = format_inspection(s)
-    assert "train/val 1, train/test 1" in text and "leakage" in text
+    assert "train/val 1, train/test 1" in text
+    # Leakage is part of the inspection report (stdout, like --json's "leakage"), not a warning on stderr.
+    assert "WARNING: the same image occurs in more than one split (leakage); e.g. train/3 = val/0" in text
 
 
 def test_mixed_modes_and_sizes_in_folder(tmp_path):

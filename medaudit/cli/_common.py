@@ -1,10 +1,11 @@
-"""Helpers shared by the CLI commands: error translation and progress settings."""
+"""Helpers shared by the CLI commands: how errors and warnings reach the user, signals, progress settings."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
+import re
 import signal
 import threading
 import warnings
@@ -23,7 +24,12 @@ class UserError(click.ClickException):
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn MedauditError into a one-line ``Error: ...`` and exit code 2 (no traceback)."""
+    """Run a command with medaudit's two channels to the user, both on stderr.
+
+    ``MedauditError`` becomes a one-line ``Error: ...`` and exit code 2 (no traceback);
+    every ``MedauditWarning`` raised while the command runs, by the library or the command,
+    becomes a ``Warning: ...`` line, shown each time and also under ``--quiet``.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -48,7 +54,20 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def cli_message(exc: MedauditError) -> str:
-    """The error's message, prefixed by the option that sets ``exc.param`` in the running command."""
+    """The error's message with the option that sets ``exc.param`` in the running command.
+
+    A library message that opens with the parameter's name (``"batch_size 500 is larger ..."``)
+    gets the option in its place (``"--batch-size 500 is larger ..."``); any other is prefixed
+    (``"--names: ..."``); without such an option, by the parameter's name.
+
+    Parameters
+    ----------
+    exc : MedauditError
+
+    Returns
+    -------
+    str
+    """
     message = str(exc)
     if not exc.param:
         return message
@@ -56,7 +75,11 @@ def cli_message(exc: MedauditError) -> str:
     params = ctx.command.params if ctx is not None else []
     flags = [p.opts[0] for p in params if p.name == exc.param and isinstance(p, click.Option)]
     label = flags[0] if flags else exc.param
-    return message if message.startswith(label) else f"{label}: {message}"
+    if message.startswith(label):
+        return message
+    if re.match(rf"{re.escape(exc.param)}\b", message):
+        return label + message[len(exc.param):]
+    return f"{label}: {message}"
 
 
 @contextlib.contextmanager

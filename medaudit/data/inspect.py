@@ -130,6 +130,8 @@ def format_inspection(summary: dict) -> str:
     if dup["across"]:
         lines.append("duplicates across splits: " + ", ".join(f"{k} {v}" for k, v in dup["across"].items()))
     if dup["leakage"]:
+        # Report content, not a warnings.warn: leakage is a finding this command is asked for (``leakage`` in
+        # --json), so it stays with the rest of the report on stdout; "WARNING" only makes it stand out.
         lines.append("WARNING: the same image occurs in more than one split (leakage); e.g. "
                      + "; ".join(f"{a} = {b}" for a, b in dup["examples"][:3]))  # fmt: skip
     return "\n".join(lines)

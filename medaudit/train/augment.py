@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from medaudit.errors import MedauditError
+from medaudit.train.config import AUGMENT_LEVELS
 
-LEVELS = ("none", "basic", "strong")
 _PARAMS = {
     "basic": {"rot": 10.0, "scale": 0.0, "shift": 0.0, "bright": 0.0, "contrast": 0.0},
     "strong": {"rot": 15.0, "scale": 0.1, "shift": 0.08, "bright": 0.1, "contrast": 0.2},
@@ -46,17 +46,19 @@ class Augmenter:
     """
 
     def __init__(self, level: str, mean: Sequence[float], std: Sequence[float], seed: int = 0):
-        if level not in LEVELS:
-            raise MedauditError(f"--augment must be one of {', '.join(LEVELS)} (got '{level}')")
+        if level not in AUGMENT_LEVELS:
+            raise MedauditError(f"augment must be one of {', '.join(AUGMENT_LEVELS)} (got '{level}')", param="augment")
         self.level = level
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
         self.gen = torch.Generator().manual_seed(int(seed))
 
     def state(self) -> torch.Tensor:
+        """The private generator's state (saved in ``NAME.last.pt`` for an exact resume)."""
         return self.gen.get_state()
 
     def set_state(self, state: torch.Tensor) -> None:
+        """Continue from a state returned by :meth:`state`."""
         self.gen.set_state(state)
 
     def _u(self, n: int, half_width: float) -> torch.Tensor:

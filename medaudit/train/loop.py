@@ -20,12 +20,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from medaudit.data import load_dataset
 from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
 from medaudit.models.checkpoint import atomic_torch_save, build_checkpoint, safe_torch_load
 from medaudit.models.factory import SMALL_INPUT_MAX, create_model, has_small_stem, use_channels_last
 from medaudit.models.preprocess import Recipe, iter_batches, split_tensor_dataset
+from medaudit.predictions import probabilities_from_logits
 from medaudit.train.augment import Augmenter
 from medaudit.train.config import TrainConfig
 from medaudit.train.losses import balanced_class_weights, build_loss, check_loss_task, multilabel_pos_weights
@@ -35,6 +38,7 @@ from medaudit.train.state import (
     is_better,
     n_correct,
     resolve_splits,
+    score_text,
     selection_score,
     set_train_mode,
 )
@@ -45,17 +49,56 @@ _CHECK_EVERY_ACCEL = 20
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training; the message says how to resume."""
+    """Ctrl-C (or SIGTERM) during training; says what was saved.
+
+    Parameters
+    ----------
+    epoch : int
+        The 1-based epoch that was running.
+    last_path : Path or None
+        ``NAME.last.pt`` to resume from, or None when this run had not completed an epoch.
+    saved_epoch : int
+        Epochs held by ``last_path`` (0 when None).
+    """
+
+    def __init__(self, epoch: int, last_path: Path | None, saved_epoch: int) -> None:
+        done = f"epoch {saved_epoch} is saved in {last_path}" if last_path is not None else "no epoch had completed"
+        super().__init__(f"interrupted during epoch {epoch}; {done}")
+        self.epoch, self.last_path, self.saved_epoch = epoch, last_path, saved_epoch
 
 
 @dataclass
 class TrainResult:
+    """Outcome of :func:`train`.
+
+    Parameters
+    ----------
+    best_path : Path
+        The checkpoint of the best epoch on validation (with the full history).
+    last_path : Path
+        ``NAME.last.pt``, the resumable state after the last epoch run.
+    best_epoch : int
+        1-based.
+    best_score : float or None
+        Selection score of the best epoch (higher is better; ``-loss`` for ``val_loss``).
+    history : list of dict
+        One entry per epoch (losses, accuracies, val AUC and recalls, lr, wall time, score).
+    stopped_early : bool
+    config : TrainConfig, optional
+        The settings the run used (for a resumed run: the saved ones).
+    """
+
     best_path: Path
     last_path: Path
     best_epoch: int
     best_score: float | None
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
+    config: TrainConfig | None = None
+
+
+def _silent(_line: str) -> None:
+    """The default ``log``: a library prints nothing unless its caller asks."""
 
 
 def last_path_for(out: str | Path) -> Path:
@@ -64,28 +107,120 @@ def last_path_for(out: str | Path) -> Path:
     return out.with_name(out.stem + ".last.pt")
 
 
+def best_path_for(last: str | Path) -> Path:
+    """``checkpoints/NAME.last.pt`` -> ``checkpoints/NAME.pt``, where a resumed run writes by default."""
+    return Path(str(last).removesuffix(".last.pt") + ".pt")
+
+
 def check_writable(out: Path) -> None:
     """Fail before training, not after an hour, when the checkpoint cannot be written."""
     if out.is_dir():
-        raise MedauditError(f"-o {out}: is a folder; give a file name such as {out / 'model.pt'}")
+        raise MedauditError(f"out {out}: is a folder; give a file name such as {out / 'model.pt'}", param="out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".medaudit-write-test.")
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
-        raise MedauditError(f"-o {out}: output folder is not writable ({exc.strerror}); choose another path") from None
+        raise MedauditError(f"out {out}: output folder is not writable ({exc.strerror}); choose another path",
+                            param="out") from None
 
 
-def load_resume(path: str | Path) -> tuple[TrainConfig, dict]:
-    """Read a ``NAME.last.pt``; returns its config and the whole checkpoint dict."""
-    path = Path(path)
+def load_resume(resume: str | Path) -> tuple[TrainConfig, dict]:
+    """Read a ``NAME.last.pt``.
+
+    Parameters
+    ----------
+    resume : path
+        The resumable state written by :func:`train` every epoch.
+
+    Returns
+    -------
+    (TrainConfig, dict)
+        The run's saved config and the whole checkpoint dict (pass it as ``train(resume=...)``).
+    """
+    path = Path(resume)
     if not path.is_file():
-        raise MedauditError(f"--resume {path}: file not found")
+        raise MedauditError(f"resume {path}: file not found", param="resume")
     obj = safe_torch_load(path)
     if not isinstance(obj, dict) or "resume" not in obj:
-        raise MedauditError(f"--resume {path}: not a resumable state; pass the NAME.last.pt written by medaudit train")
+        raise MedauditError(f"resume {path}: not a resumable state; give the NAME.last.pt written by medaudit train",
+                            param="resume")
     return TrainConfig.from_dict(obj["resume"]["config"]), obj
+
+
+def train_from_config(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: dict | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Load the dataset ``cfg.data`` names and :func:`train` on it (``medaudit train``'s entry point).
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        ``cfg.data`` is the dataset spec (``cfg.classes`` and ``cfg.task`` are passed to
+        :func:`medaudit.data.load_dataset`); validated before the data are read.
+    out : path
+        Best checkpoint path; ``NAME.last.pt`` is written beside it every epoch.
+    resume, progress, log
+        As for :func:`train`.
+
+    Returns
+    -------
+    TrainResult
+    """
+    cfg.validate()
+    if not cfg.data:
+        raise MedauditError("data is not set: give the dataset spec to train on", param="data")
+    ds = load_dataset(cfg.data, classes=cfg.classes, task=cfg.task)
+    return train(ds, cfg, out, resume=resume, progress=progress, log=log)
+
+
+def resume_training(
+    resume: str | Path,
+    out: str | Path | None = None,
+    *,
+    data: str | None = None,
+    device: str = "auto",
+    num_workers: int | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Continue the run saved in ``NAME.last.pt`` with its saved settings, exactly where it stopped.
+
+    Only how to run comes from the caller (the config's ``runtime`` fields: ``data``, ``device``,
+    ``num_workers``); what is trained (model, recipe, loss, schedule, epochs...) is the saved run's.
+
+    Parameters
+    ----------
+    resume : path
+        ``NAME.last.pt`` written by :func:`train`.
+    out : path, optional
+        Best checkpoint; default ``NAME.pt`` beside ``resume``. It must hold this run's best
+        checkpoint so far when there is one.
+    data : str, optional
+        Dataset spec, when the data moved; default the saved one. Its fingerprint must match.
+    device : str
+        ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    num_workers : int, optional
+        Image-folder loader workers (default ``min(4, CPUs)``); results do not depend on it.
+    progress, log
+        As for :func:`train`.
+
+    Returns
+    -------
+    TrainResult
+        With ``config`` the saved settings and the whole history, resumed epochs included.
+    """
+    cfg, state = load_resume(resume)
+    cfg.data = data or cfg.data
+    cfg.device, cfg.num_workers = device, num_workers
+    return train_from_config(cfg, best_path_for(resume) if out is None else out, resume=state, progress=progress,
+                             log=log)
 
 
 def train(
@@ -94,16 +229,19 @@ def train(
     out: str | Path,
     *,
     resume: dict | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train ``cfg.arch`` on ``ds`` and write ``out`` (best on validation) and ``NAME.last.pt``.
 
+    Problems that do not stop the run (no val split: a carve of train is used) are
+    :class:`~medaudit.errors.MedauditWarning` s.
+
     Parameters
     ----------
-    ds : dataset
-        ``medaudit.data`` dataset (``class_names``, ``task``, ``splits``, ``split(name)``,
-        ``fingerprint()``). Only the train and val splits are read.
+    ds : medaudit.data.Dataset
+        Needs ``class_names``, ``task``, ``splits``, ``split(name)`` and ``fingerprint()``.
+        Only the train and val splits are read.
     cfg : TrainConfig
     out : path
         Best checkpoint path; ``NAME.last.pt`` is written beside it every epoch.
@@ -111,16 +249,22 @@ def train(
         The checkpoint dict from :func:`load_resume` (``cfg`` must be its config).
     progress : bool
         Show a tqdm bar per epoch.
-    log : callable
-        Receives the epoch summary lines and warnings (``lambda s: None`` to silence).
+    log : callable, optional
+        Receives the epoch summary lines (``str``); default: nothing is printed.
+
+    Returns
+    -------
+    TrainResult
 
     Raises
     ------
     MedauditError
-        Bad options for this data, non-finite loss (after keeping the last good state).
+        Bad settings for this data (``param`` names the setting), non-finite loss or
+        validation outputs (after keeping the last good state).
     TrainingInterrupted
-        On KeyboardInterrupt, with the resume command in the message.
+        On KeyboardInterrupt, saying what was saved.
     """
+    log = _silent if log is None else log
     cfg.validate()
     out = Path(out)
     last = last_path_for(out)
@@ -130,15 +274,16 @@ def train(
     check_loss_task(cfg.loss, task)
     recall_cls = cfg.recall_class()
     if recall_cls is not None and recall_cls not in class_names:
-        raise MedauditError(f"--select-by val_recall[{recall_cls}]: no such class (classes: {', '.join(class_names)})")
+        raise MedauditError(f"select_by val_recall[{recall_cls}]: no such class (classes: {', '.join(class_names)})",
+                            param="select_by")
     if cfg.sampler == "balanced" and multilabel:
-        raise MedauditError("--sampler balanced is for single-label data; use --loss bce --class-weights auto")
-    splits = resolve_splits(ds, cfg.val_fraction, cfg.seed, warn=log)
+        raise MedauditError("sampler balanced is for single-label data; use loss bce with class_weights auto",
+                            param="sampler")
+    splits = resolve_splits(ds, cfg.val_fraction, cfg.seed)
     train_split, val_split = splits.train, splits.val
     if cfg.batch_size > len(train_split):
-        raise MedauditError(
-            f"--batch-size {cfg.batch_size} is larger than the training split ({len(train_split)} samples); lower it"
-        )
+        raise MedauditError(f"batch_size {cfg.batch_size} is larger than the training split ({len(train_split)} "
+                            "samples); lower it", param="batch_size")
     _check_val_defines_criterion(cfg, val_split, class_names, multilabel)
 
     recipe = Recipe(cfg.img_size, cfg.in_chans, tuple(cfg.mean), tuple(cfg.std), cfg.resize, cfg.interpolation)
@@ -155,15 +300,16 @@ def train(
             # The small stem replaces the pretrained first convolution with a random one, and
             # head-only training would freeze it: every feature after it would be noise.
             raise MedauditError(
-                f"--finetune head --pretrained at --img-size {cfg.img_size}: the small ResNet stem starts from "
-                "random weights and would stay frozen; pass --standard-stem to keep the pretrained stem, or use "
-                "--finetune full")
+                f"finetune head with pretrained weights at img_size {cfg.img_size}: the small ResNet stem starts "
+                "from random weights and would stay frozen; turn the small stem off (the standard stem keeps its "
+                "pretrained weights) or use finetune full", param="finetune")
         if resume is not None:
             model.load_state_dict(resume["state_dict"])
         # After the model so an unknown architecture fails fast (this decodes every image once).
         fingerprint = ds.fingerprint()
         if resume is not None and resume.get("dataset_fingerprint") not in (None, fingerprint):
-            raise MedauditError("--resume: the data differ from the run being resumed (dataset fingerprint mismatch)")
+            raise MedauditError("the dataset differs from the run being resumed (dataset fingerprint mismatch); give "
+                                "the data it was trained on", param="data")
         loop = _Loop(cfg, model, device, amp, recipe, class_names, multilabel, train_split, val_split, progress, log)
         meta = {
             "arch": cfg.arch, "class_names": class_names, "task": task, "recipe": recipe,
@@ -181,11 +327,12 @@ def _check_val_defines_criterion(cfg: TrainConfig, val, class_names: list[str], 
     present = set(np.flatnonzero(y.sum(axis=0) > 0)) if multilabel else set(np.unique(y).tolist())
     if cfg.select_by == "val_auc" and not multilabel and len(present) < len(class_names):
         missing = [class_names[i] for i in range(len(class_names)) if i not in present]
-        raise MedauditError(f"--select-by val_auc: classes {missing} are absent from the validation split "
-                            "(AUC undefined); use --select-by val_loss or a larger --val-fraction")
+        raise MedauditError(f"select_by val_auc: classes {missing} are absent from the validation split "
+                            "(AUC undefined); select by val_loss or raise val_fraction", param="select_by")
     rc = cfg.recall_class()
     if rc is not None and class_names.index(rc) not in present:
-        raise MedauditError(f"--select-by val_recall[{rc}]: class '{rc}' is absent from the validation split")
+        raise MedauditError(f"select_by val_recall[{rc}]: class '{rc}' is absent from the validation split",
+                            param="select_by")
 
 
 class _Loop:
@@ -268,8 +415,6 @@ class _Loop:
 
     # -- one epoch ----------------------------------------------------------------------
     def _train_epoch(self, epoch: int, last: Path) -> tuple[float, float]:
-        from tqdm.auto import tqdm
-
         batches = self._epoch_batches()
         set_train_mode(self.model, self.head)
         check_every = 1 if self.device.type == "cpu" else _CHECK_EVERY_ACCEL
@@ -303,7 +448,7 @@ class _Loop:
         b = int((~ok).nonzero()[0, 0])
         kept = f"the last good state is {last} (epoch {epoch})" if self.saved_epoch else "no epoch had completed"
         raise MedauditError(f"training loss became {float(losses[b])} at epoch {epoch + 1}, batch {b + 1}; stopped "
-                            f"({kept}; the best checkpoint is untouched). Lower --lr or check the data")
+                            f"({kept}; the best checkpoint is untouched). Lower the learning rate (lr) or check the data")
 
     def _check_val_finite(self, probs: np.ndarray, epoch: int, last: Path) -> None:
         # A finite training loss does not rule out weights that overflow in eval mode (BatchNorm's
@@ -314,7 +459,7 @@ class _Loop:
         kept = f"the last good state is {last} (epoch {epoch})" if self.saved_epoch else "no epoch had completed"
         raise MedauditError(f"validation outputs are NaN/inf for {int(bad.sum())} of {len(bad)} images after epoch "
                             f"{epoch + 1} (the model diverged); stopped ({kept}; the best checkpoint is untouched). "
-                            "Lower --lr, raise --batch-size or check the data")
+                            "Lower the learning rate (lr), raise batch_size or check the data")
 
     @torch.no_grad()
     def evaluate(self, split) -> tuple[float, np.ndarray, np.ndarray]:
@@ -329,9 +474,9 @@ class _Loop:
         z = torch.cat(logits)
         y = torch.cat(ys).to(self.device)
         loss = float(self.criterion(z, y.float() if self.multilabel else y.long()))
-        z = z.double()  # float32 probabilities saturate at 1.0 and tie a confident model's scores
-        probs = torch.sigmoid(z) if self.multilabel else torch.softmax(z, dim=1)
-        return loss, probs.cpu().numpy(), y.cpu().numpy()
+        # The rule only tells sigmoid (multi-label) from softmax (one label per image).
+        probs = probabilities_from_logits(z.cpu().numpy(), "multilabel" if self.multilabel else "multiclass")
+        return loss, probs, y.cpu().numpy()
 
     # -- the run --------------------------------------------------------------------------
     def run(self, out: Path, last: Path, meta: dict, info: dict, resume: dict | None) -> TrainResult:
@@ -350,12 +495,12 @@ class _Loop:
                 torch.cuda.set_rng_state(st["cuda_rng"], self.device)
             start, best_score, best_epoch, bad = st["epoch_done"], st["best_score"], st["best_epoch"], st["bad_epochs"]
             if best_epoch and not out.is_file():
-                raise MedauditError(f"--resume: the best checkpoint so far (epoch {best_epoch}) is not at {out}; pass "
-                                    "-o with this run's own best checkpoint (NAME.pt beside NAME.last.pt) or copy it "
-                                    "there first")
+                raise MedauditError(f"out {out}: the resumed run's best checkpoint so far (epoch {best_epoch}) is "
+                                    "not there; give this run's own best checkpoint (NAME.pt beside NAME.last.pt) "
+                                    "or copy it there first", param="out")
             self.saved_epoch = start
             history = list(resume["history"])
-            best = "none yet" if best_score is None else f"epoch {best_epoch}, {cfg.select_by} {abs(best_score):.4f}"
+            best = "none yet" if best_score is None else f"epoch {best_epoch}, {score_text(cfg.select_by, best_score)}"
             self.log(f"resuming {cfg.arch} after epoch {start} (best so far: {best})")
         stopped_early = False
         epoch = start
@@ -392,19 +537,18 @@ class _Loop:
                     break
         except KeyboardInterrupt:
             # saved_epoch, not last.is_file(): a NAME.last.pt from an older run of the same name is not ours
-            done = f"epoch {self.saved_epoch} is saved in {last}" if self.saved_epoch else "no epoch had completed"
-            hint = f"; resume with: medaudit train --resume {last}" if self.saved_epoch else ""
-            raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}; {done}{hint}") from None
+            raise TrainingInterrupted(epoch + 1, last if self.saved_epoch else None, self.saved_epoch) from None
         if best_epoch == 0:
-            raise MedauditError(f"--select-by {cfg.select_by} was undefined in every epoch; no checkpoint selected")
+            raise MedauditError(f"select_by {cfg.select_by} was undefined in every epoch; no checkpoint selected",
+                                param="select_by")
         if best_epoch == len(history) and not stopped_early:
-            return TrainResult(out, last, best_epoch, best_score, history, stopped_early)  # already complete
+            return TrainResult(out, last, best_epoch, best_score, history, stopped_early, cfg)  # already complete
         # The best checkpoint gets the full history (curves past the best epoch) and the final summary.
         best = safe_torch_load(out)
         best["history"] = history
         best["training"] = self._training_block(info, best_epoch, best_score, len(history), stopped_early)
         atomic_torch_save(best, out)
-        return TrainResult(out, last, best_epoch, best_score, history, stopped_early)
+        return TrainResult(out, last, best_epoch, best_score, history, stopped_early, cfg)
 
     def _training_block(self, info: dict, best_epoch: int, best_score, epochs_run: int, stopped_early: bool) -> dict:
         return {**self.cfg.to_dict(), **info, "best_epoch": best_epoch, "best_score": best_score,

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medaudit.errors import MedauditError
-
-LOSSES = ("ce", "focal", "weighted-ce", "bce")
+from medaudit.train.config import LOSSES  # the loss names live with the other options' choices (torch-free)
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -56,21 +55,38 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)[:num_classes]
     if (counts == 0).any():
         missing = [int(i) for i in np.flatnonzero(counts == 0)]
-        raise MedauditError(f"--class-weights auto: classes {missing} have no training samples; pass weights by hand")
+        raise MedauditError(f"class_weights auto: classes {missing} have no training samples; pass weights by hand",
+                            param="class_weights")
     return len(labels) / (num_classes * counts.astype(np.float64))
 
 
 def multilabel_pos_weights(labels: np.ndarray) -> np.ndarray:
-    """``BCEWithLogitsLoss`` ``pos_weight`` = negatives / positives per label, shape (K,)."""
+    """``BCEWithLogitsLoss`` ``pos_weight``: negatives / positives per label.
+
+    Parameters
+    ----------
+    labels : ndarray, shape (N, K) 0/1
+        Labels of the training split.
+
+    Returns
+    -------
+    ndarray, shape (K,) float64
+
+    Raises
+    ------
+    MedauditError
+        (``param="class_weights"``) when a label is never or always positive.
+    """
     y = np.asarray(labels)
     pos = y.sum(axis=0).astype(np.float64)
     if (pos == 0).any():
         missing = [int(i) for i in np.flatnonzero(pos == 0)]
-        raise MedauditError(f"--class-weights auto: labels {missing} have no positive training samples")
+        raise MedauditError(f"class_weights auto: labels {missing} have no positive training samples",
+                            param="class_weights")
     if (pos == len(y)).any():
         always = [int(i) for i in np.flatnonzero(pos == len(y))]
-        raise MedauditError(f"--class-weights auto: labels {always} are positive in every training sample "
-                            "(pos_weight 0); pass weights by hand or drop those labels")
+        raise MedauditError(f"class_weights auto: labels {always} are positive in every training sample "
+                            "(pos_weight 0); pass weights by hand or drop those labels", param="class_weights")
     return (len(y) - pos) / pos
 
 
@@ -90,7 +106,7 @@ class FocalLoss(nn.Module):
     def __init__(self, gamma: float = 2.0, alpha: Sequence[float] | None = None, label_smoothing: float = 0.0):
         super().__init__()
         if gamma < 0:
-            raise MedauditError(f"--focal-gamma must be >= 0 (got {gamma})")
+            raise MedauditError(f"focal_gamma must be >= 0 (got {gamma})", param="focal_gamma")
         self.gamma = float(gamma)
         self.label_smoothing = float(label_smoothing)
         self.register_buffer("alpha", None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))
@@ -112,37 +128,59 @@ class FocalLoss(nn.Module):
 
 
 def resolve_alpha(alpha: Sequence[float] | float | None, num_classes: int) -> list[float] | None:
-    """Turn ``--focal-alpha`` into one weight per class (see the module docstring)."""
+    """Turn ``focal_alpha`` into one weight per class (see the module docstring).
+
+    Parameters
+    ----------
+    alpha : float or sequence of float, optional
+        One value (two classes only: the weight of class 1) or one value per class.
+    num_classes : int
+
+    Returns
+    -------
+    list of float, length C, or None when ``alpha`` is None
+    """
     if alpha is None:
         return None
     if isinstance(alpha, (int, float)):
         alpha = [float(alpha)]
     alpha = [float(a) for a in alpha]
     if any(a < 0 for a in alpha):
-        raise MedauditError("--focal-alpha values must be >= 0")
+        raise MedauditError(f"focal_alpha values must be >= 0 (got {alpha})", param="focal_alpha")
     if len(alpha) == 1:
         if num_classes != 2:
             raise MedauditError(
-                f"--focal-alpha: a single value is only defined for 2 classes; give {num_classes} comma-separated values"
-            )
+                f"focal_alpha: a single value is only defined for 2 classes; give {num_classes} comma-separated values",
+                param="focal_alpha")
         if not 0 <= alpha[0] <= 1:
-            raise MedauditError(f"--focal-alpha: a single value must be in [0, 1] (got {alpha[0]})")
+            raise MedauditError(f"focal_alpha: a single value must be in [0, 1] (got {alpha[0]})", param="focal_alpha")
         return [1.0 - alpha[0], alpha[0]]
     if len(alpha) != num_classes:
-        raise MedauditError(f"--focal-alpha needs 1 or {num_classes} values (got {len(alpha)})")
+        raise MedauditError(f"focal_alpha needs 1 or {num_classes} values (got {len(alpha)})", param="focal_alpha")
     return alpha
 
 
 def check_loss_task(loss: str, task: str) -> None:
-    """Refuse loss/task combinations that make no sense, saying what to use instead."""
+    """Refuse loss/task combinations that make no sense, saying what to use instead.
+
+    Parameters
+    ----------
+    loss : {"ce", "focal", "weighted-ce", "bce"}
+    task : {"binary", "multiclass", "multilabel", "ordinal"}
+
+    Raises
+    ------
+    MedauditError
+        (``param="loss"``) for an unknown loss, or one that does not fit the task.
+    """
     if loss not in LOSSES:
-        raise MedauditError(f"--loss must be one of {', '.join(LOSSES)} (got '{loss}')")
+        raise MedauditError(f"loss must be one of {', '.join(LOSSES)} (got '{loss}')", param="loss")
     if task == "multilabel" and loss != "bce":
-        raise MedauditError(f"--loss {loss} is for single-label data; this dataset is multi-label: use --loss bce")
+        raise MedauditError(f"loss {loss} is for single-label data; this dataset is multi-label: use bce", param="loss")
     if task != "multilabel" and loss == "bce":
         raise MedauditError(
-            f"--loss bce is for multi-label data; this dataset is {task} (one label per image): use --loss ce or focal"
-        )
+            f"loss bce is for multi-label data; this dataset is {task} (one label per image): use ce or focal",
+            param="loss")
 
 
 def build_loss(
@@ -167,27 +205,39 @@ def build_loss(
         ``weight`` of weighted CE, per-class alpha of focal (when ``focal_alpha`` is None)
         or ``pos_weight`` of BCE. Required for ``weighted-ce``.
     focal_gamma, focal_alpha, label_smoothing : see :class:`FocalLoss`.
+
+    Returns
+    -------
+    torch.nn.Module
+        Takes logits (B, C) and targets (B,) class indices, or (B, K) 0/1 for ``bce``; returns a scalar.
+
+    Raises
+    ------
+    MedauditError
+        Naming the setting at fault (``param``): a loss that does not fit the task, or bad weights.
     """
     check_loss_task(name, task)
     if not 0.0 <= label_smoothing < 1.0:
-        raise MedauditError(f"--label-smoothing must be in [0, 1) (got {label_smoothing})")
+        raise MedauditError(f"label_smoothing must be in [0, 1) (got {label_smoothing})", param="label_smoothing")
     w = None
     if class_weights is not None:
         if len(class_weights) != num_classes:
-            raise MedauditError(f"--class-weights needs {num_classes} values (got {len(class_weights)})")
+            raise MedauditError(f"class_weights needs {num_classes} values (got {len(class_weights)})",
+                                param="class_weights")
         if any(not np.isfinite(x) or x <= 0 for x in class_weights):
-            raise MedauditError("--class-weights values must be positive and finite")
+            raise MedauditError(f"class_weights values must be positive and finite (got {list(class_weights)})",
+                                param="class_weights")
         w = torch.as_tensor([float(x) for x in class_weights], dtype=torch.float32)
     if name == "bce":
         return _SmoothedBCE(w, label_smoothing)
     if name == "focal":
         if focal_alpha is not None and w is not None:
-            raise MedauditError("--loss focal: give either --focal-alpha or --class-weights, not both")
+            raise MedauditError("loss focal: give either focal_alpha or class_weights, not both", param="loss")
         alpha = resolve_alpha(focal_alpha, num_classes)
         return FocalLoss(focal_gamma, alpha if alpha is not None else (None if w is None else w.tolist()),
                          label_smoothing)
     if name == "weighted-ce" and w is None:
-        raise MedauditError("--loss weighted-ce needs --class-weights auto or w1,w2,...")
+        raise MedauditError("loss weighted-ce needs class_weights auto or w1,w2,...", param="loss")
     return nn.CrossEntropyLoss(weight=w, label_smoothing=label_smoothing)
 
 

@@ -1,20 +1,20 @@
-"""Pieces of the training loop that are not the loop: splits, device, freezing, validation metrics.
+"""Pieces of the training loop that are not the loop: splits, freezing, validation metrics, selection.
 
-Only the training path imports this module.
+Only the training path imports this module (it imports torch and scikit-learn at top level).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
 
-from medaudit.errors import MedauditError
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from torch import nn
+from medaudit.errors import MedauditError, MedauditWarning
 
 
 class SubsetSplit:
@@ -71,34 +71,46 @@ class Splits:
     train_name: str
 
 
-def resolve_splits(ds: Any, val_fraction: float, seed: int, warn) -> Splits:
+def resolve_splits(ds: Any, val_fraction: float, seed: int) -> Splits:
     """Train and validation splits; never touches the test split.
 
-    Without a ``val`` split, a stratified ``val_fraction`` of train is carved off (and said
-    loudly through ``warn``).
+    Without a ``val`` split, a stratified ``val_fraction`` of train is carved off, with a
+    :class:`~medaudit.errors.MedauditWarning` (selection then rests on a carve of train).
+
+    Parameters
+    ----------
+    ds : medaudit.data.Dataset
+        Its ``train`` (or ``all``) and, when present, ``val`` splits are read.
+    val_fraction : float
+        Share of each class of train carved off as val, in (0, 1).
+    seed : int
+        Seeds the carve.
+
+    Returns
+    -------
+    Splits
     """
     names = list(ds.splits)
     train_name = "train" if "train" in names else ("all" if "all" in names else None)
     if train_name is None:
-        raise MedauditError(f"--data: the dataset has no 'train' (or 'all') split (found: {', '.join(names)})")
+        raise MedauditError(f"the dataset has no 'train' (or 'all') split (found: {', '.join(names)})", param="data")
     train = ds.split(train_name)
     if "val" in names:
         return Splits(train, ds.split("val"), "val", train_name)
     if train_name == "all":
-        warn("WARNING: the dataset has no train/val/test splits; training on 'all' minus a validation carve — "
-             "there is no held-out test split for an honest audit")
+        warnings.warn("the dataset has no train/val/test splits; training on 'all' minus a validation carve — "
+                      "there is no held-out test split for an honest audit", MedauditWarning, stacklevel=3)
     tr_idx, va_idx = carve_val(train.labels, val_fraction, seed)
     if len(va_idx) == 0 or len(tr_idx) == 0:
-        raise MedauditError(f"--val-fraction {val_fraction}: too few training samples ({len(train)}) to carve a val split")
+        raise MedauditError(f"val_fraction {val_fraction}: too few training samples ({len(train)}) to carve a val "
+                            "split", param="val_fraction")
     source = f"carved: stratified {val_fraction:g} of '{train_name}' (seed {seed}), {len(va_idx)} samples"
-    warn(f"WARNING: no 'val' split in the data; {source} used for model selection")
+    warnings.warn(f"no 'val' split in the data; {source} used for model selection", MedauditWarning, stacklevel=3)
     return Splits(SubsetSplit(train, tr_idx), SubsetSplit(train, va_idx), source, train_name)
 
 
 def classifier_module(model: nn.Module) -> nn.Module:
     """The final classification layer (timm ``get_classifier()``; torchvision fc/heads/classifier)."""
-    from torch import nn
-
     if hasattr(model, "get_classifier"):
         head = model.get_classifier()
         if isinstance(head, nn.Module) and any(True for _ in head.parameters()):
@@ -107,7 +119,8 @@ def classifier_module(model: nn.Module) -> nn.Module:
         head = getattr(model, path, None)
         if isinstance(head, nn.Module) and any(True for _ in head.parameters()):
             return head
-    raise MedauditError(f"--finetune head: cannot find the classifier layer of {type(model).__name__}; use full")
+    raise MedauditError(f"finetune head: cannot find the classifier layer of {type(model).__name__}; use full",
+                        param="finetune")
 
 
 def freeze_backbone(model: nn.Module) -> nn.Module:
@@ -129,8 +142,6 @@ def set_train_mode(model: nn.Module, head: nn.Module | None) -> None:
 
 
 def _safe_auc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
     if len(np.unique(y_true)) < 2:
         return None
     return float(roc_auc_score(y_true, scores))
@@ -175,8 +186,6 @@ def val_metrics(y: np.ndarray, probs: np.ndarray, class_names: list[str], multil
         elif len(present) < probs.shape[1]:
             out["val_auc"] = None
         else:
-            from sklearn.metrics import roc_auc_score
-
             out["val_auc"] = float(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
         out["val_recall"] = {
             c: (float((pred[y == k] == k).mean()) if (y == k).any() else None) for k, c in enumerate(class_names)
@@ -205,12 +214,20 @@ def is_better(score: float | None, loss: float, best_score: float | None, best_l
 
 
 def n_correct(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Correct predictions in a batch (multi-label: all labels right), a 0-d tensor on the logits' device."""
     if multilabel:
         return ((logits > 0) == (y > 0.5)).all(dim=1).sum()
     return (logits.argmax(dim=1) == y).sum()
 
 
+def score_text(select_by: str, score: float | None) -> str:
+    """The selection score as users read it, ``"val_auc 0.9930"``; ``val_loss`` shows the loss (its score is -loss)."""
+    return f"{select_by} {'n/a' if score is None else f'{abs(score):.4f}'}"
+
+
 def epoch_summary(entry: dict, cfg, improved: bool) -> str:
+    """The one log line of an epoch: losses, accuracies, val AUC, lr, wall time, and ``*best`` on improvement."""
+
     def f(v):
         return "n/a" if v is None else f"{v:.4f}"
 

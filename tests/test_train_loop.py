@@ -1,4 +1,4 @@
-"""The training loop: checkpoint contract, exact resume, validation-only selection, freezing."""
+"""The training loop: checkpoint contract, exact resume, validation-only selection, freezing, silence by default."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from medaudit.errors import MedauditError
+from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.models.checkpoint import load_checkpoint, safe_torch_load
+from medaudit.predictions import probabilities_from_logits
 from medaudit.train.config import TrainConfig
-from medaudit.train.loop import load_resume, train
+from medaudit.train.loop import load_resume, resume_training, train, train_from_config
 
 
 def write_npz(path, n=(40, 15, 12), k=3, size=16, seed=0, val=True):
@@ -157,8 +158,9 @@ def test_head_only_freezes_backbone(ds, tmp_path):
 def test_carved_val_is_stratified_and_recorded(tmp_path):
     ds = load(write_npz(tmp_path / "noval.npz", n=(60, 0, 12), val=False))
     lines = []
-    train(ds, cfg(epochs=1, val_fraction=0.2), tmp_path / "m.pt", progress=False, log=lines.append)
-    assert any(line.startswith("WARNING: no 'val' split") for line in lines)
+    with pytest.warns(MedauditWarning, match=r"^no 'val' split in the data; carved: stratified 0.2 of 'train'"):
+        train(ds, cfg(epochs=1, val_fraction=0.2), tmp_path / "m.pt", progress=False, log=lines.append)
+    assert not any("val' split" in line for line in lines)  # warnings travel as warnings, not log lines
     training = load_checkpoint(tmp_path / "m.pt").meta["training"]
     assert training["val_source"].startswith("carved: stratified 0.2 of 'train'")
     assert training["n_val"] == 12 and training["n_train"] == 48  # 4 of each of the 3 classes
@@ -220,27 +222,6 @@ def test_nan_validation_outputs_stop_before_selection(ds, tmp_path, monkeypatch)
     assert safe_torch_load(tmp_path / "m.last.pt")["resume"]["epoch_done"] == 1
 
 
-def test_lr_schedules():
-    c = TrainConfig(arch="x", lr=1.0, epochs=100, scheduler="multistep")
-    assert [c.lr_at(e) for e in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
-    c = TrainConfig(arch="x", lr=1.0, epochs=10, scheduler="cosine", warmup_epochs=1)
-    assert c.lr_at(0) == pytest.approx(0.5) and c.lr_at(1) == pytest.approx(1.0)
-    assert c.lr_at(9) < 0.05
-
-
-def test_augment_is_seeded_and_keeps_shape():
-    from medaudit.train.augment import Augmenter
-
-    x = torch.randn(4, 3, 16, 16)
-    a, b = Augmenter("strong", [0.5] * 3, [0.25] * 3, seed=3), Augmenter("strong", [0.5] * 3, [0.25] * 3, seed=3)
-    ya, yb = a(x), b(x)
-    assert ya.shape == x.shape and torch.equal(ya, yb) and not torch.equal(ya, x)
-    assert ya.min() >= -2.0 - 1e-6 and ya.max() <= 2.0 + 1e-6  # clamped to the normalised [0, 1]
-    assert torch.equal(Augmenter("none", [0.5], [0.25])(x), x)
-    flat = torch.full((2, 1, 8, 8), 0.4)
-    assert torch.allclose(Augmenter("basic", [0.5], [0.25], seed=0)(flat)[:, :, 3:5, 3:5], flat[:, :, 3:5, 3:5])
-
-
 def test_image_folder_streams_and_order_is_worker_independent(tmp_path):
     """Image folders go through a DataLoader; the seeded batch order does not depend on workers."""
     from medaudit.data import make_demo_dataset
@@ -274,7 +255,7 @@ def test_head_only_on_a_pretrained_resnet_with_the_small_stem_is_refused(ds, tmp
     orig = timm.create_model
     monkeypatch.setattr(timm, "create_model", lambda *a, **k: orig(*a, **{**k, "pretrained": False}))  # "cached"
     with pytest.warns(Warning, match="first convolution starts from random weights"), \
-            pytest.raises(MedauditError, match="--finetune head --pretrained at --img-size 16.*--standard-stem"):
+            pytest.raises(MedauditError, match="^finetune head with pretrained weights at img_size 16.*small stem off"):
         train(ds, cfg(arch="resnet18", epochs=1, finetune="head", pretrained=True), tmp_path / "m.pt",
               progress=False, log=quiet)
     assert not list(tmp_path.glob("m*.pt"))
@@ -287,8 +268,10 @@ def test_resume_into_another_output_without_its_best_checkpoint_is_refused(ds, t
     train(ds, cfg(epochs=2), tmp_path / "m.pt", progress=False, log=quiet)
     rcfg, state = load_resume(tmp_path / "m.last.pt")
     rcfg.epochs = 3
-    with pytest.raises(MedauditError, match=r"best checkpoint so far \(epoch \d\) is not at .*other"):
+    with pytest.raises(MedauditError, match=r"^out .*other.n\.pt: the resumed run's best checkpoint so far \(epoch \d\) "
+                       "is not there") as exc:
         train(ds, rcfg, tmp_path / "other" / "n.pt", resume=state, progress=False, log=quiet)
+    assert exc.value.param == "out"
     assert not (tmp_path / "other" / "n.pt").exists()
 
 
@@ -303,4 +286,62 @@ def test_interrupt_message_ignores_an_older_runs_state_of_the_same_name(ds, tmp_
     monkeypatch.setattr(tr._Loop, "_train_epoch", interrupted)
     with pytest.raises(tr.TrainingInterrupted, match="no epoch had completed") as exc:
         train(ds, cfg(epochs=2, seed=5), tmp_path / "m.pt", progress=False, log=quiet)
-    assert "--resume" not in str(exc.value)
+    assert exc.value.last_path is None and exc.value.epoch == 1
+    assert "--resume" not in str(exc.value)  # the command to resume with is the CLI's to say
+
+
+def test_library_prints_nothing_by_default(ds, tmp_path, capsys):
+    """No log callback: no epoch lines on stdout (the CLI passes its echo; a library caller opts in)."""
+    train(ds, cfg(epochs=1), tmp_path / "m.pt")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_validation_probabilities_use_the_one_rule(ds, tmp_path, monkeypatch):
+    """Validation scores come from predictions.probabilities_from_logits (float64), as the audit's do."""
+    import medaudit.train.loop as tr
+
+    calls = []
+
+    def spy(logits, task):
+        calls.append((np.asarray(logits).shape, task))
+        return probabilities_from_logits(logits, task)
+
+    monkeypatch.setattr(tr, "probabilities_from_logits", spy)
+    res = train(ds, cfg(epochs=2), tmp_path / "m.pt", progress=False, log=quiet)
+    assert calls == [((15, 3), "multiclass")] * 2  # one validation pass per epoch
+    assert all(isinstance(h["val_auc"], float) for h in res.history)
+
+
+def test_train_from_config_loads_the_data_it_names(tmp_path):
+    path = write_npz(tmp_path / "tiny.npz")
+    res = train_from_config(cfg(epochs=1, data=str(path)), tmp_path / "m.pt", progress=False, log=quiet)
+    assert res.config.data == str(path) and load_checkpoint(res.best_path).meta["training"]["data"] == str(path)
+    with pytest.raises(MedauditError, match="^data is not set") as exc:
+        train_from_config(cfg(epochs=1), tmp_path / "n.pt")
+    assert exc.value.param == "data"
+
+
+def test_resume_training_keeps_the_saved_settings_and_takes_how_to_run(tmp_path, monkeypatch):
+    """Resume: what is trained comes from NAME.last.pt; data location, device and workers from the caller."""
+    import medaudit.train.loop as tr
+
+    path = write_npz(tmp_path / "tiny.npz")
+    real = tr._Loop._train_epoch
+
+    def interrupt_in_epoch_2(self, epoch, last):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, epoch, last)
+
+    monkeypatch.setattr(tr._Loop, "_train_epoch", interrupt_in_epoch_2)
+    with pytest.raises(tr.TrainingInterrupted) as exc:
+        train_from_config(cfg(epochs=3, data=str(path), lr=2e-3), tmp_path / "m.pt", progress=False, log=quiet)
+    assert exc.value.last_path == tmp_path / "m.last.pt" and exc.value.saved_epoch == 1
+    monkeypatch.setattr(tr._Loop, "_train_epoch", real)
+    moved = tmp_path / "moved.npz"
+    path.rename(moved)
+    res = resume_training(exc.value.last_path, data=str(moved), device="cpu", num_workers=0, log=quiet)
+    assert res.best_path == tmp_path / "m.pt"  # NAME.pt beside NAME.last.pt
+    assert [h["epoch"] for h in res.history] == [1, 2, 3]
+    assert res.config.lr == 2e-3 and res.config.data == str(moved) and res.config.num_workers == 0

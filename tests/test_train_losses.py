@@ -82,7 +82,7 @@ def test_weighted_ce_is_torch_weighted_mean(batch):
     wi = np.array(w)[y.numpy()]
     hand = -(wi * logp[np.arange(len(y)), y.numpy()]).sum() / wi.sum()
     assert got == pytest.approx(hand, rel=1e-5)
-    with pytest.raises(MedauditError, match="weighted-ce needs --class-weights"):
+    with pytest.raises(MedauditError, match="^loss weighted-ce needs class_weights auto"):
         build_loss("weighted-ce", "multiclass", 3)
 
 
@@ -110,13 +110,16 @@ def test_bce_pos_weight_and_smoothing():
 
 @pytest.mark.parametrize(
     ("loss", "task", "hint"),
-    [("focal", "multilabel", "use --loss bce"), ("ce", "multilabel", "use --loss bce"),
-     ("bce", "binary", "use --loss ce or focal"), ("bce", "multiclass", "use --loss ce or focal"),
+    [("focal", "multilabel", "^loss focal is for single-label data; this dataset is multi-label: use bce"),
+     ("ce", "multilabel", "use bce"),
+     ("bce", "binary", "^loss bce is for multi-label data; this dataset is binary .*: use ce or focal"),
+     ("bce", "multiclass", "use ce or focal"),
      ("hinge", "binary", "must be one of")],
 )
 def test_loss_task_mismatch(loss, task, hint):
-    with pytest.raises(MedauditError, match=hint):
+    with pytest.raises(MedauditError, match=hint) as exc:
         check_loss_task(loss, task)
+    assert exc.value.param == "loss"  # the CLI shows --loss
 
 
 def test_focal_gradients_finite_at_certainty():
