@@ -15,7 +15,9 @@ from itertools import combinations
 import numpy as np
 
 from medaudit.errors import MedauditError
-from medaudit.metrics.significance import delong_test, holm, mcnemar_exact, paired_bootstrap_diff
+from medaudit.metrics.paired import paired_bootstrap_diff
+from medaudit.metrics.risk import missed_disease_mask
+from medaudit.metrics.significance import delong_test, holm, mcnemar_exact
 from medaudit.predictions import Predictions, align
 
 # With more tests than this in a report, the multiple-testing note is written (one pair of
@@ -93,11 +95,10 @@ def exclusive_intersections(sets: dict[str, set]) -> list[dict]:
 
 
 def _missed_mask(p: Predictions, negative_idx: list[int]) -> np.ndarray | None:
-    """(N,) bool: true class is a disease (not negative) and the prediction is a negative class."""
+    """(N,) bool of missed disease (:func:`~medaudit.metrics.risk.missed_disease_mask`); None when undefined."""
     if p.multilabel or not negative_idx:
         return None
-    neg = np.isin(np.arange(len(p.class_names)), negative_idx)
-    return ~neg[p.y_true] & neg[p.y_pred]
+    return missed_disease_mask(p.y_true, p.y_pred, negative_idx)
 
 
 def _positive_index(p: Predictions, negative_idx: list[int]) -> int:
@@ -132,6 +133,7 @@ def _delong_pair(pa: Predictions, pb: Predictions, negative_idx: list[int]) -> d
 
 
 def _check_inputs(preds: list[Predictions], negative_classes: list[str]) -> list[int]:
+    """Indices of the negative classes, after checking that the models can be compared at all."""
     if len(preds) < 2:
         raise MedauditError(f"comparison needs at least 2 models, got {len(preds)}")
     names = [p.model_name for p in preds]
@@ -144,9 +146,8 @@ def _check_inputs(preds: list[Predictions], negative_classes: list[str]) -> list
     classes = preds[0].class_names
     unknown = [c for c in negative_classes if c not in classes]
     if unknown:
-        raise MedauditError(
-            f"negative class(es) {unknown} are not among the class names {classes}; fix --negative-class"
-        )
+        raise MedauditError(f"negative class(es) {unknown} are not among the class names {classes}",
+                            param="negative_classes")
     return [classes.index(c) for c in negative_classes]
 
 

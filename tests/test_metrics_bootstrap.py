@@ -7,6 +7,7 @@ from sklearn import metrics as skm
 from medaudit.errors import MedauditError
 from medaudit.metrics import compute_metrics
 from medaudit.metrics.intervals import stratified_weights
+from medaudit.metrics.resample import point_and_bootstrap
 from medaudit.metrics.summary import _design, _evaluator
 
 
@@ -123,3 +124,21 @@ def test_malformed_thread_count_is_a_clear_error(monkeypatch, value):
     y, p = data(50, 2, 3)
     with pytest.raises(MedauditError, match="MEDAUDIT_THREADS"):
         compute_metrics(y, p, ["a", "b"], "binary", n_bootstrap=100)
+
+
+def test_chunk_argument_groups_the_draws_as_given():
+    """A caller may fix the chunking (the paired bootstrap keeps its published one): the resamples
+    are then those of ``stratified_weights`` with that chunk, and differ from the default grouping."""
+    n, c = 90, 3
+    y, p = data(n, c, 2)
+    design, groups = _design(y, p, "multiclass", 10)
+    evaluate = _evaluator("multiclass", n, c, groups, n)
+    strata = np.bincount(y, minlength=c).tolist()
+    _, boot = point_and_bootstrap(design, evaluate, strata, 50, 3, ["macro_f1"], chunk=7)
+    weights = stratified_weights(strata, 50, np.random.default_rng(3), chunk=7)
+    by_hand = np.concatenate([evaluate(design.sums(w))["macro_f1"] for w in weights])
+    np.testing.assert_array_equal(boot["macro_f1"], by_hand)
+    _, default = point_and_bootstrap(design, evaluate, strata, 50, 3, ["macro_f1"])
+    assert not np.array_equal(default["macro_f1"], by_hand)
+    with pytest.raises(ValueError, match="chunk"):
+        point_and_bootstrap(design, evaluate, strata, 50, 3, ["macro_f1"], chunk=0)

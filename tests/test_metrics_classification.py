@@ -8,6 +8,15 @@ from sklearn import metrics as skm
 
 from medaudit.errors import MedauditError
 from medaudit.metrics import compute_metrics
+from medaudit.metrics.classification import (
+    confusion_block,
+    confusion_from_sums,
+    exact_match_block,
+    label_counts_block,
+    label_counts_from_sums,
+    one_vs_rest_counts,
+)
+from medaudit.metrics.resample import SumDesign
 
 pytestmark = pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")
 
@@ -219,3 +228,33 @@ def test_multilabel_matches_sklearn():
 def test_bad_input_raises_medaudit_error(y, p, task):
     with pytest.raises(MedauditError):
         compute_metrics(y, p, [f"c{i}" for i in range(p.shape[1])], task, n_bootstrap=0)
+
+
+def test_parameter_errors_name_the_parameter():
+    y, p = make(20, 2, 0)
+    for kwargs, param in [({"n_bootstrap": -1}, "n_bootstrap"), ({"ece_bins": 0}, "ece_bins"),
+                          ({"positive_class": "tumour"}, "positive_class")]:
+        with pytest.raises(MedauditError) as err:
+            compute_metrics(y, p, ["c0", "c1"], "binary", **kwargs)
+        assert err.value.param == param and "--" not in str(err.value)
+
+
+def test_count_blocks_read_back_as_sklearn_confusion_matrices():
+    """The sum layouts the engine uses: weighted sums of the blocks equal scikit-learn's counts."""
+    rng = np.random.default_rng(1)
+    n, c = 60, 4
+    y, pred = rng.integers(0, c, n), rng.integers(0, c, n)
+    w = rng.integers(0, 3, n).astype(np.float32)
+    design = SumDesign(n, [confusion_block("cm", y, pred, c)])
+    cm = confusion_from_sums(design.sums(w[:, None])["cm"], c)
+    np.testing.assert_array_equal(cm[0], skm.confusion_matrix(y, pred, labels=range(c), sample_weight=w))
+    tp, fp, fn, tn = one_vs_rest_counts(cm)
+    ovr = skm.multilabel_confusion_matrix(y, pred, labels=range(c), sample_weight=w)  # (C, 2, 2): [[tn, fp], [fn, tp]]
+    np.testing.assert_array_equal(np.stack([tn[0], fp[0], fn[0], tp[0]], axis=1), ovr.reshape(c, 4))
+
+    yl, pl = (rng.random((n, 3)) < 0.4).astype(int), (rng.random((n, 3)) < 0.4).astype(int)
+    design = SumDesign(n, [label_counts_block("counts", yl, pl), exact_match_block("exact", yl, pl)])
+    sums = design.sums(w[:, None])
+    counts = label_counts_from_sums(sums["counts"], 3)
+    np.testing.assert_array_equal(counts[0], skm.multilabel_confusion_matrix(yl, pl, sample_weight=w).reshape(3, 4))
+    assert sums["exact"][0, 0] == w[(yl == pl).all(axis=1)].sum()

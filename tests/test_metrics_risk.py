@@ -6,6 +6,7 @@ from sklearn.metrics import roc_curve
 
 from medaudit.errors import MedauditError
 from medaudit.metrics import detect_negative_classes, fn_risk, operating_points, wilson_interval
+from medaudit.metrics.risk import missed_disease_counts, missed_disease_mask
 
 
 @pytest.mark.parametrize(
@@ -47,10 +48,30 @@ def test_fn_risk_absent_class_and_bad_negative():
     r = fn_risk([0, 0, 1], [1, 0, 1], ["normal", "pneumonia", "covid"], ["normal"], ["a", "b", "c"])
     assert r["per_class"]["covid"]["rate"]["value"] is None and r["per_class"]["covid"]["rate"]["reason"]
     assert r["overall"]["value"] == 0.0
-    with pytest.raises(MedauditError, match="--negative-class"):
+    with pytest.raises(MedauditError, match="'healthy'") as err:
         fn_risk([0], [0], ["normal", "x"], ["healthy"], ["a"])
-    with pytest.raises(MedauditError):
+    assert err.value.param == "negative_classes"
+    with pytest.raises(MedauditError) as err:
         fn_risk([0], [0], ["normal", "x"], [], ["a"])
+    assert err.value.param == "negative_classes"
+    with pytest.raises(MedauditError, match="every class is a negative class") as err:
+        fn_risk([0], [0], ["normal", "x"], ["normal", "x"], ["a"])
+    assert err.value.param == "negative_classes"
+
+
+def test_missed_disease_counts_of_confusion_matrices_follow_the_mask():
+    """Disease = true class not negative; missed = such a sample predicted as a negative class."""
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    negative = [0, 2]
+    mask = missed_disease_mask(y, p, negative)
+    np.testing.assert_array_equal(mask, np.isin(y, [1, 3]) & np.isin(p, [0, 2]))
+    cm = np.zeros((1, 4, 4))
+    np.add.at(cm[0], (y, p), 1)
+    missed, disease = missed_disease_counts(cm, negative)
+    assert (missed[0], disease[0]) == (mask.sum(), np.isin(y, [1, 3]).sum())
+    rate = fn_risk(y, p, ["normal", "a", "healthy", "b"], ["normal", "healthy"], [str(i) for i in range(200)])
+    assert (rate["overall"]["k"], rate["overall"]["n"]) == (mask.sum(), disease[0])
 
 
 def test_fn_risk_multilabel_missed_means_no_disease_label_predicted():

@@ -19,18 +19,44 @@ import numpy as np
 
 
 def bin_edges(n_bins: int) -> np.ndarray:
-    """Edges of ``n_bins`` equal-width bins on [0, 1], shape (n_bins + 1,)."""
+    """Edges of ``n_bins`` equal-width bins on [0, 1].
+
+    Parameters
+    ----------
+    n_bins : int
+
+    Returns
+    -------
+    ndarray of float, shape (n_bins + 1,)
+    """
     return np.linspace(0.0, 1.0, n_bins + 1)
 
 
 def assign_bins(confidence: np.ndarray, n_bins: int) -> np.ndarray:
-    """Bin index of each confidence, right-closed bins ``(lo, hi]`` (0 goes to bin 0)."""
+    """Bin index of each confidence, right-closed bins ``(lo, hi]`` (0 goes to bin 0).
+
+    Parameters
+    ----------
+    confidence : ndarray of float in [0, 1], shape (M,)
+    n_bins : int
+
+    Returns
+    -------
+    ndarray of int, shape (M,), values in ``[0, n_bins)``
+    """
     idx = np.searchsorted(bin_edges(n_bins), confidence, side="left") - 1
     return np.clip(idx, 0, n_bins - 1)
 
 
 def forecasts(y_true: np.ndarray, probs: np.ndarray, multilabel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Confidence, outcome (0/1) and owning sample of every forecast.
+
+    Parameters
+    ----------
+    y_true : ndarray of int, shape (N,), or (N, K) 0/1 for multilabel
+    probs : ndarray of float, shape (N, C) (or (N, K))
+    multilabel : bool
+        Every (sample, label) pair is one forecast; otherwise each sample's top probability is.
 
     Returns
     -------
@@ -44,7 +70,18 @@ def forecasts(y_true: np.ndarray, probs: np.ndarray, multilabel: bool) -> tuple[
 
 
 def brier_per_sample(y_true: np.ndarray, probs: np.ndarray, task: str) -> np.ndarray:
-    """Each sample's Brier contribution, shape (N,); the Brier score is its mean (see module doc)."""
+    """Each sample's Brier contribution; the Brier score is its mean (definitions: module doc).
+
+    Parameters
+    ----------
+    y_true : ndarray of int, shape (N,), or (N, K) 0/1 for multilabel
+    probs : ndarray of float, shape (N, C)
+    task : {"binary", "multiclass", "multilabel", "ordinal"}
+
+    Returns
+    -------
+    ndarray of float, shape (N,)
+    """
     if task == "multilabel":
         return ((probs - y_true) ** 2).mean(axis=1)
     if probs.shape[1] == 2:
@@ -75,6 +112,12 @@ def ece_from_sums(bin_diff: np.ndarray, n_forecasts: np.ndarray) -> np.ndarray:
 
 def reliability(confidence: np.ndarray, outcome: np.ndarray, n_bins: int) -> dict:
     """Reliability-diagram data (the ``calibration`` block of the report schema).
+
+    Parameters
+    ----------
+    confidence, outcome : ndarray of float, shape (M,)
+        As returned by :func:`forecasts`.
+    n_bins : int
 
     Returns
     -------

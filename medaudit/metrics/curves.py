@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 MAX_CURVE_POINTS = 200
 
@@ -122,6 +123,16 @@ def cumsum_rows(x: np.ndarray, block: int = 64) -> np.ndarray:
 
     NumPy accumulates along axis 0 one strided column at a time; adding whole rows inside
     blocks, then block offsets, keeps every operation contiguous and vectorised.
+
+    Parameters
+    ----------
+    x : ndarray, shape (Q, m)
+    block : int
+        Rows added together before the block offsets are applied.
+
+    Returns
+    -------
+    ndarray, shape (Q, m), dtype of ``x``
     """
     q, m = x.shape
     if q <= 4 * block:
@@ -152,15 +163,21 @@ def _floats(x: np.ndarray) -> list:
 def roc_points(y_binary: np.ndarray, scores: np.ndarray) -> dict | None:
     """ROC curve points (scikit-learn ``roc_curve``), at most 200 of them, ends kept.
 
-    Returns ``{"fpr": [...], "tpr": [...], "thresholds": [...]}``; the first threshold
-    (above every score, ``inf`` in scikit-learn) is ``None``. ``None`` when the curve is
-    undefined (only one class present).
+    Parameters
+    ----------
+    y_binary : ndarray of bool, shape (N,)
+    scores : ndarray of float, shape (N,)
+
+    Returns
+    -------
+    dict or None
+        ``{"fpr": [...], "tpr": [...], "thresholds": [...]}``; the first threshold (above every
+        score, ``inf`` in scikit-learn) is ``None``. ``None`` when the curve is undefined (only
+        one class present).
     """
     y_binary = np.asarray(y_binary).astype(bool)
     if y_binary.all() or not y_binary.any():
         return None
-    from sklearn.metrics import roc_curve
-
     fpr, tpr, thr = roc_curve(y_binary, scores)
     keep = _downsample(fpr.size)
     return {"fpr": _floats(fpr[keep]), "tpr": _floats(tpr[keep]), "thresholds": _floats(thr[keep])}
@@ -169,13 +186,20 @@ def roc_points(y_binary: np.ndarray, scores: np.ndarray) -> dict | None:
 def pr_points(y_binary: np.ndarray, scores: np.ndarray) -> dict | None:
     """Precision-recall curve points (scikit-learn ``precision_recall_curve``), at most 200.
 
-    ``None`` when there are no positives (recall undefined).
+    Parameters
+    ----------
+    y_binary : ndarray of bool, shape (N,)
+    scores : ndarray of float, shape (N,)
+
+    Returns
+    -------
+    dict or None
+        ``{"precision": [...], "recall": [...]}``; ``None`` when there are no positives (recall
+        undefined).
     """
     y_binary = np.asarray(y_binary).astype(bool)
     if not y_binary.any():
         return None
-    from sklearn.metrics import precision_recall_curve
-
     precision, recall, _ = precision_recall_curve(y_binary, scores)
     keep = _downsample(precision.size)
     return {"precision": _floats(precision[keep]), "recall": _floats(recall[keep])}
@@ -184,7 +208,19 @@ def pr_points(y_binary: np.ndarray, scores: np.ndarray) -> dict | None:
 def curves_json(names: list[str], y: np.ndarray, probs: np.ndarray, multilabel: bool) -> dict:
     """The ``curves`` block: one-vs-rest ROC and PR points per class plus the micro (pooled) ROC.
 
-    A curve that is undefined (class absent, or no negatives for ROC) is None.
+    Parameters
+    ----------
+    names : list of str, length C
+    y : ndarray of int, shape (N,), or (N, C) 0/1 for multilabel
+    probs : ndarray of float, shape (N, C)
+    multilabel : bool
+
+    Returns
+    -------
+    dict
+        ``{"roc": {class: points, "micro": points}, "pr": {class: points}}`` (see
+        :func:`roc_points`, :func:`pr_points`); an undefined curve (class absent, or no
+        negatives for ROC) is None.
     """
     positive = y.astype(bool) if multilabel else np.eye(len(names), dtype=bool)[y]
     roc = {name: roc_points(positive[:, k], probs[:, k]) for k, name in enumerate(names)}

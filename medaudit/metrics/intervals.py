@@ -64,7 +64,19 @@ def wilson_interval(k, n, alpha: float = 0.05):
 
 
 def undefined(reason: str, *, k: int | None = None, n: int | None = None) -> dict:
-    """Value object of an undefined metric (``value`` None, ``reason`` set)."""
+    """Value object of an undefined metric (``value`` None, ``reason`` set).
+
+    Parameters
+    ----------
+    reason : str
+        Why the value is undefined, in plain words.
+    k, n : int, optional
+        Counts of a proportion, copied when ``n`` is given.
+
+    Returns
+    -------
+    dict
+    """
     out = {"value": None, "ci_low": None, "ci_high": None, "ci_method": None, "reason": reason}
     if n is not None:
         out["k"], out["n"] = k, n
@@ -72,7 +84,21 @@ def undefined(reason: str, *, k: int | None = None, n: int | None = None) -> dic
 
 
 def proportion(k: int, n: int, reason_if_empty: str, alpha: float = 0.05) -> dict:
-    """Value object of ``k / n`` with its Wilson interval and ``k``/``n``; undefined when ``n == 0``."""
+    """Value object of ``k / n`` with its Wilson interval and ``k``/``n``; undefined when ``n == 0``.
+
+    Parameters
+    ----------
+    k, n : int
+        Successes and trials.
+    reason_if_empty : str
+        The ``reason`` when ``n == 0``.
+    alpha : float
+        1 - confidence level.
+
+    Returns
+    -------
+    dict
+    """
     k, n = int(k), int(n)
     if n == 0:
         return undefined(reason_if_empty, k=k, n=n)
@@ -98,6 +124,12 @@ def recentred_ci(ci: np.ndarray, samples: np.ndarray, point: np.ndarray, lower: 
         From :func:`percentile_ci`.
     samples : ndarray, shape (B, M)
     point : ndarray, shape (M,)
+    lower : float
+        Floor of the shifted interval.
+
+    Returns
+    -------
+    ndarray, shape (2, M)
     """
     samples = np.asarray(samples, dtype=np.float64)
     if samples.shape[0] == 0:
@@ -110,7 +142,21 @@ def recentred_ci(ci: np.ndarray, samples: np.ndarray, point: np.ndarray, lower: 
 
 def estimate(value: float, ci: tuple[float, float] | None, reason_if_nan: str,
              method: str = "bootstrap") -> dict:
-    """Value object of a bootstrapped statistic; ``value`` NaN means undefined (``reason_if_nan``)."""
+    """Value object of a bootstrapped statistic; ``value`` NaN means undefined (``reason_if_nan``).
+
+    Parameters
+    ----------
+    value : float
+    ci : (float, float) or None
+        Interval; None or non-finite bounds give a value without an interval.
+    reason_if_nan : str
+    method : str
+        The ``ci_method`` written with an interval.
+
+    Returns
+    -------
+    dict
+    """
     if value is None or not np.isfinite(value):
         return undefined(reason_if_nan)
     if ci is None or not (np.isfinite(ci[0]) and np.isfinite(ci[1])):
@@ -171,7 +217,19 @@ def stratified_weights(
 
     Samples must be ordered so that each stratum is one contiguous block, in the order of
     ``strata_sizes``. Each resample draws ``n_t`` samples with replacement inside stratum ``t``
-    (so class supports stay fixed); a sample's weight is how often it was drawn.
+    (so class supports stay fixed); a sample's weight is how often it was drawn. Per chunk of
+    ``m`` resamples, each non-empty stratum in order makes one call
+    ``rng.integers(0, n_t, size=(m, n_t))``: the chunking is part of what a seed reproduces.
+
+    Parameters
+    ----------
+    strata_sizes : list of int
+        ``n_t`` of each stratum (0 = an empty stratum, which draws nothing).
+    n_bootstrap : int
+        Total number of resamples.
+    rng : numpy.random.Generator
+    chunk : int
+        Resamples per yielded array.
 
     Yields
     ------

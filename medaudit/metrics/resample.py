@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from medaudit.errors import MedauditError
 from medaudit.metrics.intervals import stratified_weights
@@ -28,7 +29,18 @@ MAX_CHUNK = 64
 
 @dataclass(frozen=True)
 class Block:
-    """One named group of sums: entry ``e`` adds ``data[e] * w[cols[e]]`` to row ``rows[e]``."""
+    """One named group of sums: entry ``e`` adds ``data[e] * w[cols[e]]`` to row ``rows[e]``.
+
+    Attributes
+    ----------
+    name : str
+        Key of the block's sums in :meth:`SumDesign.sums`.
+    rows, cols : ndarray of int, shape (E,)
+        Row in ``[0, n_rows)`` and sample of each entry.
+    n_rows : int
+    data : ndarray of float, shape (E,), optional
+        Entry values; None means every entry is 1 (a count).
+    """
 
     name: str
     rows: np.ndarray
@@ -43,6 +55,13 @@ class SumDesign:
     Count blocks (``data`` None) use float32: bootstrap weights and their sums are integers
     below 2**24, so float32 is exact there and halves the memory traffic of the product.
     Valued blocks (calibration) stay float64.
+
+    Parameters
+    ----------
+    n_samples : int
+        N, below 2**24.
+    blocks : list of Block
+        Names must be unique.
     """
 
     def __init__(self, n_samples: int, blocks: list[Block]) -> None:
@@ -65,9 +84,17 @@ class SumDesign:
         self.n_rows = sum(m.shape[0] for m in self.matrices.values())
 
     def sums(self, weights: np.ndarray) -> dict[str, np.ndarray]:
-        """Weighted sums per block, each (block rows, m) for weights of shape (N, m).
+        """Weighted sums per block.
 
-        Count blocks come back as float32 (exact integers); callers cast what they compute on.
+        Parameters
+        ----------
+        weights : ndarray, shape (N, m)
+            One column of sample weights per resample.
+
+        Returns
+        -------
+        dict of ndarray, each (block rows, m)
+            Count blocks come back as float32 (exact integers); callers cast what they compute on.
         """
         totals = {
             True: self.matrices[True] @ weights.astype(np.float32, copy=False),
@@ -81,14 +108,20 @@ class SumDesign:
         A function of the data only, never of the thread count: the chunking decides how the
         seeded generator's draws are grouped, so the resamples (and every interval) are the
         same on any machine.
+
+        Parameters
+        ----------
+        n_bootstrap : int
+
+        Returns
+        -------
+        int, in ``[1, MAX_CHUNK]``
         """
         per_resample = 4 * self.n_rows + 12 * self.n_samples
         return int(max(1, min(MAX_CHUNK, n_bootstrap, CHUNK_BYTES // max(per_resample, 1))))
 
 
 def _csr(rows, cols, data, shape, dtype):
-    from scipy import sparse
-
     if not rows:
         return sparse.csr_array(shape, dtype=dtype)
     m = sparse.csr_array(
@@ -108,6 +141,7 @@ def point_and_bootstrap(
     n_bootstrap: int,
     seed: int,
     keys: list[str],
+    chunk: int | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Evaluate the statistics at the data (weights 1) and on ``n_bootstrap`` resamples.
 
@@ -125,6 +159,11 @@ def point_and_bootstrap(
         Seed of the ``numpy.random.Generator`` (PCG64) that draws the resamples.
     keys : list of str
         Which statistics to keep for the bootstrap.
+    chunk : int, optional
+        Resamples drawn and evaluated together (default: ``design.chunk_size(n_bootstrap)``).
+        The grouping decides the order in which the generator's draws are used, so a caller
+        whose published intervals came from another chunking passes that rule here to
+        reproduce them.
 
     Returns
     -------
@@ -145,7 +184,11 @@ def point_and_bootstrap(
 
     # The weights are drawn in order in this thread, so the result does not depend on the number
     # of workers; the sparse products and numpy reductions release the GIL and run side by side.
-    chunks = stratified_weights(strata_sizes, n_bootstrap, rng, design.chunk_size(n_bootstrap))
+    if chunk is None:
+        chunk = design.chunk_size(n_bootstrap)
+    elif chunk < 1:
+        raise ValueError(f"point_and_bootstrap: chunk must be >= 1 resample, got {chunk}")
+    chunks = stratified_weights(strata_sizes, n_bootstrap, rng, chunk)
     for stats in _ordered_map(resample_stats, chunks, workers):
         for k in keys:
             parts[k].append(stats[k])
@@ -157,6 +200,20 @@ def bootstrap_workers(n_bootstrap: int) -> int:
     """Threads for the bootstrap: the usable cores (at most 4), or ``MEDAUDIT_THREADS``.
 
     2 threads measured 1.94x the sparse products of one on this project's 2-core machine.
+
+    Parameters
+    ----------
+    n_bootstrap : int
+        Fewer than 2 * MAX_CHUNK resamples get one thread (too few chunks to share).
+
+    Returns
+    -------
+    int, >= 1
+
+    Raises
+    ------
+    MedauditError
+        If ``MEDAUDIT_THREADS`` is set but not a whole number >= 1.
     """
     env = os.environ.get("MEDAUDIT_THREADS", "").strip()
     if env:

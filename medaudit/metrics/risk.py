@@ -22,6 +22,10 @@ def detect_negative_classes(class_names) -> list[str]:
     ``tumor``/``finding``/``disease``/``lesion`` (``"No Finding"``, ``no_tumor``). Token matching
     keeps ``abnormal`` or ``benign`` out.
 
+    Parameters
+    ----------
+    class_names : sequence of str, length C
+
     Returns
     -------
     list of str
@@ -34,6 +38,46 @@ def detect_negative_classes(class_names) -> list[str]:
         if _NEGATIVE_TOKENS.intersection(tokens) or any(a == "no" and b in _NO_WORDS for a, b in pairs):
             found.append(str(name))
     return found
+
+
+def missed_disease_mask(y_true: np.ndarray, y_pred: np.ndarray, negative_idx: list[int]) -> np.ndarray:
+    """The missed-disease rule (single-label): a disease sample predicted as a negative class.
+
+    Parameters
+    ----------
+    y_true, y_pred : ndarray of int, shape (N,)
+        True and predicted class indices.
+    negative_idx : list of int
+        Indices of the classes meaning "no disease"; every other class is a disease class.
+
+    Returns
+    -------
+    ndarray of bool, shape (N,)
+        True where the true class is a disease class and the predicted class is negative.
+    """
+    return ~np.isin(y_true, negative_idx) & np.isin(y_pred, negative_idx)
+
+
+def missed_disease_counts(cm: np.ndarray, negative_idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The counts of :func:`missed_disease_mask` read off weighted confusion matrices.
+
+    Parameters
+    ----------
+    cm : ndarray, shape (B, C, C)
+        Weighted confusion matrices, rows = true class, columns = predicted class.
+    negative_idx : list of int
+
+    Returns
+    -------
+    missed, disease : ndarray of float64, shape (B,)
+        Weighted number of disease samples predicted negative, and of disease samples; their
+        ratio is the missed-disease rate (undefined without disease samples).
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    negative = np.zeros(cm.shape[1], dtype=bool)
+    negative[list(negative_idx)] = True
+    disease_rows = cm[:, ~negative, :]
+    return disease_rows[:, :, negative].sum(axis=(1, 2)), disease_rows.sum(axis=(1, 2))
 
 
 def fn_risk(y_true, y_pred, class_names, negative_classes, sample_ids) -> dict:
@@ -63,11 +107,11 @@ def fn_risk(y_true, y_pred, class_names, negative_classes, sample_ids) -> dict:
     unknown = [c for c in negatives if c not in names]
     if not negatives or unknown:
         raise MedauditError(
-            f"negative classes {unknown or '[]'} are not among the class names {names}; "
-            "pass existing class names with --negative-class"
+            f"negative classes {unknown or '[]'} are not among the class names {names}; pass existing class names",
+            param="negative_classes",
         )
     if len(negatives) == len(names):
-        raise MedauditError("every class is a negative class, so no disease can be missed; check --negative-class")
+        raise MedauditError("every class is a negative class, so no disease can be missed", param="negative_classes")
     y, p = np.asarray(y_true), np.asarray(y_pred)
     ids = np.asarray(sample_ids).astype(str)
     if y.shape != p.shape or ids.shape[0] != y.shape[0]:
@@ -75,24 +119,23 @@ def fn_risk(y_true, y_pred, class_names, negative_classes, sample_ids) -> dict:
     neg_idx = [names.index(c) for c in negatives]
     disease_idx = [j for j in range(len(names)) if j not in neg_idx]
     if y.ndim == 2:
-        called_healthy = ~p[:, disease_idx].astype(bool).any(axis=1)
         members = {j: y[:, j].astype(bool) for j in disease_idx}
         any_disease = y[:, disease_idx].astype(bool).any(axis=1)
+        missed_any = any_disease & ~p[:, disease_idx].astype(bool).any(axis=1)  # no disease label predicted
     else:
-        called_healthy = np.isin(p, neg_idx)
         members = {j: y == j for j in disease_idx}
         any_disease = ~np.isin(y, neg_idx)
+        missed_any = missed_disease_mask(y, p, neg_idx)
 
     per_class = {}
     for j in disease_idx:
         name = names[j]
-        missed = members[j] & called_healthy
+        missed = members[j] & missed_any  # a member of a disease class is a disease sample
         per_class[name] = {
             "rate": proportion(missed.sum(), members[j].sum(), f"no samples of class '{name}' in y_true"),
             "missed_ids": sorted(ids[missed].tolist()),
             "missed_as": _missed_as(p[missed], neg_idx, names),
         }
-    missed_any = any_disease & called_healthy
     return {
         "negative_classes": negatives,
         "overall": proportion(missed_any.sum(), any_disease.sum(), "no disease samples in y_true"),

@@ -6,7 +6,17 @@ import numpy as np
 
 from medaudit.errors import MedauditError
 from medaudit.metrics import calibration as cal
-from medaudit.metrics.classification import confusion_json, confusion_metrics, multilabel_metrics, nanmean
+from medaudit.metrics.classification import (
+    confusion_block,
+    confusion_from_sums,
+    confusion_json,
+    confusion_metrics,
+    exact_match_block,
+    label_counts_block,
+    label_counts_from_sums,
+    multilabel_metrics,
+    nanmean,
+)
 from medaudit.metrics.curves import RankingDesign, auc_ap_from_sums, curves_json, ranking_design
 from medaudit.metrics.intervals import estimate, percentile_ci, proportion, recentred_ci
 from medaudit.metrics.resample import Block, SumDesign, point_and_bootstrap
@@ -60,13 +70,10 @@ def _design(y, probs, task, n_bins) -> tuple[SumDesign, list[RankingDesign]]:
     blocks = []
     if ml:
         pred = (probs >= 0.5).astype(np.int64)
-        rows = (np.arange(c)[None, :] * 4 + 2 * y + pred).ravel()  # tn, fp, fn, tp per label
-        blocks.append(Block("counts", rows, np.repeat(ids, c), 4 * c))
-        exact = np.flatnonzero((pred == y).all(axis=1))
-        blocks.append(Block("exact", np.zeros(exact.size, np.int64), exact, 1))
+        blocks += [label_counts_block("counts", y, pred), exact_match_block("exact", y, pred)]
         positive = y.astype(bool)
     else:
-        blocks.append(Block("cm", y * c + probs.argmax(axis=1), ids, c * c))
+        blocks.append(confusion_block("cm", y, probs.argmax(axis=1), c))
         positive = np.eye(c, dtype=bool)[y]
     groups = []
     for k in range(c):
@@ -86,10 +93,10 @@ def _evaluator(task: str, n: int, c: int, groups: list[RankingDesign], n_forecas
     def evaluate(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         m = s["brier"].shape[1]
         if task == "multilabel":
-            out = multilabel_metrics(s["counts"].T.reshape(m, c, 4), s["exact"][0], np.full(m, float(n)))
+            out = multilabel_metrics(label_counts_from_sums(s["counts"], c), s["exact"][0], np.full(m, float(n)))
             out["kappa"] = out["mcc"] = np.full(m, np.nan)
         else:
-            out = confusion_metrics(s["cm"].T.reshape(m, c, c), ordinal=task == "ordinal")
+            out = confusion_metrics(confusion_from_sums(s["cm"], c), ordinal=task == "ordinal")
         aucs, aps = zip(*(auc_ap_from_sums(s[f"rank{k}"], groups[k]) for k in range(c)), strict=True)
         out["auc"], out["ap"] = np.stack(aucs, axis=1), np.stack(aps, axis=1)
         if task == "binary":
@@ -214,8 +221,10 @@ def compute_metrics(
         ``missed_disease_rate`` entries are left None for the caller (see :func:`fn_risk`).
     """
     y, probs, names = _validate(y_true, probs, class_names, task)
-    if n_bootstrap < 0 or ece_bins < 1:
-        raise MedauditError("compute_metrics: --bootstrap must be >= 0 and --ece-bins >= 1")
+    if n_bootstrap < 0:
+        raise MedauditError(f"compute_metrics: n_bootstrap must be >= 0, got {n_bootstrap}", param="n_bootstrap")
+    if ece_bins < 1:
+        raise MedauditError(f"compute_metrics: ece_bins must be >= 1, got {ece_bins}", param="ece_bins")
     order = _canonical_order(y, probs)
     y, probs = y[order], probs[order]
     n, c = probs.shape
@@ -224,7 +233,8 @@ def compute_metrics(
     positive = 1
     if positive_class is not None and task == "binary":
         if positive_class not in names:
-            raise MedauditError(f"--positive-class {positive_class!r} is not a class; classes are: {', '.join(names)}")
+            raise MedauditError(f"{positive_class!r} is not a class; classes are: {', '.join(names)}",
+                                param="positive_class")
         positive = names.index(positive_class)
     evaluate = _evaluator(task, n, c, groups, n * c if ml else n, positive)
     strata = [n] if ml else np.bincount(y, minlength=c).tolist()

@@ -1,4 +1,4 @@
-"""Paired tests: McNemar (exact, mid-p), DeLong (fast vs O(n^2) reference), Holm, paired bootstrap."""
+"""Paired significance tests: McNemar (exact, mid-p), DeLong (fast vs O(n^2) reference), Holm."""
 
 from __future__ import annotations
 
@@ -10,24 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binomtest, norm
-from sklearn.metrics import (
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
+from sklearn.metrics import roc_auc_score
 
-from medaudit.metrics import significance as stats
-from medaudit.metrics.significance import (
-    auc_midrank,
-    delong_auc_cov,
-    delong_test,
-    holm,
-    mcnemar_exact,
-    paired_bootstrap_diff,
-)
+from medaudit.metrics.significance import auc_midrank, delong_auc_cov, delong_test, holm, mcnemar_exact
 
 
 def _pairs(b01: int, b10: int, both_right: int = 7, both_wrong: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -178,104 +163,3 @@ def test_holm_properties(ps):
         assert q <= min(1.0, m * p) + 1e-12  # never more conservative than Bonferroni
     order = np.argsort(ps, kind="stable")
     assert all(adj[order[i]] <= adj[order[i + 1]] + 1e-15 for i in range(m - 1))
-
-
-# -- paired bootstrap --------------------------------------------------------------------
-def _noisy(rng, y, acc, c):
-    return np.where(rng.random(y.size) < acc, y, rng.integers(0, c, y.size))
-
-
-def test_bootstrap_point_estimates_match_sklearn():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 4, 400)
-    y[y == 3] = 2  # class 3 absent from y_true
-    a, b = _noisy(rng, y, 0.8, 4), _noisy(rng, y, 0.7, 4)
-    r = paired_bootstrap_diff(y, a, b, ["w", "x", "y", "z"], n_bootstrap=200, seed=1)
-    present = [0, 1, 2]
-    assert r["accuracy"]["diff"] == pytest.approx(np.mean(a == y) - np.mean(b == y))
-    f1 = lambda p: f1_score(y, p, labels=present, average="macro")  # noqa: E731
-    assert r["macro_f1"]["diff"] == pytest.approx(f1(a) - f1(b))
-    rec = recall_score(y, a, labels=present, average=None) - recall_score(y, b, labels=present, average=None)
-    for k, name in enumerate(["w", "x", "y"]):
-        d = r["recall"][name]
-        assert d["diff"] == pytest.approx(rec[k])
-        assert d["ci_low"] <= d["diff"] <= d["ci_high"]
-    assert r["recall"]["z"]["diff"] is None and "no samples" in r["recall"]["z"]["reason"]
-    assert r["accuracy"]["ci_low"] < r["accuracy"]["diff"] < r["accuracy"]["ci_high"]
-
-
-def test_bootstrap_vectorised_metrics_equal_sklearn_on_one_resample():
-    rng = np.random.default_rng(5)
-    y = rng.integers(0, 3, 150)
-    a = _noisy(rng, y, 0.7, 3)
-    idx = rng.integers(0, 150, 150)
-    w = np.bincount(idx, minlength=150)[None, :].astype(float)
-    yt, ya = stats._indicators(y, 3), stats._indicators(a, 3)
-    neg = 2
-    disease = (y != neg).astype(float)
-    missed = disease * (a == neg)
-    m = stats._metrics(w, yt, ya, (a == y).astype(float), yt.sum(0) > 0, missed, disease)
-    yi, ai = y[idx], a[idx]
-    assert m["accuracy"][0] == pytest.approx(np.mean(ai == yi))
-    assert m["macro_f1"][0] == pytest.approx(f1_score(yi, ai, labels=[0, 1, 2], average="macro"))
-    assert m["balanced_accuracy"][0] == pytest.approx(balanced_accuracy_score(yi, ai))
-    np.testing.assert_allclose(m["recall"][0], recall_score(yi, ai, labels=[0, 1, 2], average=None))
-    np.testing.assert_allclose(m["precision"][0], precision_score(yi, ai, labels=[0, 1, 2], average=None))
-    cm = confusion_matrix(yi, ai, labels=[0, 1, 2])
-    tn = cm.sum() - cm.sum(0) - cm.sum(1) + np.diag(cm)
-    np.testing.assert_allclose(m["specificity"][0], tn / (tn + cm.sum(0) - np.diag(cm)))
-    assert m["missed_disease_rate"][0] == pytest.approx(np.mean(ai[yi != neg] == neg))
-
-
-def test_bootstrap_diff_of_missed_disease_and_per_class_rates():
-    rng = np.random.default_rng(8)
-    y = rng.integers(0, 3, 300)
-    a, b = _noisy(rng, y, 0.85, 3), _noisy(rng, y, 0.6, 3)
-    names = ["normal", "cyst", "tumour"]
-    r = paired_bootstrap_diff(y, a, b, names, negative_classes=["normal"], n_bootstrap=300, seed=0)
-    md = lambda p: np.mean(p[y != 0] == 0)  # noqa: E731
-    d = r["missed_disease_rate"]
-    assert d["diff"] == pytest.approx(md(a) - md(b)) and d["ci_low"] <= d["diff"] <= d["ci_high"]
-    assert r["balanced_accuracy"]["diff"] == pytest.approx(balanced_accuracy_score(y, a) - balanced_accuracy_score(y, b))
-    pa, pb = (precision_score(y, p, average=None) for p in (a, b))
-    for k, name in enumerate(names):
-        assert r["precision"][name]["diff"] == pytest.approx(pa[k] - pb[k])
-        assert r["specificity"][name]["ci_low"] <= r["specificity"][name]["diff"] <= r["specificity"][name]["ci_high"]
-    plain = paired_bootstrap_diff(y, a, b, names, n_bootstrap=50)
-    assert plain["missed_disease_rate"]["diff"] is None and "no negative" in plain["missed_disease_rate"]["reason"]
-
-
-def test_bootstrap_is_seeded_paired_and_handles_identical_models():
-    rng = np.random.default_rng(2)
-    y = rng.integers(0, 2, 200)
-    a, b = _noisy(rng, y, 0.9, 2), _noisy(rng, y, 0.8, 2)
-    r1 = paired_bootstrap_diff(y, a, b, ["n", "p"], n_bootstrap=300, seed=7)
-    assert r1 == paired_bootstrap_diff(y, a, b, ["n", "p"], n_bootstrap=300, seed=7)
-    assert r1 != paired_bootstrap_diff(y, a, b, ["n", "p"], n_bootstrap=300, seed=8)
-    same = paired_bootstrap_diff(y, a, a, ["n", "p"], n_bootstrap=300, seed=7)
-    assert same["accuracy"] == {"diff": 0.0, "ci_low": 0.0, "ci_high": 0.0, "reason": None}
-
-
-def test_bootstrap_chunks_and_disabled(monkeypatch):
-    rng = np.random.default_rng(4)
-    y = rng.integers(0, 3, 100)
-    a, b = _noisy(rng, y, 0.9, 3), _noisy(rng, y, 0.6, 3)
-    whole = paired_bootstrap_diff(y, a, b, list("abc"), n_bootstrap=400, seed=0)
-    monkeypatch.setattr(stats, "_CHUNK_CELLS", 1000)  # 10 resamples per chunk
-    chunked = paired_bootstrap_diff(y, a, b, list("abc"), n_bootstrap=400, seed=0)
-    assert chunked["accuracy"]["diff"] == whole["accuracy"]["diff"]
-    assert chunked["accuracy"]["ci_low"] == pytest.approx(whole["accuracy"]["ci_low"], abs=0.05)
-    off = paired_bootstrap_diff(y, a, b, list("abc"), n_bootstrap=0)
-    assert off["accuracy"]["ci_low"] is None and "disabled" in off["accuracy"]["reason"]
-
-
-def test_bootstrap_multilabel():
-    rng = np.random.default_rng(6)
-    y = (rng.random((120, 3)) < 0.4).astype(np.int8)
-    a = np.where(rng.random((120, 3)) < 0.9, y, 1 - y)
-    b = np.where(rng.random((120, 3)) < 0.7, y, 1 - y)
-    r = paired_bootstrap_diff(y, a, b, ["l0", "l1", "l2"], n_bootstrap=200, seed=0)
-    assert r["accuracy"]["diff"] == pytest.approx(np.all(a == y, 1).mean() - np.all(b == y, 1).mean())
-    assert r["macro_f1"]["diff"] == pytest.approx(
-        f1_score(y, a, average="macro") - f1_score(y, b, average="macro"))
-    assert "stratified" not in r["settings"]["method"]
