@@ -11,16 +11,37 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medaudit.compare import compare_models
 from medaudit.errors import MedauditError
+from medaudit.findings import comparison_findings, dataset_findings, model_findings, settings_findings
+from medaudit.metrics import compute_metrics, detect_negative_classes, fn_risk, operating_points
 from medaudit.predictions import Predictions, align
-
-# 2.0: the measurements of the machine (inference device/time/cache hit, efficiency) moved into
-# `run`, so everything else is a pure function of the predictions. 1.0 snapshots still render.
-SCHEMA_VERSION = "2.0"
+from medaudit.snapshot import SCHEMA_VERSION
 
 
 @dataclass
 class AuditSettings:
+    """How the numbers of a snapshot are computed; recorded in its ``settings`` block.
+
+    Attributes
+    ----------
+    split : str
+        The split evaluated.
+    bootstrap : int
+        Bootstrap resamples for confidence intervals (0: none).
+    seed : int
+        Seed of the resampling.
+    ece_bins : int
+        Equal-width confidence bins of the calibration error.
+    negative_classes : list of str, optional
+        The "healthy" classes of the missed-disease analysis; None: auto-detected
+        (:func:`resolve_negative_classes`).
+    positive_class : str, optional
+        Binary tasks: the disease class.
+    target_sensitivity : float
+        Sensitivity the operating points aim for, in (0, 1].
+    """
+
     split: str = "test"
     bootstrap: int = 1000
     seed: int = 0
@@ -32,7 +53,23 @@ class AuditSettings:
 
 @dataclass
 class ModelResult:
-    """Everything measured for one model; ``preds`` is the evaluated split."""
+    """Everything measured for one model, as :func:`assemble_snapshot` takes it.
+
+    Attributes
+    ----------
+    preds : Predictions
+        On the evaluated split.
+    checkpoint : dict
+        The ``models[i].checkpoint`` block (architecture facts, training record).
+    prediction_info : dict
+        The ``models[i].predictions`` block (sample count, file names in the report).
+    val_preds : Predictions, optional
+        On the validation split: operating points are chosen there, not on the test split.
+    cam : dict, optional
+        The ``models[i].cam`` block (Grad-CAM tiles).
+    extra : dict
+        Free for callers; not written into the snapshot.
+    """
 
     preds: Predictions
     checkpoint: dict
@@ -43,24 +80,49 @@ class ModelResult:
 
 
 def resolve_negative_classes(class_names: list[str], task: str, settings: AuditSettings) -> tuple[list[str], str]:
-    """Which classes count as "healthy" for missed-disease risk, and where that choice came from."""
-    from medaudit.metrics import detect_negative_classes
+    """Which classes count as "healthy" for missed-disease risk, and where that choice came from.
 
+    The one rule for every command: the classes given, else every class but a binary task's
+    positive class, else the names that look healthy (``normal``, ``notumor`` ...), else a
+    binary task's first class; multilabel tasks have none.
+
+    Parameters
+    ----------
+    class_names : list of str
+        The task's classes, in label order.
+    task : {"binary", "multiclass", "multilabel", "ordinal"}
+    settings : AuditSettings
+        ``negative_classes`` and ``positive_class`` are read.
+
+    Returns
+    -------
+    negatives : list of str
+        In the order given (repeats dropped) or in label order.
+    source : str
+        A key of :data:`NEGATIVE_SOURCE_NOTES`.
+
+    Raises
+    ------
+    MedauditError
+        (``param="negative_classes"`` / ``"positive_class"``) for a name that is not a class,
+        a class given as both, or every class given as negative.
+    """
     if settings.negative_classes:
         unknown = [c for c in settings.negative_classes if c not in class_names]
         if unknown:
-            raise MedauditError(f"--negative-class {unknown[0]!r} is not a class; classes are: {', '.join(class_names)}")
+            raise MedauditError(f"{unknown[0]!r} is not a class; classes are: {', '.join(class_names)}",
+                                param="negative_classes")
         if settings.positive_class is not None and settings.positive_class in settings.negative_classes:
-            raise MedauditError(f"--positive-class {settings.positive_class!r} is also given as --negative-class; "
-                                "a class is either the disease or healthy")
+            raise MedauditError(f"{settings.positive_class!r} is both the positive class and a negative class; "
+                                "a class is either the disease or healthy", param="positive_class")
         if len(set(settings.negative_classes)) == len(class_names):
-            raise MedauditError("--negative-class names every class; at least one must be a disease class")
+            raise MedauditError("every class is given as negative; at least one must be a disease class",
+                                param="negative_classes")
         return list(dict.fromkeys(settings.negative_classes)), "option"
     if settings.positive_class is not None:
         if settings.positive_class not in class_names:
-            raise MedauditError(
-                f"--positive-class {settings.positive_class!r} is not a class; classes are: {', '.join(class_names)}"
-            )
+            raise MedauditError(f"{settings.positive_class!r} is not a class; classes are: {', '.join(class_names)}",
+                                param="positive_class")
         if task == "binary":
             return [c for c in class_names if c != settings.positive_class], "positive-class option"
     if task == "multilabel":
@@ -94,9 +156,24 @@ def _disease_scores(preds: Predictions, negatives: list[str]) -> tuple[np.ndarra
 
 
 def model_entry(result: ModelResult, settings: AuditSettings, negatives: list[str]) -> dict:
-    """One ``models[i]`` block."""
-    from medaudit.metrics import compute_metrics, fn_risk, operating_points
+    """One ``models[i]`` block of the snapshot (docs/report-schema.md, "models").
 
+    Parameters
+    ----------
+    result : ModelResult
+        The model's predictions (N samples, K classes) on the evaluated split, aligned with the
+        other models'; ``val_preds`` (validation split) chooses the operating points when given.
+    settings : AuditSettings
+    negatives : list of str
+        The healthy classes (:func:`resolve_negative_classes`); empty: no missed-disease analysis.
+
+    Returns
+    -------
+    dict
+        ``name``, ``checkpoint``, ``predictions`` (as given), ``metrics`` (with
+        ``missed_disease_rate`` added overall and per class when there are negatives),
+        ``fn_risk`` and ``operating_points`` (None without negatives or for multilabel tasks), ``cam``.
+    """
     p = result.preds
     # Binary: the headline AUC/AP is the disease class's, the one that is not "healthy".
     disease = [c for c in p.class_names if c not in negatives]
@@ -138,16 +215,44 @@ def assemble_snapshot(
     notes_markdown: str | None = None,
     run: dict | None = None,
 ) -> dict:
-    """Build the whole snapshot; the ``run`` block (timestamps, durations, efficiency timings,
-    cache hits) is the only part that is not a pure function of the predictions."""
-    from medaudit.compare import compare_models
-    from medaudit.findings import comparison_findings, dataset_findings, model_findings, settings_findings
+    """Build the whole snapshot from the models' predictions.
 
+    The ``run`` block (timestamps, durations, efficiency timings, cache hits) is the only part
+    that is not a pure function of the predictions and ``settings``.
+
+    Parameters
+    ----------
+    results : list of ModelResult, length M >= 1
+        One per model, with distinct ``preds.model_name``; their predictions are aligned on
+        the sample ids (``results[i].preds`` is replaced by the aligned copy).
+    dataset : dict
+        The ``dataset`` block (:func:`medaudit.data.inspect_dataset` plus ``split_evaluated``).
+    settings : AuditSettings
+    title : str
+    author : str, optional
+    notes_markdown : str, optional
+        Reviewer notes shown in the report.
+    run : dict, optional
+        The measurements and provenance of this run (docs/report-schema.md, "run").
+
+    Returns
+    -------
+    dict
+        The snapshot (schema :data:`~medaudit.snapshot.SCHEMA_VERSION`), JSON-serialisable;
+        ``figures`` is empty until the report writer fills it.
+
+    Raises
+    ------
+    MedauditError
+        No model (``param="models"``), two models of one name (``param="names"``), predictions
+        that do not align, or negative classes that do not fit (:func:`resolve_negative_classes`).
+    """
     if not results:
-        raise MedauditError("no models to audit: pass at least one checkpoint with --models")
+        raise MedauditError("no models to audit: give at least one checkpoint", param="models")
     names = [r.preds.model_name for r in results]
     if len(set(names)) != len(names):
-        raise MedauditError(f"model names must be unique in one report (got {names}); use --names")
+        raise MedauditError(f"model names must be unique in one report (got {names}); give each model its own name",
+                            param="names")
     aligned = align([r.preds for r in results])
     for r, p in zip(results, aligned):
         r.preds = p
@@ -187,27 +292,3 @@ def assemble_snapshot(
         "figures": {},
         "run": run or {},
     }
-
-
-def measured_models(snapshot: dict) -> list[dict]:
-    """``snapshot["models"]`` with each model's measurements from ``run`` merged back in.
-
-    Each returned model carries ``efficiency`` (``run.efficiency.models[name]``, or where
-    schema 1.0 kept it, ``models[i].efficiency``; None when not measured) and
-    ``predictions`` extended by ``run.predictions[name]`` (device, wall_s, cached): the view
-    the report sections read. The snapshot itself is not modified.
-    """
-    run = snapshot.get("run") or {}
-    effs = (run.get("efficiency") or {}).get("models") or {}
-    passes = run.get("predictions") or {}
-    out = []
-    for m in snapshot.get("models") or []:
-        name = m.get("name")
-        out.append({**m, "efficiency": effs.get(name, m.get("efficiency")),  # 1.0 kept it in the model
-                    "predictions": {**(m.get("predictions") or {}), **(passes.get(name) or {})}})
-    return out
-
-
-def measured_efficiency(snapshot: dict) -> dict | None:
-    """The shared efficiency block (environment, paired ratios): ``run.efficiency`` (2.0) or top level (1.0)."""
-    return (snapshot.get("run") or {}).get("efficiency") or snapshot.get("efficiency")

@@ -40,7 +40,19 @@ def _ci(v: dict, digits: int = 1) -> str:
 
 # -- one model -----------------------------------------------------------------------
 def settings_findings(settings: dict) -> list[dict]:
-    """Say so when the negative ("healthy") classes were guessed rather than given."""
+    """Say so when the negative ("healthy") classes were guessed rather than given.
+
+    Parameters
+    ----------
+    settings : dict
+        ``report.json["settings"]`` (``negative_classes``, ``negative_classes_source`` and its note).
+
+    Returns
+    -------
+    list of dict
+        One finding (``info`` when auto-detected from the names, ``warning`` when a binary
+        task's first class was assumed), or none when the classes were given.
+    """
     source, negs = settings.get("negative_classes_source"), settings.get("negative_classes") or []
     if source in ("auto", "binary-default") and negs:
         level = "info" if source == "auto" else "warning"
@@ -142,6 +154,16 @@ def dataset_findings(dataset: dict) -> list[dict]:
 
     A test image that also sits in train makes every test metric optimistic, so that is a
     warning; sharing between two splits that are not evaluated (train/val) is information.
+
+    Parameters
+    ----------
+    dataset : dict
+        ``report.json["dataset"]`` (``duplicates.across`` and ``split_evaluated`` are read).
+
+    Returns
+    -------
+    list of dict
+        One finding per pair of splits sharing images, in the pairs' sorted order.
     """
     dup = dataset.get("duplicates") or {}
     evaluated = dataset.get("split_evaluated")

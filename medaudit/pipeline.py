@@ -2,30 +2,96 @@
 
 This module only orchestrates; each step is a call into the module that owns it.
 Inference runs once per (checkpoint, data, split) thanks to the predictions cache; every
-number after that is computed from the saved predictions.
+number after that is computed from the saved predictions. :func:`run_report` reads as the
+list of its stages; each stage is a helper below it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import platform
 import shlex
 import shutil
 import sys
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy
+import torch
+
 from medaudit import __version__
 from medaudit.audit import AuditSettings, ModelResult, assemble_snapshot, resolve_negative_classes
+from medaudit.bench import benchmark_models, count_flops
+from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
+from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
-from medaudit.naming import file_stems
-from medaudit.predict import check_classes_match
+from medaudit.explain import cam_tiles_for_report
+from medaudit.fileio import staging_dir
+from medaudit.models.checkpoint import Loaded, load_checkpoint
+from medaudit.models.factory import model_summary
+from medaudit.naming import file_stems, model_names
+from medaudit.predict import check_classes_match, predict_cached
+from medaudit.report import check_formats, check_output_dir, write_report
 
 
 @dataclass
 class ReportOptions:
+    """Everything ``medaudit report`` can be asked for; the defaults are the command's.
+
+    Attributes
+    ----------
+    checkpoints : list of Path, length M >= 1
+        The models to audit.
+    data_spec : str
+        Folder, ``.npz``, ``.csv`` manifest or ``medmnist:NAME[@SIZE]`` (:func:`medaudit.data.load_dataset`).
+    out_dir : Path
+        The report folder; new, empty, or an earlier report (replaced as a whole).
+    names : list of str, optional
+        Display names, one per checkpoint (default: file stems, :func:`medaudit.naming.model_names`).
+    classes : list of str, optional
+        Class names for data with integer labels, in label order.
+    settings : AuditSettings
+        How the numbers are computed (split, bootstrap, negative classes ...).
+    device : str
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; inference, benchmark and CAMs.
+    batch_size : int
+        Inference batch size.
+    amp : bool
+        Mixed precision for inference on CUDA; CPU always runs fp32.
+    use_cache : bool
+        Reuse cached predictions of the same (checkpoint, data, split, precision).
+    cache_dir : Path, optional
+        Predictions cache (default: ``$MEDAUDIT_CACHE`` or ``~/.cache/medaudit``).
+    bench : bool
+        Measure latency, throughput and memory (into ``run.efficiency``).
+    bench_repeats : int
+        Timed forwards per model and batch size.
+    bench_batch_sizes : tuple of int
+        Batch sizes the benchmark times.
+    cam : bool
+        Draw Grad-CAM galleries.
+    cam_method : str
+        A key of :data:`medaudit.explain.CAM_METHODS`.
+    cam_layer : str, optional
+        Dotted path of the CAM target layer (default: chosen per architecture).
+    cam_per_group : int
+        Samples per gallery group.
+    formats : tuple of {"html", "pdf", "json"}
+    title, author : str, optional
+        Shown on the cover (default title: the models and the data).
+    notes_path : Path, optional
+        Markdown file with reviewer notes.
+    template_dir : Path, optional
+        Templates that override or extend the packaged ones.
+    progress : bool
+        Progress bars for inference.
+    command : str, optional
+        The command line recorded in ``run.command`` (default: ``sys.argv``).
+    """
+
     checkpoints: list[Path]
     data_spec: str
     out_dir: Path
@@ -55,11 +121,215 @@ class ReportOptions:
     command: str | None = None
 
 
-def checkpoint_block(loaded) -> dict:
-    """Facts about a checkpoint for the snapshot (architecture table, training curves)."""
-    from medaudit.bench import count_flops
-    from medaudit.models.factory import model_summary
+@dataclass
+class _Inputs:
+    """What the stages share once the inputs are loaded and checked."""
 
+    dataset: Dataset
+    split: Split  # the one evaluated
+    names: list[str]  # display names, one per checkpoint
+    stems: list[str]  # unique file stems of those names (predictions, CAM tiles)
+    loaded: list[Loaded]
+
+
+def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
+    """Run the whole audit: predictions (cached), efficiency, CAMs, snapshot, report files.
+
+    Every input is checked before the first inference, so a typo fails in a second; an
+    error later leaves neither a half-written report nor the staging folder.
+
+    Parameters
+    ----------
+    opts : ReportOptions
+
+    Returns
+    -------
+    snapshot : dict
+        The snapshot as written to ``report.json`` (docs/report-schema.md), ``figures`` empty.
+    paths : dict
+        ``{"json"|"html"|"pdf"|"figures": path}`` in ``opts.out_dir``.
+
+    Raises
+    ------
+    MedauditError
+        Bad input: no checkpoint (``param="models"``), an unknown format (``"formats"``), an
+        output folder that is not an earlier report (``"out_dir"``), a missing notes file
+        (``"notes_path"``), names that clash (``"names"``), data or checkpoints that cannot be
+        read or whose classes differ.
+    """
+    t0 = time.perf_counter()
+    formats, names = _check_inputs(opts)
+    notes = _read_notes(opts.notes_path)
+    inputs = _load_inputs(opts, names)
+    dataset_block = inspect_dataset(inputs.dataset)
+    dataset_block["split_evaluated"] = opts.settings.split
+    timings: dict[str, float] = {}
+    staging = staging_dir("medaudit-report-")
+    try:
+        results, inference, extra_files = _predict_models(opts, inputs, staging, timings)
+        efficiency = None
+        if opts.bench:
+            with _timed(timings, "bench"):
+                efficiency = _measure_efficiency(opts, inputs, results)
+        if opts.cam:
+            with _timed(timings, "cam"):
+                extra_files.update(_explain(opts, inputs, results, staging))
+        run = _run_block(opts, timings, inference, efficiency)
+        snapshot = assemble_snapshot(
+            results, dataset=dataset_block, settings=opts.settings,
+            title=opts.title or f"Audit of {', '.join(names)} on {Path(opts.data_spec).name}",
+            author=opts.author, notes_markdown=notes, run=run,
+        )
+        run["duration_s"] = round(time.perf_counter() - t0, 3)
+        paths = write_report(snapshot, opts.out_dir, formats=formats, template_dir=opts.template_dir,
+                             extra_files=extra_files)
+        return snapshot, paths
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_inputs(opts: ReportOptions) -> tuple[tuple[str, ...], list[str]]:
+    """The checks that need no data or model: (normalised formats, display names).
+
+    The output folder is checked here, before inference, not after it.
+    """
+    if not opts.checkpoints:
+        raise MedauditError("at least one checkpoint is needed", param="models")
+    formats = check_formats(opts.formats)
+    check_output_dir(opts.out_dir)
+    return formats, model_names(opts.checkpoints, opts.names or None)
+
+
+def _read_notes(notes_path: Path | None) -> str | None:
+    """The reviewer notes (Markdown), or None when none were given."""
+    if notes_path is None:
+        return None
+    if not notes_path.is_file():
+        raise MedauditError(f"{notes_path}: file not found; give a Markdown file of reviewer notes", param="notes_path")
+    return notes_path.read_text(encoding="utf-8")
+
+
+def _load_inputs(opts: ReportOptions, names: list[str]) -> _Inputs:
+    """Load the data and every checkpoint; the models' classes must be the data's, in order."""
+    dataset = load_dataset(opts.data_spec, classes=opts.classes)
+    split = dataset.split(opts.settings.split)  # an unknown split fails before the checkpoints are read
+    loaded = [load_checkpoint(p) for p in opts.checkpoints]
+    for ld in loaded:
+        check_classes_match(ld, dataset.class_names)
+    return _Inputs(dataset, split, names, file_stems(names), loaded)
+
+
+def _predict_models(opts: ReportOptions, inputs: _Inputs, staging: Path,
+                    timings: dict[str, float]) -> tuple[list[ModelResult], dict[str, dict], dict[str, Path]]:
+    """Predict every model on the evaluated split (and on ``val`` when there is one), through the cache.
+
+    Each model's predictions are staged as ``<stem>.npz`` / ``.csv`` for the report's
+    ``predictions/`` folder. Returns (results for :func:`assemble_snapshot`, how each
+    pass ran for ``run.predictions``, ``{name in the report: staged file}``).
+    """
+    ds, split, split_name = inputs.dataset, inputs.split, opts.settings.split
+    # Operating points are chosen on the validation split, never on the one evaluated.
+    val_name = "val" if "val" in ds.splits and split_name != "val" else None
+    results: list[ModelResult] = []
+    inference: dict[str, dict] = {}
+    extra_files: dict[str, Path] = {}
+    for name, stem, ld in zip(inputs.names, inputs.stems, inputs.loaded, strict=True):
+        kw = dict(dataset_spec=opts.data_spec, model_name=name, cache_dir=opts.cache_dir, use_cache=opts.use_cache,
+                  device=opts.device, batch_size=opts.batch_size, amp=opts.amp, progress=opts.progress)
+        with _timed(timings, f"predict:{name}"):
+            preds, cached = predict_cached(ld, split, split_name=split_name, **kw)
+            val_preds = predict_cached(ld, ds.split(val_name), split_name=val_name, **kw)[0] if val_name else None
+        preds.save(staging / f"{stem}.npz")
+        preds.to_csv(staging / f"{stem}.csv")
+        for ext in ("npz", "csv"):
+            extra_files[f"predictions/{stem}.{ext}"] = staging / f"{stem}.{ext}"
+        info = {"n": preds.n_samples, "file": f"predictions/{stem}.npz", "csv": f"predictions/{stem}.csv"}
+        # How the pass ran (device, time, cache hit) is a measurement: it goes into `run`.
+        inference[name] = {"device": preds.provenance.get("device"), "wall_s": preds.provenance.get("wall_s"),
+                           "cached": cached}
+        results.append(ModelResult(preds=preds, val_preds=val_preds, checkpoint=checkpoint_block(ld),
+                                   prediction_info=info))
+    return results, inference, extra_files
+
+
+def _measure_efficiency(opts: ReportOptions, inputs: _Inputs, results: list[ModelResult]) -> dict:
+    """The ``run.efficiency`` block: environment, paired ratios and one timing block per model."""
+    names = inputs.names
+    bench = benchmark_models(
+        [(n, ld.model, (ld.recipe.in_chans, ld.recipe.img_size, ld.recipe.img_size))
+         for n, ld in zip(names, inputs.loaded, strict=True)],
+        device=opts.device, repeats=opts.bench_repeats, batch_sizes=opts.bench_batch_sizes,
+        # CNNs are timed in the layout inference uses (medaudit.models.use_channels_last); this
+        # device rule is a second copy of it until medaudit.models owns it as one function.
+        channels_last=resolve_device(opts.device).type in ("cuda", "cpu"),
+        # The FLOPs were counted once for the checkpoint block; a second counting forward is waste.
+        flops={n: {"flops": r.checkpoint["flops"], "macs": r.checkpoint["macs"]}
+               for n, r in zip(names, results, strict=True)},
+        checkpoint_paths=[ld.path for ld in inputs.loaded],
+    )
+    return {"environment": bench["environment"], "ratios": bench["ratios"],
+            "models": {n: bench["models"][n] for n in names}}
+
+
+def _explain(opts: ReportOptions, inputs: _Inputs, results: list[ModelResult], staging: Path) -> dict[str, Path]:
+    """Draw the Grad-CAM galleries into ``staging/cams`` and set each result's ``cam`` block.
+
+    Every model explains the same samples, chosen from all models' predictions. Returns
+    ``{tile name in the report: drawn file}`` (tile names are relative to the report folder).
+    """
+    ds = inputs.dataset
+    negatives, _ = resolve_negative_classes(ds.class_names, ds.task, opts.settings)
+    cams = cam_tiles_for_report(
+        inputs.loaded, [r.preds for r in results], inputs.split, names=inputs.names, file_stems=inputs.stems,
+        negative_classes=negatives, method=opts.cam_method, layer=opts.cam_layer, per_group=opts.cam_per_group,
+        out_dir=staging / "cams",
+    )
+    tiles: dict[str, Path] = {}
+    for r, name in zip(results, inputs.names, strict=True):
+        r.cam = cams[name]
+        for tile in cams[name].get("tiles", []):
+            tiles[tile["file"]] = staging / tile["file"]
+    return tiles
+
+
+def _run_block(opts: ReportOptions, timings: dict[str, float], inference: dict[str, dict],
+               efficiency: dict | None) -> dict:
+    """The snapshot's ``run`` block: when, how and where this run happened (``duration_s`` set last)."""
+    return {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": opts.command or " ".join(shlex.quote(a) for a in sys.argv),
+        "duration_s": None,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "predictions": inference,
+        "efficiency": efficiency,
+        "host": platform.node(),
+        "versions": {"medaudit": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+                     "python": platform.python_version()},
+    }
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Record the wall time of the block in ``timings[key]`` (seconds) when it completes."""
+    start = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - start
+
+
+def checkpoint_block(loaded: Loaded) -> dict:
+    """Facts about a checkpoint for the snapshot (architecture table, training curves).
+
+    Parameters
+    ----------
+    loaded : Loaded
+        A checkpoint from :func:`medaudit.models.checkpoint.load_checkpoint`; its model is not changed.
+
+    Returns
+    -------
+    dict
+        The ``models[i].checkpoint`` block (docs/report-schema.md): path, digest, architecture,
+        family, input recipe, parameter and FLOP counts (one image), and the training record.
+    """
     r = loaded.recipe
     summary = model_summary(loaded.model, loaded.arch)
     flops = count_flops(loaded.model, (1, r.in_chans, r.img_size, r.img_size))
@@ -85,132 +355,3 @@ def checkpoint_block(loaded) -> dict:
         "history": loaded.meta.get("history"),
         "dataset_fingerprint": loaded.meta.get("dataset_fingerprint"),
     }
-
-
-def _model_names(opts: ReportOptions) -> list[str]:
-    if opts.names:
-        if len(opts.names) != len(opts.checkpoints):
-            raise MedauditError(f"--names has {len(opts.names)} names for {len(opts.checkpoints)} models")
-        dup = sorted({n for n in opts.names if opts.names.count(n) > 1})
-        if dup or not all(opts.names):
-            raise MedauditError(f"--names: every model needs its own non-empty name ({', '.join(dup) or 'empty name'})")
-        return list(opts.names)
-    stems = [p.stem for p in opts.checkpoints]
-    if len(set(stems)) != len(stems):
-        return [f"{p.parent.name}/{p.stem}" for p in opts.checkpoints]
-    return stems
-
-
-def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
-    """Run the whole audit; returns (snapshot, written paths)."""
-    from medaudit.data import inspect_dataset, load_dataset
-    from medaudit.models.checkpoint import load_checkpoint
-    from medaudit.predict import predict_cached
-    from medaudit.report import check_output_dir, write_report
-
-    t0 = time.perf_counter()
-    if not opts.checkpoints:
-        raise MedauditError("--models needs at least one checkpoint")
-    check_output_dir(opts.out_dir)  # before inference, not after
-    ds = load_dataset(opts.data_spec, classes=opts.classes)
-    split = ds.split(opts.settings.split)
-    names = _model_names(opts)
-    loaded = [load_checkpoint(p) for p in opts.checkpoints]
-    for ld in loaded:
-        check_classes_match(ld, ds.class_names)
-    notes = None
-    if opts.notes_path is not None:
-        if not opts.notes_path.is_file():
-            raise MedauditError(f"--notes file not found: {opts.notes_path}")
-        notes = opts.notes_path.read_text(encoding="utf-8")
-
-    dataset_block = inspect_dataset(ds)
-    dataset_block["split_evaluated"] = opts.settings.split
-    val_name = "val" if "val" in ds.splits and opts.settings.split != "val" else None
-
-    timings: dict[str, float] = {}
-    inference: dict[str, dict] = {}
-    efficiency = None
-    results: list[ModelResult] = []
-    staging = Path(tempfile.mkdtemp(prefix="medaudit-report-"))
-    try:
-        extra_files: dict[str, Path] = {}
-        stems = file_stems(names)
-        for name, safe, ld in zip(names, stems, loaded):
-            kw = dict(dataset_spec=opts.data_spec, model_name=name, cache_dir=opts.cache_dir, use_cache=opts.use_cache,
-                      device=opts.device, batch_size=opts.batch_size, amp=opts.amp, progress=opts.progress)
-            t = time.perf_counter()
-            preds, cached = predict_cached(ld, split, split_name=opts.settings.split, **kw)
-            val_preds = predict_cached(ld, ds.split(val_name), split_name=val_name, **kw)[0] if val_name else None
-            timings[f"predict:{name}"] = time.perf_counter() - t
-            preds.save(staging / f"{safe}.npz")
-            preds.to_csv(staging / f"{safe}.csv")
-            extra_files[f"predictions/{safe}.npz"] = staging / f"{safe}.npz"
-            extra_files[f"predictions/{safe}.csv"] = staging / f"{safe}.csv"
-            info = {"n": preds.n_samples, "file": f"predictions/{safe}.npz", "csv": f"predictions/{safe}.csv"}
-            # How the pass ran (device, time, cache hit) is a measurement: it goes into `run`.
-            inference[name] = {"device": preds.provenance.get("device"), "wall_s": preds.provenance.get("wall_s"),
-                               "cached": cached}
-            results.append(ModelResult(preds=preds, val_preds=val_preds, checkpoint=checkpoint_block(ld), prediction_info=info))
-
-        if opts.bench:
-            from medaudit.bench import benchmark_models
-            from medaudit.device import resolve_device
-
-            t = time.perf_counter()
-            bench = benchmark_models(
-                [(n, ld.model, (ld.recipe.in_chans, ld.recipe.img_size, ld.recipe.img_size)) for n, ld in zip(names, loaded)],
-                device=opts.device, repeats=opts.bench_repeats, batch_sizes=opts.bench_batch_sizes,
-                # CNNs are timed in the layout inference uses (medaudit.models.use_channels_last)
-                channels_last=resolve_device(opts.device).type in ("cuda", "cpu"),
-                flops={n: {"flops": r.checkpoint["flops"], "macs": r.checkpoint["macs"]} for n, r in zip(names, results)},
-                checkpoint_paths=[ld.path for ld in loaded],
-            )
-            efficiency = {"environment": bench["environment"], "ratios": bench["ratios"],
-                          "models": {n: bench["models"][n] for n in names}}
-            timings["bench"] = time.perf_counter() - t
-
-        if opts.cam:
-            from medaudit.explain import cam_tiles_for_report
-
-            t = time.perf_counter()
-            negatives, _ = resolve_negative_classes(ds.class_names, ds.task, opts.settings)
-            cams = cam_tiles_for_report(
-                loaded, [r.preds for r in results], split, names=names, file_stems=stems, negative_classes=negatives,
-                method=opts.cam_method, layer=opts.cam_layer, per_group=opts.cam_per_group, out_dir=staging / "cams",
-            )
-            for r, n in zip(results, names):
-                r.cam = cams[n]
-                for tile in cams[n].get("tiles", []):
-                    extra_files[tile["file"]] = staging / tile["file"]
-            timings["cam"] = time.perf_counter() - t
-
-        run = {
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": opts.command or " ".join(shlex.quote(a) for a in sys.argv),
-            "duration_s": None,
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "predictions": inference,
-            "efficiency": efficiency,
-            "host": platform.node(),
-            "versions": _versions(),
-        }
-        snapshot = assemble_snapshot(
-            results, dataset=dataset_block, settings=opts.settings,
-            title=opts.title or f"Audit of {', '.join(names)} on {Path(opts.data_spec).name}",
-            author=opts.author, notes_markdown=notes, run=run,
-        )
-        run["duration_s"] = round(time.perf_counter() - t0, 3)
-        paths = write_report(snapshot, opts.out_dir, formats=opts.formats, template_dir=opts.template_dir,
-                             extra_files=extra_files)
-        return snapshot, paths
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _versions() -> dict:
-    import numpy
-    import torch
-
-    return {"medaudit": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}

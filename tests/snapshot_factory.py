@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -439,3 +440,80 @@ def minimal_snapshot() -> dict:
             "models": [], "comparisons": None, "findings": [], "settings": {}, "figures": {},
             "run": {"created": "2025-01-02T03:04:05+00:00", "command": "medaudit report", "duration_s": 0.1,
                     "host": "h", "versions": {}}}
+
+
+# ---------------------------------------------------------------- gate snapshots
+# Hand-built metrics with exact counts (not from predictions), so a gate test can say which
+# number crosses which threshold: resnet18 recalls 48, 45, 50, 47 of 50 per class.
+
+GATE_CLASSES = ["glioma", "meningioma", "no tumor", "pituitary"]
+GATE_NEGATIVE = "no tumor"
+N_PER_CLASS = 50
+
+
+def mv(value, lo=None, hi=None, method=None, reason=None, **extra):
+    """A metric value object as in docs/report-schema.md."""
+    return {"value": value, "ci_low": lo, "ci_high": hi, "ci_method": method, "reason": reason, **extra}
+
+
+def wilson(k, n, z=1.959963984540054):
+    """Wilson score interval (hand formula; scipy/statsmodels-free) as a value object."""
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return mv(p, max(0.0, centre - half), min(1.0, centre + half), "wilson", k=k, n=n)
+
+
+def build_model(name, hits, classes=GATE_CLASSES, negative=GATE_NEGATIVE, **overrides):
+    """One model block; ``hits[i]`` of 50 samples of ``classes[i]`` are recalled.
+
+    Half of each disease class's misses are predicted as the negative class (missed disease)."""
+    per_class = {}
+    missed_total = 0
+    for cls, hit in zip(classes, hits, strict=True):
+        missed = (N_PER_CLASS - hit) // 2
+        if cls != negative:
+            missed_total += missed
+        per_class[cls] = {
+            "support": N_PER_CLASS, "precision": mv(0.9, 0.85, 0.95, "wilson"), "recall": wilson(hit, N_PER_CLASS),
+            "specificity": wilson(140, 150), "npv": wilson(145, 150), "f1": mv(0.9, 0.86, 0.94, "bootstrap"),
+            "auc": mv(0.97, 0.95, 0.99, "bootstrap"), "ap": mv(0.93, 0.90, 0.96, "bootstrap"),
+            "missed_disease_rate": None if cls == negative else wilson(missed, N_PER_CLASS)}
+    n = N_PER_CLASS * len(classes)
+    n_disease = N_PER_CLASS * sum(c != negative for c in classes)
+    mean_recall = sum(hits) / n
+    boot = lambda v: mv(v, v - 0.03, v + 0.03, "bootstrap")  # noqa: E731
+    metrics = {
+        "n": n, "accuracy": wilson(sum(hits), n), "balanced_accuracy": boot(mean_recall), "macro_f1": boot(0.9),
+        "weighted_f1": boot(0.9), "macro_precision": boot(0.9), "macro_recall": boot(mean_recall),
+        "macro_specificity": boot(0.95), "weighted_precision": boot(0.9), "weighted_recall": boot(mean_recall),
+        "auc_macro": mv(0.97, 0.95, 0.985, "bootstrap"), "auc_micro": boot(0.96), "ap_macro": boot(0.93),
+        "kappa": boot(0.85), "kappa_quadratic": None, "mcc": boot(0.86),
+        "ece": mv(0.04, 0.02, 0.06, "bootstrap"), "brier": mv(0.12),  # brier: no interval on purpose
+        "missed_disease_rate": wilson(missed_total, n_disease),
+        "per_class": per_class,
+        "confusion_matrix": {"labels": list(classes), "counts": [], "normalized": []},
+        "curves": {"roc": {}, "pr": {}},
+        "calibration": {"n_bins": 15, "bin_edges": [], "bin_confidence": [], "bin_accuracy": [], "bin_count": []},
+    }
+    metrics.update(overrides)
+    return {"name": name, "checkpoint": {"path": f"checkpoints/{name}.pt", "arch": name},
+            "predictions": {"n": n}, "metrics": metrics, "fn_risk": None, "operating_points": None,
+            "cam": None}
+
+
+def build_snapshot(models=None, classes=GATE_CLASSES, fingerprint="ab" * 32, task="multiclass"):
+    """A schema-2.0 snapshot: resnet18 (recall 48, 45, 50, 47 of 50) and vit_tiny (worse,
+    with an undefined AUC for 'pituitary' and an undefined auc_micro)."""
+    if models is None:
+        vit = build_model("vit_tiny", [46, 44, 49, 45], auc_micro=mv(None, reason="only one class in y_true"))
+        vit["metrics"]["per_class"]["pituitary"]["auc"] = mv(None, reason="no negatives for class 'pituitary'")
+        models = [build_model("resnet18", [48, 45, 50, 47]), vit]
+    return {"schema_version": "2.0", "title": "t", "author": None, "notes_markdown": None,
+            "dataset": {"spec": "synthetic", "fingerprint": fingerprint, "task": task,
+                        "class_names": list(classes), "split_evaluated": "test", "splits": {}, "duplicates": None},
+            "models": models, "comparisons": None, "findings": [],
+            "settings": {"split": "test", "bootstrap": 1000, "seed": 0, "ece_bins": 15,
+                         "negative_classes": [GATE_NEGATIVE], "negative_classes_source": "auto"},
+            "figures": {}, "run": {}}

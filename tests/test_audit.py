@@ -28,13 +28,19 @@ def test_negative_class_resolution():
     assert resolve_negative_classes(["malignant", "normal_benign"], "binary", s)[0] == ["normal_benign"]
     assert resolve_negative_classes(["benign", "malignant"], "binary", s) == (["benign"], "binary-default")
     assert resolve_negative_classes(["a", "b"], "binary", AuditSettings(positive_class="a"))[0] == ["b"]
-    with pytest.raises(MedauditError, match="--negative-class"):
+    with pytest.raises(MedauditError, match="'healthy' is not a class; classes are: glioma") as exc:
         resolve_negative_classes(CLASSES, "multiclass", AuditSettings(negative_classes=["healthy"]))
+    assert exc.value.param == "negative_classes"  # the CLI prefixes --negative-class
     assert resolve_negative_classes(["x", "y", "z"], "multiclass", s) == ([], "none found")
-    with pytest.raises(MedauditError, match="--positive-class 'a' is also given as --negative-class"):
+    with pytest.raises(MedauditError, match="'a' is both the positive class and a negative class") as exc:
         resolve_negative_classes(["a", "b"], "binary", AuditSettings(negative_classes=["a"], positive_class="a"))
-    with pytest.raises(MedauditError, match="names every class"):
+    assert exc.value.param == "positive_class"
+    with pytest.raises(MedauditError, match="every class is given as negative") as exc:
         resolve_negative_classes(["a", "b"], "binary", AuditSettings(negative_classes=["a", "b"]))
+    assert exc.value.param == "negative_classes"
+    with pytest.raises(MedauditError, match="'c' is not a class") as exc:
+        resolve_negative_classes(["a", "b"], "binary", AuditSettings(positive_class="c"))
+    assert exc.value.param == "positive_class"
 
 
 @pytest.mark.parametrize("names,settings,level", [
@@ -78,11 +84,13 @@ def test_snapshot_wires_risk_into_metrics_and_is_deterministic():
 
 
 def test_duplicate_names_and_empty():
-    with pytest.raises(MedauditError, match="unique"):
+    with pytest.raises(MedauditError, match="unique") as exc:
         assemble_snapshot([_result(_preds("a", 0)), _result(_preds("a", 1))], dataset={}, settings=AuditSettings(
             bootstrap=0), title="t")
-    with pytest.raises(MedauditError, match="no models"):
+    assert exc.value.param == "names"
+    with pytest.raises(MedauditError, match="no models") as exc:
         assemble_snapshot([], dataset={}, settings=AuditSettings(), title="t")
+    assert exc.value.param == "models"
 
 
 def test_templates_are_packaged():

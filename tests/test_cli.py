@@ -121,9 +121,10 @@ def test_report_names_that_sanitise_alike_get_their_own_files(demo_data, two_che
     [
         (["--models", "missing.pt"], "checkpoint not found"),
         (["--models", "{a}", "--split", "nope"], "nope"),
-        (["--models", "{a}", "--negative-class", "healthy"], "healthy"),
-        (["--models", "{a}", "--names", "x,y"], "--names"),
-        (["--models", "{a}", "--format", "docx"], "--format"),
+        (["--models", "{a}", "--negative-class", "healthy"], "--negative-class: 'healthy' is not a class"),
+        (["--models", "{a}", "--names", "x,y"], "--names: 2 names given for 1 models"),
+        (["--models", "{a}", "--format", "docx"], "--format: docx: unknown format"),
+        (["--models", "{a}", "--notes", "missing.md"], "--notes: missing.md: file not found"),
     ],
 )
 def test_report_bad_input_exit_2_no_traceback(demo_data, two_checkpoints, tmp_path, args, needle):
@@ -193,7 +194,7 @@ def test_report_refuses_to_replace_a_folder_that_is_not_a_report(demo_data, two_
     (precious / "thesis.txt").write_text("years of work")
     res = CliRunner().invoke(main, ["report", "--models", str(two_checkpoints[0]), "--data", str(demo_data),
                                     "--no-bench", "--no-cam", "--bootstrap", "0", "-o", str(precious)])
-    assert res.exit_code == 2 and "not empty" in res.output
+    assert res.exit_code == 2 and f"-o: {precious}: folder is not empty" in res.output
     assert (precious / "thesis.txt").read_text() == "years of work"
 
 
@@ -204,3 +205,14 @@ def test_predict_refuses_a_different_class_order(demo_data, tmp_path):
     res = CliRunner().invoke(main, ["predict", "--model", str(p), "--data", str(demo_data), "-o",
                                     str(tmp_path / "p.npz")])
     assert res.exit_code == 2 and "differ from the data" in res.output and not (tmp_path / "p.npz").exists()
+
+
+def test_report_choices_are_the_librarys_lists():
+    """One list per rule: the CAM methods of medaudit.explain, the bounds of medaudit.gate."""
+    from medaudit.cli.report import report
+    from medaudit.explain import CAM_METHODS
+    from medaudit.gate import ON_CHOICES
+
+    options = {p.name: p for p in report.params}
+    assert list(options["cam_method"].type.choices) == list(CAM_METHODS)
+    assert list(options["gate_on"].type.choices) == list(ON_CHOICES)

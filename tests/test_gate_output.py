@@ -7,9 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from medaudit.gate.evaluate import format_table, run_gates, write_json, write_junit, write_markdown
-from medaudit.gate.output import junit_xml
-from tests.test_gate import build_model, build_snapshot, mv
+from medaudit.gate import format_table, junit_xml, run_gates, write_json, write_junit, write_markdown
+from tests.snapshot_factory import build_model, build_snapshot, mv
 
 NASTY = ["a|b", '<x y="1">&amp;', "ctl\x01\x1f", "ü类 ]["]
 
@@ -66,7 +65,7 @@ def test_markdown_escapes_cells(report, tmp_path):
 def test_json_roundtrip(report, tmp_path):
     data = json.loads(write_json(report, tmp_path / "g.json").read_text(encoding="utf-8"))
     assert data == json.loads(json.dumps(report.to_dict()))
-    assert data["format"] == "medaudit.gate.evaluate/1" and data["passed"] is False and data["n_failed"] == 3
+    assert data["format"] == "medaudit.gate/1" and data["passed"] is False and data["n_failed"] == 3
     undefined = [r for r in data["results"] if r["value"] is None]
     assert {r["reason"] for r in undefined} == {"no <negatives> & no luck"}
 

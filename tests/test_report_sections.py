@@ -11,12 +11,12 @@ from html import unescape
 
 import pytest
 
-from medaudit.audit import measured_models
 from medaudit.report.compare_context import comparison_section
 from medaudit.report.context import build_context
 from medaudit.report.eff_context import NOT_MEASURED, efficiency_section
 from medaudit.report.html import render_html
 from medaudit.report.train_context import training_rows
+from medaudit.snapshot import measured_models
 from tests.snapshot_factory import MISSING, make_snapshot
 
 

@@ -95,8 +95,9 @@ def test_cam_tile_outside_report_is_not_embedded(tmp_path):
 
 
 def test_bad_template_dir_and_syntax(tmp_path):
-    with pytest.raises(MedauditError, match="--template-dir"):
+    with pytest.raises(MedauditError, match="nope: not a folder") as exc:
         render_html(minimal_snapshot(), tmp_path, template_dir=tmp_path / "nope")
+    assert exc.value.param == "template_dir"
     (tmp_path / "report.html.j2").write_text("{% if %}", encoding="utf-8")
     with pytest.raises(MedauditError, match="report.html.j2"):
         render_html(minimal_snapshot(), tmp_path, template_dir=tmp_path)

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-import medaudit.report.pdf as pdf_mod
+import medaudit.report.writer as writer_mod
 from medaudit.cli.render import render
 from medaudit.errors import MedauditError
 from medaudit.report import render_from_snapshot, write_report
@@ -22,7 +22,7 @@ def test_failure_in_pdf_step_leaves_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("simulated crash while writing the PDF")
 
-    monkeypatch.setattr(pdf_mod, "render_pdf", boom)
+    monkeypatch.setattr(writer_mod, "render_pdf", boom)
     out = tmp_path / "report"
     with pytest.raises(RuntimeError, match="simulated"):
         write_report(minimal_snapshot(), out, formats=("html", "pdf", "json"))
@@ -33,7 +33,7 @@ def test_failure_keeps_previous_report(tmp_path, monkeypatch):
     out = tmp_path / "report"
     write_report(minimal_snapshot(), out, formats=("json",))
     before = (out / "report.json").read_text()
-    monkeypatch.setattr(pdf_mod, "render_pdf", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(writer_mod, "render_pdf", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     snap = minimal_snapshot()
     snap["title"] = "second"
     with pytest.raises(KeyboardInterrupt):
@@ -60,8 +60,9 @@ def test_success_replaces_folder_and_copies_extras(tmp_path):
     assert _siblings(tmp_path) == ["p.csv", "report"]
     with pytest.raises(MedauditError, match="extra file"):
         write_report(minimal_snapshot(), tmp_path / "r2", formats=("json",), extra_files={"../x": csv})
-    with pytest.raises(MedauditError, match="--format"):
+    with pytest.raises(MedauditError, match="docx: unknown format") as exc:
         write_report(minimal_snapshot(), tmp_path / "r3", formats=("docx",))
+    assert exc.value.param == "formats"  # the CLI names its own option (--format)
     assert _siblings(tmp_path) == ["p.csv", "report"]
 
 
@@ -79,9 +80,11 @@ def test_cli_render(tmp_path):
     assert res.exit_code == 2 and "not found" in res.output
     (src / "bad.json").write_text("{not json")
     res = runner.invoke(render, [str(src / "bad.json"), "-o", str(tmp_path / "o3")])
-    assert res.exit_code == 2 and "not a readable JSON report" in res.output
+    assert res.exit_code == 2 and "bad.json: not valid JSON" in res.output
+    res = runner.invoke(render, [str(src / "report.json"), "-o", str(src)])
+    assert res.exit_code == 2 and f"-o: {src}: is the folder of the snapshot itself" in res.output
     res = runner.invoke(render, [str(src / "report.json"), "-o", str(tmp_path / "o4"), "--format", "html,doc"])
-    assert res.exit_code == 2 and "--format" in res.output
+    assert res.exit_code == 2 and "--format: doc: unknown format" in res.output
 
 
 def test_render_from_snapshot_refuses_own_folder(tmp_path):
@@ -91,14 +94,12 @@ def test_render_from_snapshot_refuses_own_folder(tmp_path):
 
 
 def test_render_reuses_saved_figures_unless_asked(tmp_path, monkeypatch):
-    import medaudit.report.plots as plots
-
     first = write_report(make_snapshot(2), tmp_path / "a", formats=("json", "html"))
     figs = json.loads(first["json"].read_text())["figures"]
     assert figs, "the minimal snapshot should produce figures"
     calls = []
-    orig = plots.make_figures
-    monkeypatch.setattr(plots, "make_figures", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    orig = writer_mod.make_figures
+    monkeypatch.setattr(writer_mod, "make_figures", lambda *a, **k: calls.append(1) or orig(*a, **k))
     render_from_snapshot(first["json"], tmp_path / "b", formats=("html",))
     assert calls == [] and all((tmp_path / "b" / rel).is_file() for rel in figs.values())
     render_from_snapshot(first["json"], tmp_path / "b", formats=("html",))  # again into its own output (no JSON)

@@ -40,11 +40,9 @@ def compare(predictions, negative_classes, positive_class, bootstrap, seed, json
         raise click.UsageError("give at least two predictions files to compare")
     preds = [Predictions.load(p) for p in predictions]
     ref = preds[0]
-    if negative_classes:  # compare_models checks they are class names
-        negatives, source = list(negative_classes), "option"
-    else:
-        settings = AuditSettings(bootstrap=bootstrap, seed=seed, positive_class=positive_class)
-        negatives, source = resolve_negative_classes(ref.class_names, ref.task, settings)
+    settings = AuditSettings(bootstrap=bootstrap, seed=seed, negative_classes=list(negative_classes) or None,
+                             positive_class=positive_class)
+    negatives, source = resolve_negative_classes(ref.class_names, ref.task, settings)
     comparisons = compare_models(preds, negative_classes=negatives, n_bootstrap=bootstrap, seed=seed)
     findings = comparison_findings(comparisons, [])
     click.echo(f"Negative (healthy) classes: {', '.join(negatives) or 'none'} ({source})\n")

@@ -7,6 +7,15 @@ from pathlib import Path
 import click
 
 from medaudit.cli._common import handle_errors
+from medaudit.gate import (
+    ON_CHOICES,
+    format_table,
+    load_snapshot,
+    run_gates,
+    write_json,
+    write_junit,
+    write_markdown,
+)
 
 _PATH = click.Path(dir_okay=False, path_type=Path)
 
@@ -15,7 +24,7 @@ _PATH = click.Path(dir_okay=False, path_type=Path)
 @click.argument("report", type=_PATH)
 @click.option("--require", "-r", "requires", multiple=True, metavar="EXPR",
               help='Requirement [MODEL:]METRIC[CLASS] OP VALUE, e.g. "recall[glioma]>=0.95". Repeatable.')
-@click.option("--on", "on", type=click.Choice(["point", "lower", "upper", "conservative"]), default="point",
+@click.option("--on", "on", type=click.Choice(ON_CHOICES), default="point",
               show_default=True,
               help="Compare the point estimate or a 95% CI bound (lower: robust recall floors; "
                    "conservative: the bound least favourable to passing).")
@@ -40,8 +49,6 @@ def gate(report: Path, requires: tuple[str, ...], on: str, baseline: Path | None
       medaudit gate report.json -r "resnet18:auc>=0.9" -r "missed_disease_rate<=0.02"
       medaudit gate report.json --baseline released/report.json --max-drop recall=0.02
     """
-    from medaudit.gate.evaluate import format_table, load_snapshot, run_gates, write_json, write_junit, write_markdown
-
     snapshot = load_snapshot(report)
     old = load_snapshot(baseline) if baseline is not None else None
     result = run_gates(snapshot, list(requires), on=on, baseline=old, max_drops=list(max_drops))

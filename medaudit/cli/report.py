@@ -8,16 +8,8 @@ from pathlib import Path
 import click
 
 from medaudit.cli._common import handle_errors, progress_disabled
-
-FORMATS = ("html", "pdf", "json")
-
-
-def parse_formats(value: str) -> tuple[str, ...]:
-    fmts = tuple(f.strip().lower() for f in value.split(",") if f.strip())
-    bad = [f for f in fmts if f not in FORMATS]
-    if bad or not fmts:
-        raise click.BadParameter(f"choose from {', '.join(FORMATS)} (got '{value}')", param_hint="--format")
-    return fmts
+from medaudit.cli.cam import METHODS as CAM_METHODS  # the CLI's copy of explain.CAM_METHODS: no torch for --help
+from medaudit.gate import ON_CHOICES, format_table, parse_gate, run_gates
 
 
 def _int_list(value: str) -> tuple[int, ...]:
@@ -52,16 +44,16 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--bench-repeats", default=10, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--bench-batch-sizes", default="1", show_default=True, help="Batch sizes timed by the efficiency step, e.g. 1,32 (the evaluation pass reports its own throughput).")
 @click.option("--no-cam", is_flag=True, help="Skip the Grad-CAM galleries.")
-@click.option("--cam-method", default="gradcam", show_default=True, type=click.Choice(["gradcam", "gradcam++", "eigencam", "layercam", "scorecam"]))
+@click.option("--cam-method", default="gradcam", show_default=True, type=click.Choice(CAM_METHODS))
 @click.option("--cam-layer", default=None, help="Dotted path of the CAM target layer (default: chosen per architecture).")
 @click.option("--cam-per-group", default=8, show_default=True, type=click.IntRange(0, 256))
-@click.option("--format", "formats", default="html,pdf,json", show_default=True, callback=lambda c, p, v: parse_formats(v))
+@click.option("--format", "formats", default="html,pdf,json", show_default=True, help="Comma list of html, pdf, json (checked before any inference).")
 @click.option("--title", default=None)
 @click.option("--author", default=None)
 @click.option("--notes", "notes_path", type=click.Path(path_type=Path), default=None, help="Markdown file with reviewer notes.")
 @click.option("--template-dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Templates that override/extend the built-in ones.")
 @click.option("--gate", "gates", multiple=True, help="Gate expression checked after the report is written (see `medaudit gate`).")
-@click.option("--gate-on", default="point", show_default=True, type=click.Choice(["lower", "point", "upper", "conservative"]), help="What a --gate compares: the point estimate or a 95% bound (conservative = the bound on the failing side).")
+@click.option("--gate-on", default="point", show_default=True, type=click.Choice(ON_CHOICES), help="What a --gate compares: the point estimate or a 95% bound (conservative = the bound on the failing side).")
 @click.option("--quiet", is_flag=True)
 @handle_errors
 def report(models, more_models, data_spec, split, out_dir, names, classes, negative_classes, positive_class,
@@ -86,8 +78,6 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
         target_sensitivity=target_sensitivity,
     )
     if gates:  # parse before the long run so a typo fails in a second, not after inference
-        from medaudit.gate.evaluate import parse_gate
-
         for g in gates:
             parse_gate(g, option="--gate")
     out_dir = out_dir or Path("reports") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -97,7 +87,7 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
         classes=[c.strip() for c in classes.split(",")] if classes else None,
         settings=settings, device=device, batch_size=batch_size, amp=amp, use_cache=not no_cache,
         bench=not no_bench, bench_repeats=bench_repeats, bench_batch_sizes=_int_list(bench_batch_sizes), cam=not no_cam and cam_per_group > 0,
-        cam_method=cam_method, cam_layer=cam_layer, cam_per_group=cam_per_group, formats=formats,
+        cam_method=cam_method, cam_layer=cam_layer, cam_per_group=cam_per_group, formats=tuple(formats.split(",")),
         title=title, author=author, notes_path=notes_path, template_dir=template_dir,
         progress=not (quiet or progress_disabled()),
     )
@@ -105,8 +95,6 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
     for kind, path in paths.items():
         click.echo(f"{kind}: {path}")
     if gates:
-        from medaudit.gate.evaluate import format_table, run_gates
-
         result = run_gates(snapshot, list(gates), on=gate_on, option="--gate")
         click.echo(format_table(result))
         if not result.passed:

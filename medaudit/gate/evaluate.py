@@ -9,14 +9,11 @@ undefined value never passes. Everything here is a pure function of the snapshot
 
 from __future__ import annotations
 
-import json
 import math
 import operator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from medaudit.errors import MedauditError
-from medaudit.gate.output import format_table, write_json, write_junit, write_markdown
 from medaudit.gate.parse import (
     CLASS_ALIASES,
     GLOBAL_ALIASES,
@@ -27,118 +24,13 @@ from medaudit.gate.parse import (
     parse_gate,
     parse_max_drop,
 )
+from medaudit.gate.result import GateReport, GateResult
+from medaudit.snapshot import check_snapshot
 
-__all__ = [
-    "Gate", "MaxDrop", "GateResult", "GateReport", "parse_gate", "parse_max_drop", "run_gates",
-    "load_snapshot", "check_snapshot", "format_table", "write_junit", "write_markdown", "write_json",
-]
-
-# Major versions read (docs/report-schema.md: minor versions only add keys). 2.0 moved the
-# measurements into `run`; gates read none of them.
-SUPPORTED_SCHEMA_MAJORS = ("1", "2")
 ON_CHOICES = ("point", "lower", "upper", "conservative")
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 _STRUCTURAL = frozenset({"n", "per_class", "confusion_matrix", "curves", "calibration", "support"})
 _FIELD = {"point": "value", "lower": "ci_low", "upper": "ci_high"}
-
-# ---------------------------------------------------------------- snapshots
-
-
-def check_snapshot(data: object, source: str) -> None:
-    """Raise MedauditError unless ``data`` looks like a schema "1.0"/"2.0" snapshot with models."""
-    if not isinstance(data, dict):
-        raise MedauditError(f"{source}: not a medaudit report.json (top level is not an object)")
-    version = data.get("schema_version")
-    if version is None:
-        raise MedauditError(f"{source}: no schema_version; pass the report.json written by `medaudit report`")
-    if str(version).split(".")[0] not in SUPPORTED_SCHEMA_MAJORS:
-        raise MedauditError(f"{source}: schema_version {version!r} is not supported (this medaudit reads "
-                            f"{' and '.join(m + '.x' for m in SUPPORTED_SCHEMA_MAJORS)}); re-create the report "
-                            "with this version")
-    models = data.get("models")
-    if not isinstance(models, list) or not models:
-        raise MedauditError(f"{source}: 'models' is missing or empty")
-    names = []
-    for i, m in enumerate(models):
-        if not (isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("metrics"), dict)
-                and isinstance(m["metrics"].get("per_class") or {}, dict)
-                and all(isinstance(row, dict) for row in (m["metrics"].get("per_class") or {}).values())):
-            raise MedauditError(f"{source}: models[{i}] needs a 'name' and a 'metrics' object with "
-                                "per_class rows; the snapshot is malformed")
-        names.append(m["name"])
-    if len(set(names)) != len(names):
-        raise MedauditError(f"{source}: model names are not unique: {names}")
-
-
-def load_snapshot(path: str | Path) -> dict:
-    """Read and validate a ``report.json`` (schema_version 1.x or 2.x); MedauditError otherwise."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MedauditError(f"{p}: file not found; pass the report.json written by `medaudit report`") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MedauditError(f"{p}: cannot read ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MedauditError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}); "
-                            "pass the report.json written by `medaudit report`") from None
-    check_snapshot(data, str(p))
-    return data
-
-
-# ---------------------------------------------------------------- evaluation
-
-
-@dataclass
-class GateResult:
-    """One check of one number of one model.
-
-    ``value`` is the number compared (the point estimate or the CI bound named by ``on``);
-    None when undefined, and then ``passed`` is False and ``reason`` says why. For
-    ``kind == "max_drop"`` the threshold is ``baseline - max_drop`` (``op`` ">=") or, for
-    lower-is-better metrics, ``baseline + max_drop`` (``op`` "<=")."""
-
-    gate: str
-    kind: str  # "require" | "max_drop"
-    model: str
-    metric: str  # resolved snapshot key, "recall[glioma]" for a class
-    on: str  # bound compared: point | lower | upper
-    value: float | None
-    op: str
-    threshold: float | None
-    passed: bool
-    reason: str | None = None
-    point: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    ci_method: str | None = None
-    k: int | None = None
-    n: int | None = None
-    baseline: float | None = None
-    max_drop: float | None = None
-
-
-@dataclass
-class GateReport:
-    """All results of one ``run_gates`` call; passes only if there is a result and all pass."""
-
-    results: list[GateResult]
-    on: str
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.results) and all(r.passed for r in self.results)
-
-    @property
-    def n_failed(self) -> int:
-        return sum(not r.passed for r in self.results)
-
-    def to_dict(self) -> dict:
-        return {"format": "medaudit.gate.evaluate/1", "passed": self.passed, "on": self.on, "n_checks": len(self.results),
-                "n_failed": self.n_failed, "notes": list(self.notes), "results": [asdict(r) for r in self.results]}
 
 
 @dataclass(frozen=True)
@@ -313,7 +205,8 @@ def run_gates(snapshot: dict, requires: list[str] | tuple[str, ...] = (), *, on:
     Parameters
     ----------
     snapshot, baseline : dict
-        Parsed ``report.json`` (schema "1.0" or "2.0"); ``baseline`` only with ``max_drops``.
+        Parsed ``report.json`` (schema 1.x or 2.x, see :func:`medaudit.snapshot.load_snapshot`);
+        ``baseline`` only with ``max_drops``.
     requires : list of str
         Expressions ``[MODEL:]METRIC[CLASS] OP VALUE``.
     on : {"point", "lower", "upper", "conservative"}
@@ -324,6 +217,12 @@ def run_gates(snapshot: dict, requires: list[str] | tuple[str, ...] = (), *, on:
         missed_disease_rate) a drop is an increase.
     option : str
         Option name used in error messages (the ``report --gate`` command passes its own).
+
+    Returns
+    -------
+    GateReport
+        One :class:`GateResult` per model (and class) a check expands to, requirements
+        first, then the drops; ``passed`` only if there is a result and every one passed.
 
     Raises
     ------

@@ -1,7 +1,7 @@
 """Writers for gate results: a stdout table, JUnit XML, Markdown (CI job summary), JSON.
 
-They read only the attributes of :class:`medaudit.gate.GateReport` / ``GateResult``, so
-this module does not import :mod:`medaudit.gate.evaluate` at run time.
+They read only :class:`~medaudit.gate.result.GateReport` and ``GateResult`` (plain data), so
+this module and :mod:`medaudit.gate.evaluate` do not import each other.
 """
 
 from __future__ import annotations
@@ -10,12 +10,9 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from medaudit.errors import MedauditError
-
-if TYPE_CHECKING:
-    from medaudit.gate.evaluate import GateReport, GateResult
+from medaudit.gate.result import GateReport, GateResult
 
 _BOUND_LABEL = {"point": "point", "lower": "lower 95% bound", "upper": "upper 95% bound"}
 # Characters XML 1.0 cannot hold even escaped; a class name with one must still give valid XML.
@@ -75,7 +72,18 @@ def summary(report: GateReport) -> str:
 
 
 def format_table(report: GateReport) -> str:
-    """A plain-text table (one row per check), the notes, and a summary line."""
+    """The stdout form of a gate run.
+
+    Parameters
+    ----------
+    report : GateReport
+
+    Returns
+    -------
+    str
+        A plain-text table (one row per check: result, gate, model, checked number, bound,
+        value, 95% CI, threshold, note), then the notes, then the :func:`summary` line.
+    """
     rows = [_HEADER, *_rows(report)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -99,7 +107,18 @@ def _xml(text: str) -> str:
 
 
 def junit_xml(report: GateReport) -> str:
-    """JUnit XML: one testsuite per model, one testcase per check, ``<failure>`` on fail."""
+    """The JUnit XML form of a gate run.
+
+    Parameters
+    ----------
+    report : GateReport
+
+    Returns
+    -------
+    str
+        An XML document: one ``<testsuite>`` per model, one ``<testcase>`` per check, with a
+        ``<failure>`` for each failed one; characters XML cannot hold are replaced by U+FFFD.
+    """
     root = ET.Element("testsuites", name="medaudit gate", tests=str(len(report.results)),
                       failures=str(report.n_failed), errors="0", time="0")
     by_model: dict[str, list[GateResult]] = {}
@@ -127,7 +146,24 @@ def junit_xml(report: GateReport) -> str:
 
 
 def write_junit(report: GateReport, path: str | Path) -> Path:
-    """Write :func:`junit_xml` to ``path`` (readable by GitLab, Jenkins, GitHub reporters)."""
+    """Write :func:`junit_xml` to ``path`` (readable by GitLab, Jenkins, GitHub reporters).
+
+    Parameters
+    ----------
+    report : GateReport
+    path : str or Path
+        The file to write (overwritten; its folder is created).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    MedauditError
+        When the file cannot be written.
+    """
     return _write(path, junit_xml(report), "--junit")
 
 
@@ -138,7 +174,17 @@ def _md(text: str) -> str:
 
 
 def markdown(report: GateReport) -> str:
-    """A Markdown summary (heading, table, notes) for ``$GITHUB_STEP_SUMMARY`` and MR comments."""
+    """The Markdown form of a gate run, for ``$GITHUB_STEP_SUMMARY`` and merge-request comments.
+
+    Parameters
+    ----------
+    report : GateReport
+
+    Returns
+    -------
+    str
+        A heading with the verdict, what was compared, a table (cells escaped) and the notes.
+    """
     mark = "✅" if report.passed else "❌"
     lines = [f"### {mark} medaudit {summary(report)}", "",
              f"Compared: {_BOUND_LABEL.get(report.on, report.on)}"
@@ -152,11 +198,45 @@ def markdown(report: GateReport) -> str:
 
 
 def write_markdown(report: GateReport, path: str | Path) -> Path:
-    """Write :func:`markdown` to ``path`` (overwrites; append it to a summary file yourself)."""
+    """Write :func:`markdown` to ``path`` (overwrites; append it to a summary file yourself).
+
+    Parameters
+    ----------
+    report : GateReport
+    path : str or Path
+        The file to write (its folder is created).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    MedauditError
+        When the file cannot be written.
+    """
     return _write(path, markdown(report), "--markdown")
 
 
 def write_json(report: GateReport, path: str | Path) -> Path:
-    """Write ``report.to_dict()`` as sorted, indented UTF-8 JSON."""
+    """Write ``report.to_dict()`` as sorted, indented UTF-8 JSON.
+
+    Parameters
+    ----------
+    report : GateReport
+    path : str or Path
+        The file to write (overwritten; its folder is created).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    MedauditError
+        When the file cannot be written.
+    """
     text = json.dumps(report.to_dict(), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
     return _write(path, text + "\n", "--json")

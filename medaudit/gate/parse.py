@@ -161,10 +161,29 @@ def _check_range(metric: str, value: float, cur: _Cursor) -> None:
 
 
 def parse_gate(text: str, option: str = "--require") -> Gate:
-    """Parse ``[MODEL:]METRIC[CLASS] OP VALUE``; raise MedauditError naming ``option``.
+    """Parse a requirement ``[MODEL:]METRIC[CLASS] OP VALUE``.
 
     Names may be quoted ('a]b', "no tumor") with backslash escapes; ``[*]`` means every
-    class; ``VALUE`` may end in ``%``. Whitespace between tokens is ignored."""
+    class; ``VALUE`` may end in ``%``. Whitespace between tokens is ignored. Names are not
+    checked against a snapshot here (:func:`medaudit.gate.evaluate.run_gates` does).
+
+    Parameters
+    ----------
+    text : str
+        The expression, e.g. ``"resnet18:recall[glioma]>=0.95"``.
+    option : str
+        How error messages name where the expression came from.
+
+    Returns
+    -------
+    Gate
+
+    Raises
+    ------
+    MedauditError
+        Naming ``option``, the expression and the position of the first unexpected character,
+        or a threshold outside the metric's range (95 written for 0.95).
+    """
     cur = _Cursor(text, option, _FORM)
     model, metric, cls, every = _parse_target(cur)
     m = cur.match(_OP)
@@ -180,7 +199,24 @@ def parse_gate(text: str, option: str = "--require") -> Gate:
 
 
 def parse_max_drop(text: str, option: str = "--max-drop") -> MaxDrop:
-    """Parse ``[MODEL:]METRIC[CLASS]=MAX_DROP``, e.g. ``recall=0.02`` or ``auc=1%``."""
+    """Parse a baseline check ``[MODEL:]METRIC[CLASS]=MAX_DROP``, e.g. ``recall=0.02`` or ``auc=1%``.
+
+    Parameters
+    ----------
+    text : str
+        The expression.
+    option : str
+        How error messages name where the expression came from.
+
+    Returns
+    -------
+    MaxDrop
+
+    Raises
+    ------
+    MedauditError
+        As :func:`parse_gate`; also for a negative drop.
+    """
     cur = _Cursor(text, option, "form: [MODEL:]METRIC[CLASS]=MAX_DROP, e.g. recall=0.02")
     model, metric, cls, every = _parse_target(cur)
     if cur.peek() != "=":

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from itertools import zip_longest
 from typing import Any
 
-from medaudit.audit import measured_efficiency, measured_models
+from markdown_it import MarkdownIt
+
 from medaudit.report.compare_context import comparison_section
 from medaudit.report.eff_context import efficiency_section
 from medaudit.report.format import (
@@ -32,6 +33,7 @@ from medaudit.report.format import (
 from medaudit.report.perf_context import gallery_section, risk_section
 from medaudit.report.plots import model_colors
 from medaudit.report.train_context import all_settings, training_rows
+from medaudit.snapshot import measured_efficiency, measured_models
 
 SECTIONS = [
     ("summary", "Summary"),
@@ -128,8 +130,6 @@ def render_markdown(text: str | None) -> str | None:
     no remote fetches); ``javascript:`` links are refused by markdown-it's link validator."""
     if not text:
         return None
-    from markdown_it import MarkdownIt
-
     md = MarkdownIt("commonmark", {"html": False}).disable("image")
     return md.render(text)
 

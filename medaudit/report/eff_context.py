@@ -3,7 +3,7 @@
 Three compact blocks instead of a flattened dump: one table with the models side by
 side, the measurement environment once, and the paired time ratios as sentences.
 The measurements live in ``run.efficiency`` (``environment``, ``ratios`` and per-model
-``models``); :func:`medaudit.audit.measured_models` puts each model's block back as
+``models``); :func:`medaudit.snapshot.measured_models` puts each model's block back as
 ``efficiency`` for the report (schema 1.0 kept them there). Either may be ``null``
 (``--no-bench``); nothing is recomputed here except unit scaling (bytes -> MB, FLOPs -> G).
 """
@@ -212,9 +212,9 @@ def efficiency_section(models: list[dict], top: dict | None) -> dict:
     Parameters
     ----------
     models : list of dict
-        :func:`medaudit.audit.measured_models`; ``efficiency`` of each is a bench.py dict or ``None``.
+        :func:`medaudit.snapshot.measured_models`; ``efficiency`` of each is a bench.py dict or ``None``.
     top : dict or None
-        :func:`medaudit.audit.measured_efficiency`: ``environment`` and pairwise ``ratios``.
+        :func:`medaudit.snapshot.measured_efficiency`: ``environment`` and pairwise ``ratios``.
 
     Returns
     -------

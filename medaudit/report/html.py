@@ -13,7 +13,10 @@ import importlib.resources
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 from medaudit.errors import MedauditError
+from medaudit.report.context import build_context
 
 ENTRY_TEMPLATE = "report.html.j2"
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
@@ -27,21 +30,35 @@ def packaged_template_dir() -> Path:
 
 
 def template_dirs(template_dir: str | Path | None) -> list[Path]:
-    """Template search path, user folder first; checks that the user folder exists."""
+    """Template search path, user folder first; checks that the user folder exists.
+
+    Parameters
+    ----------
+    template_dir : str or Path, optional
+        The user's templates.
+
+    Returns
+    -------
+    list of Path
+        Resolved folders: ``template_dir`` (when given), then the packaged templates.
+
+    Raises
+    ------
+    MedauditError
+        (``param="template_dir"``) when ``template_dir`` is not a folder.
+    """
     dirs = []
     if template_dir is not None:
         p = Path(template_dir)
         if not p.is_dir():
-            raise MedauditError(f"--template-dir {p}: not a folder; pass a folder of Jinja templates")
+            raise MedauditError(f"{p}: not a folder; pass a folder of Jinja templates", param="template_dir")
         dirs.append(p.resolve())
     dirs.append(packaged_template_dir().resolve())
     return dirs
 
 
-def make_env(template_dir: str | Path | None = None) -> Any:
+def make_env(template_dir: str | Path | None = None) -> jinja2.Environment:
     """A Jinja environment with autoescape on and the user-then-packaged loader."""
-    import jinja2
-
     dirs = template_dirs(template_dir)
     packaged = jinja2.FileSystemLoader(str(dirs[-1]))
     loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader([str(d) for d in dirs]),
@@ -85,7 +102,7 @@ def render_html(snapshot: dict, asset_root: Path, *, template_dir: str | Path | 
     Parameters
     ----------
     snapshot : dict
-        Schema-1.0 snapshot; ``figures`` and CAM tile paths are relative to ``asset_root``.
+        A schema 1.x or 2.x snapshot; ``figures`` and CAM tile paths are relative to ``asset_root``.
     asset_root : Path
         Folder the relative image paths are resolved in (the report folder).
     template_dir : path, optional
@@ -97,17 +114,18 @@ def render_html(snapshot: dict, asset_root: Path, *, template_dir: str | Path | 
     -------
     str
         The complete HTML document.
+
+    Raises
+    ------
+    MedauditError
+        A template that is missing, has a syntax error or uses a name the context lacks.
     """
-    import jinja2
-
-    from medaudit.report.context import build_context
-
     ctx = build_context(snapshot, make_embedder(asset_root), target=target)
     env = make_env(template_dir)
     try:
         return env.get_template(ENTRY_TEMPLATE).render(**ctx)
     except jinja2.TemplateNotFound as exc:
-        raise MedauditError(f"template {exc.name!r} not found in --template-dir or the packaged templates; "
+        raise MedauditError(f"template {exc.name!r} not found in the user or the packaged templates; "
                             "check the file name") from exc
     except jinja2.TemplateSyntaxError as exc:
         raise MedauditError(f"template {exc.filename or exc.name}: line {exc.lineno}: {exc.message}; "

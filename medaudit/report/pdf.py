@@ -8,60 +8,63 @@ and no file outside the template folders. :class:`LockedURLFetcher` enforces tha
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import weasyprint
+from weasyprint.urls import URLFetcher, URLFetcherResponse
+
 from medaudit.errors import MedauditError
 
 
-def _fetcher_base() -> type:
-    from weasyprint.urls import URLFetcher
+class LockedURLFetcher(URLFetcher):
+    """Serves ``data:`` URIs and files under ``allowed_dirs``; refuses everything else.
 
-    return URLFetcher
+    Written for the WeasyPrint >= 68 fetcher API: ``fetch(url, headers)`` returns a
+    ``URLFetcherResponse``.
+
+    Parameters
+    ----------
+    allowed_dirs : list of Path
+        Folders whose files may be served (the template folders).
+
+    Attributes
+    ----------
+    requested : list of str
+        Every URL WeasyPrint asked for (``data:`` URIs shortened).
+    refused : list of str
+        The URLs that were refused.
+    """
+
+    def __init__(self, allowed_dirs: list[Path]) -> None:
+        # No protocol handlers are used: fetch() below never calls urllib.
+        super().__init__(allowed_protocols=("data", "file"), allow_redirects=False, fail_on_errors=False)
+        self.allowed = [Path(d).resolve() for d in allowed_dirs]
+        self.requested: list[str] = []
+        self.refused: list[str] = []
+
+    def fetch(self, url: str, headers: Any = None) -> Any:
+        self.requested.append(url if not url.startswith("data:") else url[:40])
+        if url.startswith("data:"):
+            return super().fetch(url, headers)  # decoded in memory by urllib's DataHandler
+        parts = urlsplit(url)
+        if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+            path = Path(unquote(parts.path)).resolve()
+            if any(path.is_relative_to(d) for d in self.allowed) and path.is_file():
+                return URLFetcherResponse(path.as_uri(), path.read_bytes(), status=200)
+        self.refused.append(url)
+        raise ValueError(f"medaudit: refused to fetch {url!r} (only data: URIs and template files are allowed)")
 
 
-def make_fetcher(allowed_dirs: list[Path]) -> Any:
-    """Build a :class:`LockedURLFetcher` (WeasyPrint >= 68 fetcher API: a ``URLFetcher``
-    subclass whose ``fetch(url, headers)`` returns a ``URLFetcherResponse``)."""
-    from weasyprint.urls import URLFetcherResponse
-
-    base = _fetcher_base()
-
-    class LockedURLFetcher(base):  # type: ignore[misc, valid-type]
-        """Serves ``data:`` URIs and files under ``allowed_dirs``; refuses everything else.
-
-        Attributes
-        ----------
-        requested : list of str
-            Every URL WeasyPrint asked for (``data:`` URIs shortened).
-        refused : list of str
-            The URLs that were refused.
-        """
-
-        def __init__(self, dirs: list[Path]) -> None:
-            # No protocol handlers are used: fetch() below never calls urllib.
-            super().__init__(allowed_protocols=("data", "file"), allow_redirects=False, fail_on_errors=False)
-            self.allowed = [Path(d).resolve() for d in dirs]
-            self.requested: list[str] = []
-            self.refused: list[str] = []
-
-        def fetch(self, url: str, headers: Any = None) -> Any:
-            self.requested.append(url if not url.startswith("data:") else url[:40])
-            if url.startswith("data:"):
-                return super().fetch(url, headers)  # decoded in memory by urllib's DataHandler
-            parts = urlsplit(url)
-            if parts.scheme == "file" and parts.netloc in ("", "localhost"):
-                path = Path(unquote(parts.path)).resolve()
-                if any(path.is_relative_to(d) for d in self.allowed) and path.is_file():
-                    return URLFetcherResponse(path.as_uri(), path.read_bytes(), status=200)
-            self.refused.append(url)
-            raise ValueError(f"medaudit: refused to fetch {url!r} (only data: URIs and template files are allowed)")
-
+def make_fetcher(allowed_dirs: list[Path]) -> LockedURLFetcher:
+    """A :class:`LockedURLFetcher` serving ``data:`` URIs and the files under ``allowed_dirs``."""
     return LockedURLFetcher(allowed_dirs)
 
 
-def render_pdf(html: str, out_path: Path, *, allowed_dirs: list[Path], base_url: Path | None = None) -> Any:
+def render_pdf(html: str, out_path: Path, *, allowed_dirs: list[Path],
+               base_url: Path | None = None) -> LockedURLFetcher:
     """Write ``html`` as a PDF with WeasyPrint.
 
     Parameters
@@ -80,10 +83,6 @@ def render_pdf(html: str, out_path: Path, *, allowed_dirs: list[Path], base_url:
     LockedURLFetcher
         The fetcher used, with ``requested`` and ``refused`` lists (for audit/tests).
     """
-    import logging
-
-    import weasyprint
-
     fetcher = make_fetcher(allowed_dirs)
     base = Path(base_url or allowed_dirs[0]).resolve()
     # WeasyPrint logs every refused fetch as a warning; our fetcher records them instead.

@@ -3,6 +3,10 @@
 Every figure uses the same colour per model (:func:`model_colors`), is sized for an
 A4 column (about 17 cm wide) and saved as PNG at :data:`DPI`. A figure whose input
 is ``null`` in the snapshot is simply not drawn; the template then says why.
+
+Figures are drawn with matplotlib's object API, each on its own Agg canvas: no pyplot state
+and no global backend switch, so a caller's backend (a notebook's, an application's) and its
+open figures are left as they were.
 """
 
 from __future__ import annotations
@@ -10,6 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+from matplotlib.ticker import MaxNLocator
+
+from medaudit.report.format import ordered_splits
 
 DPI = 150
 WIDTH_IN = 6.7  # ~17 cm: the text width of an A4 page with 2 cm margins
@@ -33,12 +46,19 @@ def _short(s: Any, n: int = 18) -> str:
     return s if len(s) <= n else s[: n - 1] + "\u2026"
 
 
-def _style(plt: Any) -> None:
-    plt.rcParams.update({
-        "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
-        "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False,
-        "axes.grid": True, "grid.color": "#e5e5e5", "grid.linewidth": 0.6, "font.family": "DejaVu Sans",
-    })
+# Applied with matplotlib.rc_context while the figures are drawn, so the caller's rcParams stay as they are.
+STYLE = {
+    "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
+    "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "grid.color": "#e5e5e5", "grid.linewidth": 0.6, "font.family": "DejaVu Sans",
+}
+
+
+def _figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    """A figure on its own Agg canvas and its axes (``Figure.subplots`` arguments)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def make_figures(snapshot: dict, fig_dir: Path, *, dpi: int = DPI) -> dict[str, str]:
@@ -58,50 +78,39 @@ def make_figures(snapshot: dict, fig_dir: Path, *, dpi: int = DPI) -> dict[str, 
     dict
         ``{key: "figures/<key>.png"}`` for the figures drawn (relative to the report folder).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
     models = snapshot.get("models") or []
     colors = model_colors([m["name"] for m in models])
-    builders: list[tuple[str, Callable[[], Any]]] = [
-        ("class_distribution", lambda: _class_distribution(plt, snapshot.get("dataset") or {})),
-        ("training_curves", lambda: _training_curves(plt, models, colors)),
-        ("roc", lambda: _curves(plt, models, colors, "roc")),
-        ("pr", lambda: _curves(plt, models, colors, "pr")),
-        ("calibration", lambda: _calibration(plt, models, colors)),
-        ("missed_disease", lambda: _missed_disease(plt, models, colors)),
-        ("overlap", lambda: _overlap(plt, snapshot.get("comparisons"), colors)),
+    builders: list[tuple[str, Callable[[], Figure | None]]] = [
+        ("class_distribution", lambda: _class_distribution(snapshot.get("dataset") or {})),
+        ("training_curves", lambda: _training_curves(models, colors)),
+        ("roc", lambda: _curves(models, colors, "roc")),
+        ("pr", lambda: _curves(models, colors, "pr")),
+        ("calibration", lambda: _calibration(models, colors)),
+        ("missed_disease", lambda: _missed_disease(models, colors)),
+        ("overlap", lambda: _overlap(snapshot.get("comparisons"), colors)),
     ]
     for i, m in enumerate(models):
-        builders.append((f"confusion_m{i}", lambda m=m: _confusion(plt, m)))
+        builders.append((f"confusion_m{i}", lambda m=m: _confusion(m)))
     out: dict[str, str] = {}
-    with plt.rc_context():
-        _style(plt)
+    with matplotlib.rc_context(STYLE):
         for key, build in builders:
             fig = build()
             if fig is None:
                 continue
             fig.savefig(fig_dir / f"{key}.png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-            plt.close(fig)
             out[key] = f"figures/{key}.png"
     return out
 
 
-def _class_distribution(plt: Any, dataset: dict) -> Any:
+def _class_distribution(dataset: dict) -> Figure | None:
     splits = dataset.get("splits") or {}
     classes = dataset.get("class_names") or []
     if not splits or not classes:
         return None
-    import numpy as np
-
-    from medaudit.report.format import ordered_splits
-
     names = ordered_splits(splits)
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.4))
+    fig, ax = _figure(figsize=(WIDTH_IN, 2.4))
     x = np.arange(len(classes))
     w = 0.8 / len(names)
     greys = ["#4d4d4d", "#8c8c8c", "#bdbdbd", "#d9d9d9"]
@@ -119,14 +128,12 @@ def _class_distribution(plt: Any, dataset: dict) -> Any:
     return fig
 
 
-def _training_curves(plt: Any, models: list[dict], colors: dict) -> Any:
-    from matplotlib.ticker import MaxNLocator
-
+def _training_curves(models: list[dict], colors: dict) -> Figure | None:
     hist = [(m["name"], (m.get("checkpoint") or {}).get("history")) for m in models]
     hist = [(n, h) for n, h in hist if h]
     if not hist:
         return None
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(WIDTH_IN, 2.9))
+    fig, (a1, a2) = _figure(1, 2, figsize=(WIDTH_IN, 2.9))
     n_epochs = max(len(h) for _, h in hist)
     # With few epochs a line is invisible (one point) or misleading; show the points.
     marker = "o" if n_epochs <= 10 else None
@@ -157,19 +164,17 @@ def _training_curves(plt: Any, models: list[dict], colors: dict) -> Any:
     return fig
 
 
-def _confusion(plt: Any, model: dict) -> Any:
+def _confusion(model: dict) -> Figure | None:
     cm = ((model.get("metrics") or {}).get("confusion_matrix")) or None
     if not cm or not cm.get("counts"):
         return None
-    import numpy as np
-
     labels = [_short(c, 14) for c in cm["labels"]]
     counts = np.asarray(cm["counts"], dtype=float)
     norm_rows = cm.get("normalized") or [None] * len(counts)
     norm = np.array([r if r is not None else [np.nan] * len(counts) for r in norm_rows], dtype=float)
     k = len(labels)
     size = min(3.3, 1.4 + 0.35 * k)
-    fig, axes = plt.subplots(1, 2, figsize=(min(WIDTH_IN, 2 * size + 0.6), size))
+    fig, axes = _figure(1, 2, figsize=(min(WIDTH_IN, 2 * size + 0.6), size))
     for ax, mat, title, fmt in ((axes[0], counts, "Counts", "{:.0f}"), (axes[1], norm, "Normalised by true class", "{:.2f}")):
         # Shade counts by row so a rare class is as readable as a common one.
         scale = mat.max(axis=1, keepdims=True) if title == "Counts" else np.ones((k, 1))
@@ -190,7 +195,7 @@ def _confusion(plt: Any, model: dict) -> Any:
     return fig
 
 
-def _curves(plt: Any, models: list[dict], colors: dict, kind: str) -> Any:
+def _curves(models: list[dict], colors: dict, kind: str) -> Figure | None:
     per_model = [(m["name"], ((m.get("metrics") or {}).get("curves") or {}).get(kind) or {}) for m in models]
     classes: list[str] = []
     for _, c in per_model:
@@ -200,7 +205,7 @@ def _curves(plt: Any, models: list[dict], colors: dict, kind: str) -> Any:
     classes = classes[:MAX_CURVE_PANELS]
     ncol = min(4, len(classes))
     nrow = -(-len(classes) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH_IN, 1.9 * nrow + 0.7), squeeze=False)
+    fig, axes = _figure(nrow, ncol, figsize=(WIDTH_IN, 1.9 * nrow + 0.7), squeeze=False)
     xk, yk = ("fpr", "tpr") if kind == "roc" else ("recall", "precision")
     for ax, cname in zip(axes.flat, classes, strict=False):
         for name, curves in per_model:
@@ -228,12 +233,12 @@ def _curves(plt: Any, models: list[dict], colors: dict, kind: str) -> Any:
     return fig
 
 
-def _calibration(plt: Any, models: list[dict], colors: dict) -> Any:
+def _calibration(models: list[dict], colors: dict) -> Figure | None:
     cal = [(m["name"], (m.get("metrics") or {}).get("calibration")) for m in models]
     cal = [(n, c) for n, c in cal if c and c.get("bin_edges")]
     if not cal:
         return None
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(3.6, 3.8), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (a1, a2) = _figure(2, 1, figsize=(3.6, 3.8), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     a1.plot([0, 1], [0, 1], color="#999999", lw=0.7, ls=":", label="perfect calibration")
     w = 1.0 / max(1, len(cal))
     for j, (name, c) in enumerate(cal):
@@ -253,16 +258,14 @@ def _calibration(plt: Any, models: list[dict], colors: dict) -> Any:
     return fig
 
 
-def _missed_disease(plt: Any, models: list[dict], colors: dict) -> Any:
+def _missed_disease(models: list[dict], colors: dict) -> Figure | None:
     rows = [(m["name"], (m.get("fn_risk") or {}).get("per_class") or {}) for m in models if m.get("fn_risk")]
     classes: list[str] = []
     for _, pc in rows:
         classes += [c for c in pc if c not in classes]
     if not classes:
         return None
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.28 * len(classes) * len(rows) + 0.8))
+    fig, ax = _figure(figsize=(WIDTH_IN, 0.28 * len(classes) * len(rows) + 0.8))
     h = 0.8 / len(rows)
     y = np.arange(len(classes))
     for j, (name, pc) in enumerate(rows):
@@ -288,22 +291,20 @@ def _missed_disease(plt: Any, models: list[dict], colors: dict) -> Any:
     return fig
 
 
-def _overlap(plt: Any, comp: dict | None, colors: dict) -> Any:
+def _overlap(comp: dict | None, colors: dict) -> Figure | None:
     if not comp or len(comp.get("models") or []) < 2:
         return None
     names = comp["models"]
     if len(names) == 2 and comp.get("pairs"):
-        return _venn(plt, comp["pairs"][0], colors)
+        return _venn(comp["pairs"][0], colors)
     inter = [r for r in comp.get("intersections") or [] if r.get("count")]
     if not inter:
         return None
-    return _upset(plt, names, inter, colors)
+    return _upset(names, inter, colors)
 
 
-def _venn(plt: Any, pair: dict, colors: dict) -> Any:
-    from matplotlib.patches import Circle
-
-    fig, ax = plt.subplots(figsize=(4.8, 1.9))
+def _venn(pair: dict, colors: dict) -> Figure:
+    fig, ax = _figure(figsize=(4.8, 1.9))
     a, b = pair["a"], pair["b"]
     for x, name in ((-0.45, a), (0.45, b)):
         ax.add_patch(Circle((x, 0), 0.8, facecolor=colors.get(name, "#888888"), alpha=0.25,
@@ -318,10 +319,10 @@ def _venn(plt: Any, pair: dict, colors: dict) -> Any:
     return fig
 
 
-def _upset(plt: Any, names: list[str], inter: list[dict], colors: dict) -> Any:
+def _upset(names: list[str], inter: list[dict], colors: dict) -> Figure:
     inter = sorted(inter, key=lambda r: -r["count"])[:20]
-    fig, (top, bot) = plt.subplots(2, 1, figsize=(WIDTH_IN, 1.8 + 0.25 * len(names)), sharex=True,
-                                   gridspec_kw={"height_ratios": [2.2, 0.35 * len(names)]})
+    fig, (top, bot) = _figure(2, 1, figsize=(WIDTH_IN, 1.8 + 0.25 * len(names)), sharex=True,
+                              gridspec_kw={"height_ratios": [2.2, 0.35 * len(names)]})
     x = list(range(len(inter)))
     bars = top.bar(x, [r["count"] for r in inter], color="#4d4d4d", width=0.6)
     top.bar_label(bars, fontsize=6, padding=1)

@@ -15,6 +15,10 @@ from pathlib import Path
 
 from medaudit.errors import MedauditError
 from medaudit.fileio import replace_dir
+from medaudit.report.html import render_html, template_dirs
+from medaudit.report.pdf import render_pdf
+from medaudit.report.plots import make_figures
+from medaudit.snapshot import load_snapshot
 
 FORMATS = ("html", "pdf", "json")
 # Written into every report folder: marks it as ours, so a later run may replace it even when
@@ -22,11 +26,29 @@ FORMATS = ("html", "pdf", "json")
 MARKER = ".medaudit-report"
 
 
-def _check_formats(formats: Iterable[str]) -> tuple[str, ...]:
+def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
+    """The output formats asked for, normalised; checked before any work is done.
+
+    Parameters
+    ----------
+    formats : iterable of str
+        Names of :data:`FORMATS`, in any case, blanks ignored.
+
+    Returns
+    -------
+    tuple of str
+        Lower-case, repeats dropped, in the order given.
+
+    Raises
+    ------
+    MedauditError
+        (``param="formats"``) for an unknown name or none at all.
+    """
     fm = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
     bad = [f for f in fm if f not in FORMATS]
     if bad or not fm:
-        raise MedauditError(f"--format {','.join(bad) or '(empty)'}: unknown; use a comma list of {', '.join(FORMATS)}")
+        raise MedauditError(f"{','.join(bad) or '(empty)'}: unknown format; use a comma list of {', '.join(FORMATS)}",
+                            param="formats")
     return fm
 
 
@@ -50,6 +72,7 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
     out_dir : path
         Report folder; replaced as a whole at the end if it exists.
     formats : iterable of {"html", "pdf", "json"}
+        Checked by :func:`check_formats`; figures are always drawn (the HTML and PDF embed them).
     template_dir : path, optional
         User templates overriding/extending the packaged ones.
     extra_files : dict, optional
@@ -67,10 +90,14 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
     -------
     dict
         ``{"json"|"html"|"pdf"|"figures": path}`` in the final ``out_dir``.
-    """
-    from medaudit.report.plots import make_figures
 
-    fm = _check_formats(formats)
+    Raises
+    ------
+    MedauditError
+        Unknown format, an ``out_dir`` that is not an earlier report (:func:`check_output_dir`),
+        an extra file that cannot be copied, a template error. Nothing is left behind.
+    """
+    fm = check_formats(formats)
     out_dir = Path(out_dir).resolve()
     check_output_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -94,19 +121,14 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
         if "json" in fm:
             (tmp / "report.json").write_text(json.dumps(snap, sort_keys=True, indent=2) + "\n", encoding="utf-8")
             written["json"] = out_dir / "report.json"
-        if "html" in fm or "pdf" in fm:
-            from medaudit.report.html import render_html, template_dirs
-
-            if "html" in fm:
-                html = render_html(snap, tmp, template_dir=template_dir, target="html")
-                (tmp / "report.html").write_text(html, encoding="utf-8")
-                written["html"] = out_dir / "report.html"
-            if "pdf" in fm:
-                from medaudit.report.pdf import render_pdf
-
-                html = render_html(snap, tmp, template_dir=template_dir, target="pdf")
-                render_pdf(html, tmp / "report.pdf", allowed_dirs=template_dirs(template_dir))
-                written["pdf"] = out_dir / "report.pdf"
+        if "html" in fm:
+            html = render_html(snap, tmp, template_dir=template_dir, target="html")
+            (tmp / "report.html").write_text(html, encoding="utf-8")
+            written["html"] = out_dir / "report.html"
+        if "pdf" in fm:
+            html = render_html(snap, tmp, template_dir=template_dir, target="pdf")
+            render_pdf(html, tmp / "report.pdf", allowed_dirs=template_dirs(template_dir))
+            written["pdf"] = out_dir / "report.pdf"
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,27 +152,37 @@ def _copy_tiles(snapshot: dict, root: Path, dst_root: Path) -> None:
 
 
 def check_output_dir(out_dir: str | Path) -> None:
-    """Refuse an ``-o`` that would destroy anything but an earlier report.
+    """Refuse a report folder whose replacement would destroy anything but an earlier report.
 
     The report folder is replaced as a whole, so it must be new, empty, or a previous
-    medaudit report (it holds ``report.json`` or the :data:`MARKER` file); ``-o .`` or
-    ``-o ~/Documents`` is an error.
+    medaudit report (it holds ``report.json`` or the :data:`MARKER` file); the current
+    folder or ``~/Documents`` is an error.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+
+    Raises
+    ------
+    MedauditError
+        (``param="out_dir"``) naming the folder.
     """
     out_dir = Path(out_dir)
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
-        raise MedauditError(f"-o {out_dir}: exists and is not a folder; choose another output path")
+        raise MedauditError(f"{out_dir}: exists and is not a folder; choose another output path", param="out_dir")
     if any(out_dir.iterdir()) and not ((out_dir / "report.json").is_file() or (out_dir / MARKER).is_file()):
         raise MedauditError(
-            f"-o {out_dir}: folder is not empty and holds no earlier medaudit report; it would be replaced "
-            "as a whole, so choose a new or empty folder"
+            f"{out_dir}: folder is not empty and holds no earlier medaudit report; it would be replaced "
+            "as a whole, so choose a new or empty folder", param="out_dir"
         )
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    # Checked again at the end: the folder may have been replaced by a file during a long run.
     if out_dir.exists() and not out_dir.is_dir():
-        raise MedauditError(f"-o {out_dir}: exists and is not a folder; choose another output path")
+        raise MedauditError(f"{out_dir}: exists and is not a folder; choose another output path", param="out_dir")
     replace_dir(tmp, out_dir)
 
 
@@ -180,19 +212,35 @@ def render_from_snapshot(snapshot_path: str | Path, out_dir: str | Path, *,
     CAM tiles and the saved figures are read from the snapshot's folder and copied into
     ``out_dir``; figures are redrawn from the snapshot's numbers only when some are missing
     or ``redraw_figures`` is set (after editing the snapshot by hand).
+
+    Parameters
+    ----------
+    snapshot_path : str or Path
+        A ``report.json`` of a readable schema version (:func:`medaudit.snapshot.load_snapshot`).
+    out_dir : str or Path
+        The new report folder; not the snapshot's own folder.
+    formats : iterable of {"html", "pdf", "json"}
+    template_dir : str or Path, optional
+        User templates overriding/extending the packaged ones.
+    redraw_figures : bool
+        Draw the figures anew instead of copying the saved ones.
+
+    Returns
+    -------
+    dict
+        As :func:`write_report`.
+
+    Raises
+    ------
+    MedauditError
+        An unreadable snapshot (naming the file), ``out_dir`` being the snapshot's folder
+        (``param="out_dir"``), or as :func:`write_report`.
     """
     path = Path(snapshot_path)
-    try:
-        snapshot = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise MedauditError(f"{path}: not found; pass the report.json written by `medaudit report`") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MedauditError(f"{path}: not a readable JSON report ({exc})") from exc
-    if not isinstance(snapshot, dict) or snapshot.get("schema_version") is None:
-        raise MedauditError(f"{path}: no schema_version; this is not a medaudit report.json")
-    if str(snapshot["schema_version"]).split(".")[0] not in ("1", "2"):
-        raise MedauditError(f"{path}: schema_version {snapshot['schema_version']} is not supported (expected 1.x or 2.x)")
+    # Hand-made snapshots may lack models: the sections then say "not available".
+    snapshot = load_snapshot(path, require_models=False)
     if Path(out_dir).resolve() == path.resolve().parent:
-        raise MedauditError(f"-o {out_dir}: is the folder of the snapshot itself; choose a new output folder")
+        raise MedauditError(f"{out_dir}: is the folder of the snapshot itself; choose a new output folder",
+                            param="out_dir")
     return write_report(snapshot, out_dir, formats=formats, template_dir=template_dir, asset_root=path.parent,
                         reuse_figures=not redraw_figures)

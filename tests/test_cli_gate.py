@@ -1,0 +1,97 @@
+"""``medaudit gate``: exit codes 0/1/2, the table, the JUnit/Markdown/JSON files, baselines."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from medaudit.cli import main
+from tests.snapshot_factory import build_model, build_snapshot, mv
+
+
+@pytest.fixture
+def snap():
+    return build_snapshot()
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, ["gate", *map(str, args)])
+
+
+@pytest.fixture
+def report_file(tmp_path, snap):
+    p = tmp_path / "report.json"
+    p.write_text(json.dumps(snap), encoding="utf-8")
+    return p
+
+
+def test_cli_exit_0_and_table(report_file):
+    res = _cli(report_file, "--require", "recall[glioma]>=0.9", "-r", 'resnet18:recall["no tumor"]>=0.9')
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].split()[:4] == ["RESULT", "GATE", "MODEL", "CHECKED"]
+    assert len(lines) == 1 + 3 + 1 and all(line.startswith("PASS") for line in lines[1:4])
+    assert lines[-1] == "gate passed: 3 of 3 checks passed"
+
+
+def test_cli_exit_1_with_outputs(report_file, tmp_path):
+    junit, md, js = tmp_path / "out" / "gate.xml", tmp_path / "gate.md", tmp_path / "gate.json"
+    res = _cli(report_file, "-r", "recall[glioma]>=0.95", "--on", "lower", "--junit", junit, "--markdown", md,
+               "--json", js)
+    assert res.exit_code == 1, res.output
+    assert "FAIL" in res.output and res.output.rstrip().endswith("gate FAILED: 2 of 2 checks failed")
+    data = json.loads(js.read_text(encoding="utf-8"))
+    assert (data["passed"], data["n_checks"], data["on"]) == (False, 2, "lower")
+    assert junit.exists() and "❌" in md.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["-r", "bogus>=0.5"], "unknown metric 'bogus'"),
+    (["-r", "densenet:auc>=0.5"], "valid: 'resnet18', 'vit_tiny'"),
+    (["-r", "recall[x]>=0.5"], "unknown class 'x'"),
+    (["-r", "recall>>0.5"], "expected a number"),
+    ([], "nothing to check"),
+    (["--max-drop", "recall=0.02"], "--max-drop needs --baseline"),
+    (["-r", "auc>=0.5", "--on", "middle"], "Invalid value for '--on'"),
+])
+def test_cli_exit_2(report_file, args, fragment):
+    res = _cli(report_file, *args)
+    assert res.exit_code == 2, res.output
+    assert fragment in res.output and "Traceback" not in res.output
+
+
+def test_cli_exit_2_files(tmp_path, report_file, snap):
+    assert _cli(tmp_path / "nope.json", "-r", "auc>=0.5").exit_code == 2
+    v2 = tmp_path / "v2.json"
+    v2.write_text(json.dumps({**snap, "schema_version": "3.0"}), encoding="utf-8")
+    res = _cli(v2, "-r", "auc>=0.5")
+    assert res.exit_code == 2 and "schema_version '3.0' is not supported" in res.output
+    res = _cli(report_file, "--baseline", v2, "--max-drop", "recall=0.02")
+    assert res.exit_code == 2 and "v2.json" in res.output
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(build_snapshot(models=[build_model("resnet18", [48, 45, 50, 47])])), encoding="utf-8")
+    res = _cli(report_file, "--baseline", one, "--max-drop", "recall=0.02")
+    assert res.exit_code == 2 and "model names differ" in res.output
+
+
+def test_cli_baseline_pass_and_fail(tmp_path, report_file, snap):
+    worse = copy.deepcopy(snap)
+    worse["models"][1]["metrics"]["auc_macro"] = mv(0.93, 0.90, 0.95, "bootstrap")
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(worse), encoding="utf-8")
+    assert _cli(report_file, "--baseline", report_file, "--max-drop", "auc=0.01").exit_code == 0
+    res = _cli(new, "--baseline", report_file, "--max-drop", "auc=0.01", "--max-drop", "recall=0.02")
+    assert res.exit_code == 1
+    fails = [line for line in res.output.splitlines() if line.startswith("FAIL")]
+    assert len(fails) == 1 and "vit_tiny" in fails[0] and "baseline 0.97 - 0.01" in fails[0]
+
+
+def test_on_choices_are_the_gates_list():
+    from medaudit.cli.gate import gate
+    from medaudit.gate import ON_CHOICES
+
+    (on,) = [p for p in gate.params if p.name == "on"]
+    assert list(on.type.choices) == list(ON_CHOICES)

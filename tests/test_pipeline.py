@@ -1,0 +1,95 @@
+"""``run_report``: inputs checked before any work, one naming rule, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+
+import pytest
+import torch
+
+import medaudit.pipeline as pipeline
+from medaudit.audit import AuditSettings
+from medaudit.data import make_demo_dataset
+from medaudit.errors import MedauditError
+from medaudit.models.checkpoint import save_checkpoint
+from medaudit.models.factory import create_model
+from medaudit.models.preprocess import Recipe
+from medaudit.pipeline import ReportOptions, run_report
+
+CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "data", n_train=2, n_val=2, n_test=2, size=16)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "r18.pt"
+    save_checkpoint(path, create_model("resnet18", 4, img_size=16), arch="resnet18", class_names=CLASSES,
+                    task="multiclass", recipe=Recipe(img_size=16), small_stem=True, selected_on="val")
+    return path
+
+
+def _opts(checkpoints, data, out, **kw) -> ReportOptions:
+    return ReportOptions(checkpoints=list(checkpoints), data_spec=str(data), out_dir=out,
+                         settings=AuditSettings(bootstrap=0), bench=False, cam=False, formats=("json",), **kw)
+
+
+@pytest.mark.parametrize("change, param, fragment", [
+    ({"checkpoints": []}, "models", "at least one checkpoint"),
+    ({"formats": ("json", "docx")}, "formats", "docx: unknown format"),
+    ({"notes_path": "missing.md"}, "notes_path", "missing.md: file not found"),
+    ({"names": ["a", "a"]}, "names", "own non-empty name"),
+])
+def test_inputs_are_checked_before_the_data_is_read(tmp_path, checkpoint, change, param, fragment):
+    """The data spec does not exist: each error must come from the check that runs before loading it."""
+    opts = _opts([checkpoint, checkpoint], tmp_path / "no-such-data", tmp_path / "rep")
+    for key, value in change.items():
+        setattr(opts, key, tmp_path / value if key == "notes_path" else value)
+    with pytest.raises(MedauditError, match=fragment) as exc:
+        run_report(opts)
+    assert exc.value.param == param, "the CLI maps the parameter to its option"
+    assert not (tmp_path / "rep").exists()
+
+
+def test_an_output_folder_that_is_not_a_report_is_refused_before_the_data_is_read(tmp_path, checkpoint):
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "thesis.txt").write_text("years of work")
+    with pytest.raises(MedauditError, match="not empty") as exc:
+        run_report(_opts([checkpoint], tmp_path / "no-such-data", tmp_path / "rep"))
+    assert exc.value.param == "out_dir"
+
+
+def test_the_same_checkpoint_twice_gets_two_names_and_two_files(tmp_path, demo_data, checkpoint):
+    """medaudit.naming.model_names: stems, then parent/stem, then #2 for an exact repeat."""
+    snapshot, paths = run_report(_opts([checkpoint, checkpoint], demo_data, tmp_path / "rep"))
+    names = [m["name"] for m in snapshot["models"]]
+    parent = checkpoint.parent.name
+    assert names == [f"{parent}/r18", f"{parent}/r18#2"]
+    files = [m["predictions"]["file"] for m in snapshot["models"]]
+    assert len(set(files)) == 2 and all((tmp_path / "rep" / f).is_file() for f in files)
+    written = json.loads(paths["json"].read_text())
+    assert written["run"]["timings_s"].keys() == {f"predict:{n}" for n in names}
+    assert written["run"]["duration_s"] > 0
+
+
+def test_a_failure_after_inference_leaves_no_staging_folder_and_no_report(tmp_path, demo_data, checkpoint,
+                                                                             monkeypatch):
+    staging_root = tmp_path / "tmp"
+    staging_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging_root))
+    staged = []
+
+    def fail(snapshot, out_dir, **kw):
+        staged.extend(p.name for p in staging_root.iterdir())
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pipeline, "write_report", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_report(_opts([checkpoint], demo_data, tmp_path / "rep"))
+    assert len(staged) == 1 and staged[0].startswith("medaudit-report-")
+    assert list(staging_root.iterdir()) == [] and not (tmp_path / "rep").exists()
