@@ -233,9 +233,9 @@ def test_bad_input_raises_medaudit_error(y, p, task):
 def test_parameter_errors_name_the_parameter():
     y, p = make(20, 2, 0)
     for kwargs, param in [({"n_bootstrap": -1}, "n_bootstrap"), ({"ece_bins": 0}, "ece_bins"),
-                          ({"positive_class": "tumour"}, "positive_class")]:
+                          ({"positive_class": "tumour"}, "positive_class"), ({"task": "survival"}, "task")]:
         with pytest.raises(MedauditError) as err:
-            compute_metrics(y, p, ["c0", "c1"], "binary", **kwargs)
+            compute_metrics(y, p, ["c0", "c1"], **{"task": "binary", **kwargs})
         assert err.value.param == param and "--" not in str(err.value)
 
 

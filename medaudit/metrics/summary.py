@@ -20,7 +20,7 @@ from medaudit.metrics.classification import (
 from medaudit.metrics.curves import RankingDesign, auc_ap_from_sums, curves_json, ranking_design
 from medaudit.metrics.intervals import estimate, percentile_ci, proportion, recentred_ci
 from medaudit.metrics.resample import Block, SumDesign, point_and_bootstrap
-from medaudit.tasks import TASKS
+from medaudit.tasks import check_task
 
 SCALARS = (
     "balanced_accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "macro_specificity",
@@ -30,8 +30,7 @@ PER_CLASS_BOOT = ("f1", "auc", "ap")
 
 
 def _validate(y_true, probs, class_names, task) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    if task not in TASKS:
-        raise MedauditError(f"compute_metrics: unknown task '{task}' (expected one of {', '.join(TASKS)})")
+    check_task(task, "compute_metrics", param="task")
     names = [str(c) for c in class_names]
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(y_true)
