@@ -35,18 +35,20 @@ reports, never in test assertions.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
 
 from medaudit.bench_timing import (
     amp_dtype_name,
     environment,
-    eval_mode,
     make_timer,
     num_threads,
     paired_ratio,
@@ -54,11 +56,9 @@ from medaudit.bench_timing import (
     run_interleaved,
     summarize_ms,
 )
+from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from torch import nn
+from medaudit.models.runtime import inference_state, model_device, model_family, use_channels_last
 
 AMP_CHOICES = (None, "fp16", "bf16")
 
@@ -117,50 +117,24 @@ def count_flops(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224))
         normalisation and activations are not counted (the usual convention, e.g. timm
         resnet18 at 224 px: 1.82 GMACs).
     """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     shape = tuple(int(s) for s in input_shape)
     if len(shape) < 2 or any(s < 1 for s in shape):
-        raise MedauditError(f"input_shape must be (N, C, H, W) with positive sizes (got {input_shape})")
+        raise MedauditError(f"input_shape must be (N, C, H, W) with positive sizes (got {input_shape})",
+                            param="input_shape")
     aten = torch.ops.aten
     mapping = {aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
-    x = torch.zeros(shape, device=_model_device(model))
-    with eval_mode(model), torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as fc:
+    x = torch.zeros(shape, device=model_device(model))
+    with inference_state(model), torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as fc:
         model(x)
     flops = fc.get_total_flops() // shape[0]
     return {"flops": int(flops), "macs": int(flops // 2)}
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    import torch
-
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
-def _is_cnn(model: nn.Module) -> bool:
-    from medaudit.models.factory import model_family
-
-    return model_family(model) == "cnn"
-
-
-def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> tuple[nn.Module, bool]:
-    """The module to time: the caller's own when nothing must change, else a deep copy.
-
-    ``Module.to`` works in place, so moving or re-laying out the caller's model would
-    change it behind their back; a copy costs one model's memory and keeps it intact.
-    """
-    import torch
-
-    use_cl = bool(channels_last and _is_cnn(model))
-    if _model_device(model) == device and not use_cl:
-        return model, use_cl
-    run = copy.deepcopy(model).to(device)
-    if use_cl:
-        run = run.to(memory_format=torch.channels_last)
-    return run, use_cl
+def _runs_channels_last(model: nn.Module, device: torch.device, channels_last: bool | None) -> bool:
+    """The layout ``model`` is timed in: as inference runs it (None), or as asked for CNNs (token models never)."""
+    if channels_last is None:
+        return use_channels_last(model, device)
+    return channels_last and model_family(model) == "cnn"
 
 
 def _checkpoint_sizes(names: list[str], checkpoint_paths) -> dict[str, int | None]:
@@ -171,7 +145,8 @@ def _checkpoint_sizes(names: list[str], checkpoint_paths) -> dict[str, int | Non
     else:
         checkpoint_paths = list(checkpoint_paths)
         if len(checkpoint_paths) != len(names):
-            raise MedauditError(f"checkpoint_paths has {len(checkpoint_paths)} entries for {len(names)} models")
+            raise MedauditError(f"{len(checkpoint_paths)} checkpoint paths for {len(names)} models",
+                                param="checkpoint_paths")
         paths = dict(zip(names, checkpoint_paths, strict=True))
     sizes: dict[str, int | None] = {}
     for name, p in paths.items():
@@ -201,7 +176,7 @@ def benchmark_models(
     repeats: int = 30,
     warmup: int = 5,
     checkpoint_paths: Mapping[str, str | os.PathLike] | Sequence[str | os.PathLike | None] | None = None,
-    channels_last: bool = False,
+    channels_last: bool | None = False,
     amp: str | None = None,
     threads: int | None = None,
     seed: int = 0,
@@ -214,9 +189,9 @@ def benchmark_models(
     ----------
     models : sequence of (name, module, input_shape)
         ``input_shape`` is one image, ``(C, H, W)`` (a leading 1 is accepted). Names
-        must be unique. The caller's modules are not changed: their train/eval flags
-        are restored, and a deep copy is timed when a device move or channels-last
-        layout is needed.
+        must be unique. The modules are timed in place under
+        :func:`medaudit.models.runtime.inference_state` (eval mode, on ``device``, in the
+        layout below) and come back with every submodule's flag, device and layout as they were.
     device : str
         ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
     batch_sizes : sequence of int
@@ -225,9 +200,10 @@ def benchmark_models(
         Timed and untimed forwards per model and batch size.
     checkpoint_paths : mapping name -> path, or sequence aligned with ``models``, optional
         Files whose size on disk is reported as ``checkpoint_bytes``.
-    channels_last : bool
+    channels_last : bool or None
         Run CNNs (and their inputs) in channels-last memory format; ignored for
-        transformers, where it does not apply.
+        transformers, where it does not apply. None: each model in the layout inference runs
+        it in on ``device`` (:func:`medaudit.models.runtime.use_channels_last`).
     amp : {None, "fp16", "bf16"}
         Autocast dtype; None runs in float32.
     threads : int, optional
@@ -249,34 +225,31 @@ def benchmark_models(
         ``time_ratio`` {"<batch>": {median, q25, q75, n}} of per-round time(a) /
         time(b) (> 1: a is slower).
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from medaudit.device import resolve_device
-
     if not models:
-        raise MedauditError("benchmark_models needs at least one model")
+        raise MedauditError("benchmark_models needs at least one model", param="models")
     names = [m[0] for m in models]
     if len(set(names)) != len(names):
-        raise MedauditError(f"model names must be unique (got {names})")
+        raise MedauditError(f"model names must be unique (got {names})", param="models")
     if amp not in AMP_CHOICES:
-        raise MedauditError(f"amp must be one of None, 'fp16', 'bf16' (got {amp!r})")
-    if repeats < 1 or warmup < 0:
-        raise MedauditError(f"--repeats must be >= 1 and --warmup >= 0 (got {repeats}, {warmup})")
+        raise MedauditError(f"amp must be one of None, 'fp16', 'bf16' (got {amp!r})", param="amp")
+    if repeats < 1:
+        raise MedauditError(f"repeats must be >= 1 (got {repeats})", param="repeats")
+    if warmup < 0:
+        raise MedauditError(f"warmup must be >= 0 (got {warmup})", param="warmup")
     sizes = sorted({1, *(int(b) for b in batch_sizes)})
     if sizes[0] < 1:
-        raise MedauditError(f"--batch-sizes must be positive integers (got {list(batch_sizes)})")
+        raise MedauditError(f"batch_sizes must be positive integers (got {list(batch_sizes)})", param="batch_sizes")
     shapes = {name: _image_shape(shape, name) for name, _m, shape in models}
     ckpt_bytes = _checkpoint_sizes(names, checkpoint_paths)
     dev = resolve_device(device)
     timer = make_timer(dev)
     gen = torch.Generator().manual_seed(seed)
 
+    layout = {name: _runs_channels_last(model, dev, channels_last) for name, model, _shape in models}
     with num_threads(threads), ExitStack() as stack:
-        for _name, model, _shape in models:
-            stack.enter_context(eval_mode(model))
-        # Copies are taken after eval() so they start, and stay, in eval mode.
-        prepared = {name: _prepare(model, dev, channels_last) for name, model, _shape in models}
+        # In place, no copy of the weights; the guards give every model back as it came, also on errors.
+        run_models = {name: stack.enter_context(inference_state(model, dev, channels_last=layout[name]))
+                      for name, model, _shape in models}
         env = environment(dev, amp=amp, timer_kind=timer.kind, repeats=repeats, warmup=warmup, batch_sizes=sizes)
         autocast = (
             (lambda: torch.autocast(dev.type, dtype=getattr(torch, amp_dtype_name(amp))))
@@ -284,9 +257,9 @@ def benchmark_models(
         )
 
         def forward_fn(name: str, batch: int):
-            run_model, use_cl = prepared[name]
+            run_model = run_models[name]
             x = torch.randn((batch, *shapes[name]), generator=gen).to(dev)
-            if use_cl:
+            if layout[name]:
                 x = x.contiguous(memory_format=torch.channels_last)
 
             def fwd():
@@ -307,20 +280,21 @@ def benchmark_models(
                                                    on_run=lambda: bar.update(1))
                 except torch.cuda.OutOfMemoryError:
                     raise MedauditError(
-                        f"out of GPU memory at batch size {batch}; use smaller --batch-sizes or --device cpu"
+                        f"out of GPU memory at batch size {batch}; use smaller batch sizes or the CPU",
+                        param="batch_sizes",
                     ) from None
                 del fns
             bar.close()
             for name in names:  # memory per model, alone, after its caches are warm
                 memory[name] = peak_memory_growth(forward_fn(name, sizes[-1]), dev)
         known = dict(flops or {})
-        flops = {name: known.get(name) or count_flops(prepared[name][0], (1, *shapes[name])) for name in names}
+        flops = {name: known.get(name) or count_flops(run_models[name], (1, *shapes[name])) for name in names}
 
     out_models = {}
     for name, model, _shape in models:
         out_models[name] = _efficiency(
             model, name, shapes[name], flops[name], {b: times[b][name] for b in sizes}, memory[name],
-            ckpt_bytes[name], prepared[name][1], env,
+            ckpt_bytes[name], layout[name], env,
         )
     ratios = []
     for a, b in itertools.combinations(names, 2):

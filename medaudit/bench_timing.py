@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import timm
+import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from torch import nn
+from medaudit import __version__
 
 _PROC_STATUS = Path("/proc/self/status")
 _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -57,14 +57,10 @@ class CudaTimer:
         self.device = device
 
     def synchronize(self) -> None:
-        import torch
-
         torch.cuda.synchronize(self.device)
 
     def time_ms(self, fn: Callable[[], object]) -> float:
         """Run ``fn`` once between two recorded CUDA events; return the elapsed ms."""
-        import torch
-
         self.synchronize()  # no earlier work may leak into this measurement
         # Events on the timed device's current stream (not the default device's: cuda:1).
         with torch.cuda.device(self.device):
@@ -92,8 +88,6 @@ class _MpsTimer(CpuTimer):
     kind = "perf_counter+mps_synchronize"
 
     def synchronize(self) -> None:
-        import torch
-
         torch.mps.synchronize()
 
     def time_ms(self, fn: Callable[[], object]) -> float:
@@ -261,8 +255,6 @@ def peak_memory_growth(fn: Callable[[], object], device: torch.device) -> dict:
         ``bytes`` (int or None), ``kind`` (str or None), ``reason`` (str or None).
     """
     if device.type == "cuda":
-        import torch
-
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -291,22 +283,8 @@ def peak_memory_growth(fn: Callable[[], object], device: torch.device) -> dict:
 
 
 @contextmanager
-def eval_mode(model: nn.Module):
-    """Eval mode inside the block; every submodule's own flag restored afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-@contextmanager
 def num_threads(threads: int | None):
     """``torch.set_num_threads(threads)`` inside the block (None: unchanged), restored after."""
-    import torch
-
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
@@ -317,8 +295,6 @@ def num_threads(threads: int | None):
 
 
 def _device_name(device: torch.device) -> str:
-    import torch
-
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
@@ -335,11 +311,6 @@ def _device_name(device: torch.device) -> str:
 def environment(device: torch.device, *, amp: str | None, timer_kind: str, repeats: int, warmup: int,
                 batch_sizes: Sequence[int]) -> dict:
     """What the figures were measured on and how (JSON-serialisable)."""
-    import timm
-    import torch
-
-    from medaudit import __version__
-
     env: dict[str, Any] = {
         "device": str(device),
         "device_name": _device_name(device),

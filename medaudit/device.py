@@ -2,30 +2,44 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import torch
 
 from medaudit.errors import MedauditError
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda > mps > cpu; an explicit device that is not available is an error."""
-    import torch
+    """The device named ``name``; ``auto`` picks cuda > mps > cpu.
 
+    Parameters
+    ----------
+    name : str
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    MedauditError
+        (``param="device"``) when ``name`` is not a device, or names one that is not available here.
+    """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise MedauditError(f"--device '{name}' is not a device (use auto, cpu, cuda, cuda:N or mps)") from None
+        raise MedauditError(f"device '{name}' is not a device name (use auto, cpu, cuda, cuda:N or mps)", param="device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MedauditError("--device cuda: no CUDA GPU is available here; use --device auto or cpu")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise MedauditError("--device mps: MPS is not available here; use --device auto or cpu")
+        raise MedauditError(f"device '{name}': no CUDA GPU is available here; use auto or cpu", param="device")
+    if dev.type == "mps" and not _mps_available():
+        raise MedauditError(f"device '{name}': MPS is not available here; use auto or cpu", param="device")
     return dev

@@ -33,6 +33,11 @@ def model_names(paths: Sequence[Path], names: Sequence[str] | None = None) -> li
     names : sequence of str, optional
         Names chosen by the caller: M of them, non-empty and distinct.
 
+    Returns
+    -------
+    list of str, length M
+        Distinct display names, in the order of ``paths``.
+
     Raises
     ------
     MedauditError

@@ -13,41 +13,73 @@ import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from medaudit import __version__
 from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
+from medaudit.models.preprocess import iter_batches
+from medaudit.models.runtime import inference_state, use_channels_last
 from medaudit.predictions import FORMAT, Predictions, probabilities_from_logits
 
 if TYPE_CHECKING:  # pragma: no cover
-
     from medaudit.models.checkpoint import Loaded
 
 
 def check_classes_match(loaded: Loaded, data_class_names: list[str]) -> None:
-    """Labels are indices: a different class order would silently relabel every sample."""
+    """Raise unless the data's classes are the model's, in the same order.
+
+    Labels are indices: a different class order would silently relabel every sample.
+    """
     if list(loaded.class_names) != list(data_class_names):
         raise MedauditError(
             f"{loaded.path}: the model's classes {loaded.class_names} differ from the data's {list(data_class_names)}; "
-            "pass --classes in the model's order if the data's labels are integers, or rename the class folders"
+            "if the data's labels are integers, give the class names in the model's order, else rename the class "
+            "folders"
         )
 
 
+def sample_positions(split, sample_ids: Sequence[str]) -> np.ndarray:
+    """Positions in ``split`` of the given sample ids, in their order.
+
+    Parameters
+    ----------
+    split : data split
+        Anything with ``sample_ids``.
+    sample_ids : sequence of str, length K
+
+    Returns
+    -------
+    ndarray of int64, shape (K,)
+
+    Raises
+    ------
+    MedauditError
+        (``param="sample_ids"``) naming ids that are not in the split.
+    """
+    pos = {sid: i for i, sid in enumerate(split.sample_ids)}
+    missing = [s for s in sample_ids if s not in pos]
+    if missing:
+        raise MedauditError(f"{len(missing)} sample ids are not in the split (e.g. {missing[:3]})", param="sample_ids")
+    return np.array([pos[s] for s in sample_ids], dtype=np.int64)
+
+
 def default_cache_dir() -> Path:
+    """``$MEDAUDIT_CACHE``, else ``$XDG_CACHE_HOME/medaudit`` (``~/.cache/medaudit``), + ``/predictions``."""
     root = os.environ.get("MEDAUDIT_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "medaudit"
     )
     return Path(root) / "predictions"
 
 
-def inference_precision(device, amp: bool) -> str:
+def inference_precision(device: torch.device, amp: bool) -> str:
     """``"bf16"``/``"fp16"`` under CUDA autocast, else ``"fp32"`` (AMP is used on CUDA only)."""
-    import torch
-
     if not (amp and device.type == "cuda"):
         return "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -64,24 +96,22 @@ def cache_key(checkpoint_sha256: str, split_fingerprint: str, split: str, recipe
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _forward_all(model, split, recipe, device, batch_size: int, *, amp: bool, channels_last: bool, progress: bool):
-    """Return (logits (N, C) float32, batch size finally used). Halves the batch on CUDA OOM."""
-    import torch
+def _forward_all(model, split, recipe, positions: np.ndarray, device: torch.device, batch_size: int, *, amp: bool,
+                 channels_last: bool, progress: bool) -> tuple[np.ndarray, int]:
+    """Return (logits (N, C) float32 of the samples at ``positions``, batch size finally used).
 
-    from medaudit.models.preprocess import iter_batches
-
-    n = len(split)
+    Halves the batch on CUDA OOM and carries on from the first sample not yet done.
+    """
+    n = len(positions)
     out: list[np.ndarray] = []
     precision = inference_precision(device, amp)
     use_amp = precision != "fp32"
     amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=n, desc="predict", unit="img", disable=not progress, leave=False)
     done = 0
     while done < n:
         try:
-            for x, _y, _idx in iter_batches(split, recipe, batch_size, indices=np.arange(done, n)):
+            for x, _y, _idx in iter_batches(split, recipe, batch_size, indices=positions[done:]):
                 x = x.to(device, non_blocking=True)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -92,61 +122,16 @@ def _forward_all(model, split, recipe, device, batch_size: int, *, amp: bool, ch
                 bar.update(x.shape[0])
         except torch.cuda.OutOfMemoryError:
             if batch_size == 1:
-                raise MedauditError("out of GPU memory even at batch size 1; use --device cpu") from None
+                raise MedauditError("out of GPU memory even at batch size 1; run on the CPU ('cpu')",
+                                    param="device") from None
             batch_size //= 2
             torch.cuda.empty_cache()
     bar.close()
     return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32), batch_size
 
 
-def run_inference(
-    loaded: Loaded,
-    split,
-    *,
-    split_name: str,
-    split_fingerprint: str,
-    dataset_spec: str,
-    model_name: str | None = None,
-    device: str = "auto",
-    batch_size: int = 64,
-    amp: bool = True,
-    progress: bool = False,
-) -> Predictions:
-    """Run the checkpoint's model over a data split with the checkpoint's own recipe.
-
-    The caller's model is not mutated: eval mode is set for the pass and the previous
-    train/eval state and device are restored afterwards.
-    """
-    import torch
-
-    from medaudit.models.factory import use_channels_last
-
-    model = loaded.model
-    if len(split) == 0:
-        raise MedauditError(f"split '{split_name}' of {dataset_spec} is empty")
-    dev = resolve_device(device)
-    flags = [(m, m.training) for m in model.modules()]  # each submodule's own train/eval flag
-    orig_device = next(model.parameters()).device
-    channels_last = use_channels_last(model, dev)
-    # Restore the caller's layout afterwards, whichever it was.
-    was_nhwc = any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-                   for p in model.parameters())
-    t0 = time.perf_counter()
-    try:
-        model.eval().to(dev)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            logits, used_bs = _forward_all(
-                model, split, loaded.recipe, dev, batch_size, amp=amp, channels_last=channels_last, progress=progress
-            )
-    finally:
-        model.to(orig_device)
-        if channels_last and not was_nhwc:
-            model.to(memory_format=torch.contiguous_format)
-        for m, flag in flags:
-            m.training = flag
-    wall = time.perf_counter() - t0
+def _check_logits(loaded: Loaded, logits: np.ndarray, sample_ids: np.ndarray) -> None:
+    """One score per class name and finite everywhere; the message names the samples that are not."""
     n_cls = len(loaded.class_names)
     if logits.shape[1] != n_cls:
         raise MedauditError(
@@ -154,9 +139,77 @@ def run_inference(
         )
     bad = ~np.isfinite(logits).all(axis=1)
     if bad.any():
-        ids = ", ".join(np.asarray(split.sample_ids)[bad][:10])
+        ids = ", ".join(sample_ids[bad][:10])
         raise MedauditError(f"{loaded.path}: non-finite (NaN/inf) outputs for {int(bad.sum())} samples: {ids}")
-    probs = probabilities_from_logits(logits, loaded.task)
+
+
+def run_inference(
+    loaded: Loaded,
+    split,
+    *,
+    split_name: str,
+    split_fingerprint: str | None,
+    dataset_spec: str,
+    model_name: str | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    amp: bool = True,
+    progress: bool = False,
+    sample_ids: Sequence[str] | None = None,
+) -> Predictions:
+    """Run the checkpoint's model over a data split with the checkpoint's own recipe.
+
+    The caller's model is not changed: the pass runs under
+    :func:`medaudit.models.runtime.inference_state` (eval mode, on ``device``, channels-last
+    where :func:`~medaudit.models.runtime.use_channels_last` says so), which restores every
+    submodule's train/eval flag, device and memory layout afterwards.
+
+    Parameters
+    ----------
+    loaded : Loaded
+        A checkpoint from :func:`medaudit.models.checkpoint.load_checkpoint`.
+    split : data split
+        ``sample_ids`` (N,), ``labels`` (N,) or (N, K), and ``array`` or ``load_image``.
+    split_name : str
+        Recorded in the provenance (``train``, ``val``, ``test``, ``all``).
+    split_fingerprint : str or None
+        Content fingerprint of the split, recorded in the provenance (None: not computed).
+    dataset_spec : str
+        The data spec the split came from, for provenance and messages.
+    model_name : str, optional
+        Display name; default: the checkpoint's file stem.
+    device : str
+        ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    batch_size : int
+        Images per forward; halved on CUDA out-of-memory (the size used is recorded).
+    amp : bool
+        Autocast (bf16, else fp16) on CUDA; the CPU always runs fp32.
+    progress : bool
+        Show a progress bar.
+    sample_ids : sequence of str, optional
+        Run only these samples, in this order (default: the whole split).
+
+    Returns
+    -------
+    Predictions
+        ``probs`` (N, C) float64 by :func:`medaudit.predictions.probabilities_from_logits`, in the
+        split's sample order (or that of ``sample_ids``), with the pass's provenance (checkpoint
+        sha256, data, recipe, device, precision, batch size, wall time, versions).
+    """
+    positions = np.arange(len(split)) if sample_ids is None else sample_positions(split, sample_ids)
+    if len(positions) == 0 and sample_ids is not None:
+        raise MedauditError("no sample ids given", param="sample_ids")
+    if len(positions) == 0:
+        raise MedauditError(f"split '{split_name}' of {dataset_spec} is empty")
+    dev = resolve_device(device)
+    channels_last = use_channels_last(loaded.model, dev)
+    t0 = time.perf_counter()
+    with inference_state(loaded.model, dev, channels_last=channels_last) as model, torch.inference_mode():
+        logits, used_bs = _forward_all(model, split, loaded.recipe, positions, dev, batch_size, amp=amp,
+                                       channels_last=channels_last, progress=progress)
+    wall = time.perf_counter() - t0
+    ids = np.asarray(split.sample_ids)[positions]
+    _check_logits(loaded, logits, ids)
     provenance = {
         "checkpoint": str(loaded.path),
         "checkpoint_sha256": loaded.sha256,
@@ -177,9 +230,9 @@ def run_inference(
         model_name=model_name or loaded.name,
         class_names=loaded.class_names,
         task=loaded.task,
-        sample_ids=np.asarray(split.sample_ids),
-        y_true=np.asarray(split.labels),
-        probs=probs,
+        sample_ids=ids,
+        y_true=np.asarray(split.labels)[positions],
+        probs=probabilities_from_logits(logits, loaded.task),
         provenance=provenance,
     )
 
@@ -197,10 +250,35 @@ def predict_cached(
     amp: bool = True,
     **kwargs,
 ) -> tuple[Predictions, bool]:
-    """:func:`run_inference` behind the predictions cache. Returns (predictions, was_cached).
+    """:func:`run_inference` behind the predictions cache.
 
-    ``kwargs`` (batch size, progress) go to :func:`run_inference`; they do not change the
-    probabilities, so they are not part of the cache key.
+    Parameters
+    ----------
+    loaded : Loaded
+        A checkpoint from :func:`medaudit.models.checkpoint.load_checkpoint`.
+    split : data split
+        With ``fingerprint()`` (the content hash that keys the cache).
+    split_name : str
+    dataset_spec : str
+    model_name : str, optional
+        Display name given to the result, cached or not; default: the checkpoint's file stem.
+    cache_dir : Path, optional
+        Default: :func:`default_cache_dir`.
+    use_cache : bool
+        False runs the pass even when an entry exists (and refreshes the entry).
+    device : str
+    amp : bool
+        As in :func:`run_inference`; the precision they give is part of the cache key.
+    **kwargs
+        ``batch_size``, ``progress``: passed to :func:`run_inference`; they do not change the
+        probabilities, so they are not part of the cache key.
+
+    Returns
+    -------
+    preds : Predictions
+        All samples of the split, in its order.
+    was_cached : bool
+        True when the cache answered and no forward pass ran.
     """
     fp = split.fingerprint()
     if loaded.task != "multilabel" and len(split) and int(np.max(split.labels)) >= len(loaded.class_names):
@@ -208,8 +286,6 @@ def predict_cached(
             f"{dataset_spec}: labels go up to {int(np.max(split.labels))} but {loaded.path.name} has "
             f"{len(loaded.class_names)} classes"
         )
-    from medaudit.device import resolve_device
-
     precision = inference_precision(resolve_device(device), amp)
     key = cache_key(loaded.sha256, fp, split_name, loaded.recipe.to_dict(), precision)
     path = (cache_dir or default_cache_dir()) / f"{key}.npz"

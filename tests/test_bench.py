@@ -263,7 +263,7 @@ def test_benchmark_models_bad_input():
         _bench([("a", m, (3, 8, 8))], amp="fp8")
     with pytest.raises(MedauditError, match="checkpoint not found"):
         _bench([("a", m, (3, 8, 8))], checkpoint_paths=["/nonexistent/a.pt"])
-    with pytest.raises(MedauditError, match="batch-sizes"):
+    with pytest.raises(MedauditError, match="batch_sizes must be positive"):
         _bench([("a", m, (3, 8, 8))], batch_sizes=(0,))
 
 
@@ -333,3 +333,57 @@ def test_known_flop_counts_are_not_counted_again():
     result = _bench([("a", a, (3, 8, 8))], flops={"a": known}, batch_sizes=(1,), repeats=1, warmup=0)
     assert result["models"]["a"]["flops"] == 1234 and result["models"]["a"]["macs"] == 617
     assert calls == [1, 1]  # one timed forward and one memory forward; no FLOP-count forward
+
+
+def test_channels_last_none_times_each_model_as_inference_runs_it():
+    class TokenModel(nn.Module):  # patch_embed marks a token model: never channels-last
+        def __init__(self):
+            super().__init__()
+            self.patch_embed = nn.Conv2d(3, 4, 4, stride=4)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.patch_embed(x).flatten(2).mean(2))
+
+    result = _bench([("cnn", tiny_cnn(), (3, 8, 8)), ("vit", TokenModel(), (3, 8, 8))], channels_last=None,
+                    batch_sizes=(1,), repeats=1, warmup=0)
+    assert result["models"]["cnn"]["channels_last"] is True  # use_channels_last: a CNN on the CPU
+    assert result["models"]["vit"]["channels_last"] is False
+
+
+def test_a_failing_forward_gives_the_callers_model_back_as_it_came():
+    model = tiny_cnn()
+    model.train()
+    model[1].eval()
+    before = [m.training for m in model.modules()]
+    calls = []
+
+    def fail_on_third(m, i):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("the third forward fails")
+
+    model.register_forward_pre_hook(fail_on_third)
+    with pytest.raises(RuntimeError, match="third forward"):
+        _bench([("m", model, (3, 8, 8))], channels_last=True)
+    assert [m.training for m in model.modules()] == before
+    assert model[0].weight.is_contiguous() and not model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_cli_bench_names_checkpoints_and_architectures_by_the_one_rule(tmp_path):
+    from medaudit.cli import main
+    from medaudit.models.checkpoint import save_checkpoint
+    from medaudit.models.factory import create_model
+    from medaudit.models.preprocess import Recipe
+
+    paths = []
+    for folder in ("a", "b"):
+        model = create_model("resnet18", 2, in_chans=1, img_size=16)
+        paths.append(save_checkpoint(tmp_path / folder / "r18.pt", model, arch="resnet18", class_names=["x", "y"],
+                                     task="binary", recipe=Recipe(img_size=16, in_chans=1), small_stem=True))
+    out = tmp_path / "b.json"
+    res = CliRunner().invoke(main, ["bench", "--models", *map(str, paths), "--arch", "resnet18", "--arch", "resnet18",
+                                    "--img-size", "16", "--batch-sizes", "1", "--repeats", "1", "--warmup", "0",
+                                    "--device", "cpu", "--quiet", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert list(json.loads(out.read_text())["models"]) == ["a/r18", "b/r18", "resnet18", "resnet18#2"]

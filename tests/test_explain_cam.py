@@ -115,8 +115,9 @@ def test_one_by_one_layer_is_explained():
 
 def test_bad_inputs():
     model = _model()
-    with pytest.raises(MedauditError, match="--cam-method"):
+    with pytest.raises(MedauditError, match="method 'magic' is not one of gradcam") as err:
         compute_cams(model, torch.randn(1, 3, 8, 8), [0], method="magic")
+    assert err.value.param == "method"  # the CLI names its option (--cam-method) from this
     with pytest.raises(MedauditError, match="targets"):
         compute_cams(model, torch.randn(2, 3, 8, 8), [0])
 

@@ -104,7 +104,7 @@ def test_candidates_start_with_the_default_and_skip_the_head():
 def test_non_spatial_cnn_layer_is_refused_with_candidates():
     model = timm.create_model("resnet18", pretrained=False, num_classes=3).eval()
     for layer in ("fc", "global_pool"):
-        with pytest.raises(MedauditError, match=rf"--cam-layer '{layer}' outputs shape .* not a spatial map.*layer4\.1"):
+        with pytest.raises(MedauditError, match=rf"layer '{layer}' outputs shape .* not a spatial map.*layer4\.1"):
             compute_cams(model, torch.randn(1, 3, 32, 32), [0], layer=layer)
     assert not model.fc._forward_hooks and not model.global_pool._forward_hooks  # hooks released
 
@@ -113,7 +113,7 @@ def test_layer_override_and_bad_path():
     model = _vit(img_size=32, patch_size=8)
     module, name, reshape = resolve_target_layer(model, layer="blocks.-2.norm1")
     assert name == "blocks.0.norm1" and module is model.blocks[0].norm1 and reshape is not None
-    with pytest.raises(MedauditError, match="--cam-layer 'blocks.9.norm1'.*candidates: .*blocks"):
+    with pytest.raises(MedauditError, match="layer 'blocks.9.norm1' is not a layer.*candidates: .*blocks"):
         resolve_target_layer(model, "vit_x", layer="blocks.9.norm1")
     with pytest.raises(MedauditError, match="candidates"):
         resolve_target_layer(model, layer="nonsense")

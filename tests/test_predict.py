@@ -195,3 +195,46 @@ def test_format_1_predictions_are_still_read(tmp_path):
     np.savez(path, **arrays)
     back = Predictions.load(path)
     assert back.probs.dtype == np.float64 and np.allclose(back.probs, p.probs)
+
+
+def test_a_subset_of_samples_runs_in_the_order_asked(tiny_checkpoint, array_split):
+    loaded = load_checkpoint(tiny_checkpoint)
+    full = run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem",
+                         device="cpu")
+    part = run_inference(loaded, array_split, split_name="test", split_fingerprint=None, dataset_spec="mem",
+                         device="cpu", sample_ids=["test/7", "test/2"], batch_size=1)
+    assert part.sample_ids.tolist() == ["test/7", "test/2"]
+    assert part.y_true.tolist() == [array_split.labels[7], array_split.labels[2]]
+    assert np.allclose(part.probs, full.probs[[7, 2]], atol=1e-6) and part.probs.dtype == np.float64
+    with pytest.raises(MedauditError, match=r"1 sample ids are not in the split \(e.g. \['test/99'\]\)") as err:
+        run_inference(loaded, array_split, split_name="test", split_fingerprint=None, dataset_spec="mem",
+                      sample_ids=["test/1", "test/99"])
+    assert err.value.param == "sample_ids"
+
+
+def test_a_pass_that_fails_half_way_gives_the_model_back_as_it_came(tiny_checkpoint, array_split):
+    loaded = load_checkpoint(tiny_checkpoint)
+    loaded.model.train()
+    loaded.model.fc.eval()
+    before = [m.training for m in loaded.model.modules()]
+    real, calls = loaded.model.forward, []
+
+    def forward(x):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("a failing second batch")
+        return real(x)
+
+    loaded.model.forward = forward
+    with pytest.raises(RuntimeError, match="second batch"):
+        run_inference(loaded, array_split, split_name="test", split_fingerprint="fp", dataset_spec="mem",
+                      batch_size=8, device="cpu")
+    del loaded.model.forward
+    assert [m.training for m in loaded.model.modules()] == before
+    assert loaded.model.layer1[0].conv1.weight.is_contiguous()  # channels-last during the pass, undone
+
+
+def test_device_errors_name_the_value_and_the_parameter():
+    with pytest.raises(MedauditError, match="^device 'gpu0' is not a device name") as err:
+        resolve_device("gpu0")
+    assert err.value.param == "device"

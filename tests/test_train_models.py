@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medaudit.models.checkpoint import safe_torch_load
+from medaudit.models.weights import safe_torch_load
 from medaudit.train.config import TrainConfig
 from medaudit.train.loop import train
 

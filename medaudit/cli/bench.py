@@ -21,14 +21,6 @@ def _parse_batch_sizes(text: str) -> list[int]:
     return sizes
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, i = name, 2
-    while candidate in taken:
-        candidate, i = f"{name}#{i}", i + 1
-    taken.add(candidate)
-    return candidate
-
-
 @click.command()
 @click.argument("checkpoints", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--models", "model_paths", multiple=True, type=click.Path(path_type=Path),
@@ -60,30 +52,27 @@ def bench(checkpoints, model_paths, archs, img_size, in_chans, num_classes, batc
     batch-1 median latency with its IQR and the paired time ratios between models.
     """
     from medaudit.bench import benchmark_models, format_table
+    from medaudit.models.checkpoint import load_checkpoint
+    from medaudit.models.factory import create_model
+    from medaudit.naming import model_names, unique_names
 
     sizes = _parse_batch_sizes(batch_sizes)
     paths = [*model_paths, *checkpoints]
     if not paths and not archs:
         raise MedauditError("give checkpoints with --models A.pt B.pt, or architectures with --arch NAME")
-    entries, ckpt_paths, taken = [], [], set()
-    if paths:
-        from medaudit.models.checkpoint import load_checkpoint
-
-        for path in paths:
-            loaded = load_checkpoint(path)
-            shape = (loaded.recipe.in_chans, loaded.recipe.img_size, loaded.recipe.img_size)
-            entries.append((_unique(loaded.name, taken), loaded.model, shape))
-            ckpt_paths.append(path)
-    if archs:
-        from medaudit.models.factory import create_model
-
-        for arch in archs:
-            model = create_model(arch, num_classes, in_chans=int(in_chans), img_size=img_size)
-            entries.append((_unique(arch, taken), model, (int(in_chans), img_size, img_size)))
-            ckpt_paths.append(None)
+    models, shapes = [], []
+    for path in paths:
+        loaded = load_checkpoint(path)
+        models.append(loaded.model)
+        shapes.append((loaded.recipe.in_chans, loaded.recipe.img_size, loaded.recipe.img_size))
+    for arch in archs:
+        models.append(create_model(arch, num_classes, in_chans=int(in_chans), img_size=img_size))
+        shapes.append((int(in_chans), img_size, img_size))
+    # Checkpoints are named as in every command; an architecture by its name, #2... when repeated.
+    names = unique_names([*model_names(paths), *archs])
     result = benchmark_models(
-        entries, device=device, batch_sizes=sizes, repeats=repeats, warmup=warmup, checkpoint_paths=ckpt_paths,
-        channels_last=channels_last, amp=None if amp == "none" else amp, threads=threads,
+        list(zip(names, models, shapes, strict=True)), device=device, batch_sizes=sizes, repeats=repeats,
+        warmup=warmup, checkpoint_paths=[*paths, *[None] * len(archs)], channels_last=channels_last, amp=None if amp == "none" else amp, threads=threads,
         progress=not (quiet or progress_disabled()),
     )
     click.echo(format_table(result))

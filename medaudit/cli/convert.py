@@ -22,7 +22,7 @@ def _floats(value: str | None, option: str) -> tuple[float, ...] | None:
 @click.command()
 @click.argument("weights", type=click.Path(path_type=Path))
 @click.option("--arch", required=True, help="Architecture the weights belong to: a timm name (resnet18) or tv:NAME.")
-@click.option("--classes", required=True, help="Comma-separated class names, in the order of the model's outputs.")
+@click.option("--classes", "class_names", required=True, help="Comma-separated class names, in the order of the model's outputs.")
 @click.option("--task", type=click.Choice(TASKS), default=None, help="Default: binary for 2 classes, else multiclass.")
 @click.option("--img-size", default=224, show_default=True, type=int, help="Input size the weights were trained at.")
 @click.option("--in-chans", default=3, show_default=True, type=click.Choice(["1", "3"]))
@@ -33,7 +33,7 @@ def _floats(value: str | None, option: str) -> tuple[float, ...] | None:
 @click.option("--small-stem/--standard-stem", default=None, help="ResNet 3x3 stride-1 stem (default: on for img-size <= 64).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
 @handle_errors
-def convert(weights, arch, classes, task, img_size, in_chans, mean, std, resize, interpolation, small_stem, output):
+def convert(weights, arch, class_names, task, img_size, in_chans, mean, std, resize, interpolation, small_stem, output):
     """Wrap a bare state_dict (e.g. a notebook's best_resnet.pth) into a checkpoint.
 
     \b
@@ -51,6 +51,6 @@ def convert(weights, arch, classes, task, img_size, in_chans, mean, std, resize,
         mean=_floats(mean, "--mean") or IMAGENET_MEAN, std=_floats(std, "--std") or IMAGENET_STD,
         resize=resize, interpolation=interpolation,
     )
-    names = [c.strip() for c in classes.split(",") if c.strip()]
+    names = [c.strip() for c in class_names.split(",") if c.strip()]
     out = convert_weights(weights, output, arch=arch, class_names=names, task=task, recipe=recipe, small_stem=small_stem)
     click.echo(f"checkpoint → {out}")

@@ -7,12 +7,12 @@
 * :func:`select_gallery` — missed disease, other errors, confident correct; same samples
   for every model;
 * :func:`draw_tiles` — input + overlay + labels as compact image files;
-* :func:`cam_tiles_for_report` — the whole step for ``medaudit report``.
-
-Heavy libraries (torch, pytorch_grad_cam, matplotlib, PIL) load only when called.
+* :func:`cam_tiles_for_report` — the whole step for ``medaudit report``;
+* :func:`medaudit.explain.run.run_cam_gallery` — ``medaudit cam`` (checkpoints and data in,
+  tiles and ``cams.json`` out); import it from its module, it loads data and checkpoints.
 """
 
-from medaudit.explain.cam import CAM_METHODS, CamResult, compute_cams, model_state_preserved
+from medaudit.explain.cam import CAM_METHODS, CamResult, compute_cams
 from medaudit.explain.gallery import cam_block, cam_tiles_for_report
 from medaudit.explain.select import select_gallery
 from medaudit.explain.targets import TokenReshape, candidate_layers, resolve_target_layer
@@ -27,7 +27,6 @@ __all__ = [
     "candidate_layers",
     "compute_cams",
     "draw_tiles",
-    "model_state_preserved",
     "resolve_target_layer",
     "select_gallery",
 ]

@@ -1,25 +1,27 @@
 """Class activation maps through pytorch_grad_cam, batched, leaving the model as it was.
 
 pytorch_grad_cam puts the model in eval mode, zeroes parameter gradients and registers
-hooks; :func:`model_state_preserved` undoes all of that, so auditing a model never changes
-it (train/eval flags, ``requires_grad``, ``.grad`` and hooks are restored).
+hooks; :func:`compute_cams` runs it under :func:`medaudit.models.runtime.inference_state`
+and releases the hooks, so auditing a model never changes it (train/eval flags,
+``requires_grad``, ``.grad`` and hooks are restored).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pytorch_grad_cam
+import torch
+import torch.nn.functional as F
+from pytorch_grad_cam import ScoreCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
 
 from medaudit.errors import MedauditError
 from medaudit.explain.targets import RequireMap, candidate_layers, resolve_target_layer
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from torch import nn
+from medaudit.models.runtime import inference_state, model_device
 
 # --cam-method name -> pytorch_grad_cam class name; "scorecam" costs one forward pass per
 # channel of the target layer per image (512 for ResNet-18), so it is far slower.
@@ -57,57 +59,36 @@ class CamResult:
     targets: list[int] = field(default_factory=list)
 
 
-@contextlib.contextmanager
-def model_state_preserved(model: nn.Module) -> Iterator[None]:
-    """Restore every module's ``training`` flag and every parameter's ``requires_grad``/``.grad`` on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    params = list(model.parameters())
-    saved = [(p, p.requires_grad, p.grad) for p in params]
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, requires_grad, grad in saved:
-            p.requires_grad_(requires_grad)
-            p.grad = grad
+class _QuietScoreCAM(ScoreCAM):
+    """ScoreCAM with the library's weights but without its per-image tqdm bars."""
+
+    def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
+        bs = getattr(self, "batch_size", 16)
+        with torch.no_grad():
+            act = torch.from_numpy(activations).to(self.device)
+            up = F.interpolate(act, size=input_tensor.shape[-2:], mode="bilinear", align_corners=True)
+            flat = up.flatten(2)
+            lo, hi = flat.min(-1)[0][..., None, None], flat.max(-1)[0][..., None, None]
+            up = (up - lo) / (hi - lo + 1e-8)
+            scores = []
+            for target, x, masks in zip(targets, input_tensor, up, strict=True):
+                s = [
+                    torch.stack([target(o) for o in self.model(x[None] * masks[i : i + bs, None])]).cpu()
+                    for i in range(0, masks.shape[0], bs)
+                ]
+                scores.append(torch.cat(s))
+            # A softmax over the layer's channels (B, channels) of one class's masked scores: ScoreCAM's
+            # weighting of activation maps, as pytorch_grad_cam computes it, not class probabilities, so
+            # not medaudit.predictions.probabilities_from_logits (whose float64 matters for ranking samples).
+            return torch.softmax(torch.stack(scores).float(), dim=-1).numpy()
 
 
 def _cam_class(method: str):
-    import pytorch_grad_cam
-
     if method not in CAM_METHODS:
-        raise MedauditError(f"--cam-method must be one of {', '.join(CAM_METHODS)} (got '{method}')")
+        raise MedauditError(f"method '{method}' is not one of {', '.join(CAM_METHODS)}", param="method")
     if method == "scorecam":
-        return _quiet_scorecam_class()
+        return _QuietScoreCAM
     return getattr(pytorch_grad_cam, CAM_METHODS[method])
-
-
-def _quiet_scorecam_class():
-    """ScoreCAM with the library's weights but without its per-image tqdm bars."""
-    import torch
-    import torch.nn.functional as F
-    from pytorch_grad_cam import ScoreCAM
-
-    class QuietScoreCAM(ScoreCAM):
-        def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
-            bs = getattr(self, "batch_size", 16)
-            with torch.no_grad():
-                act = torch.from_numpy(activations).to(self.device)
-                up = F.interpolate(act, size=input_tensor.shape[-2:], mode="bilinear", align_corners=True)
-                flat = up.flatten(2)
-                lo, hi = flat.min(-1)[0][..., None, None], flat.max(-1)[0][..., None, None]
-                up = (up - lo) / (hi - lo + 1e-8)
-                scores = []
-                for target, x, masks in zip(targets, input_tensor, up, strict=True):
-                    s = [
-                        torch.stack([target(o) for o in self.model(x[None] * masks[i : i + bs, None])]).cpu()
-                        for i in range(0, masks.shape[0], bs)
-                    ]
-                    scores.append(torch.cat(s))
-                return torch.softmax(torch.stack(scores).float(), dim=-1).numpy()
-
-    return QuietScoreCAM
 
 
 def _spatial_check(activations: list, layer: str) -> str | None:
@@ -159,15 +140,13 @@ def compute_cams(
     CamResult
         ``cams`` (B, H, W) float32 in [0, 1], NaN rows where ``valid`` is False.
     """
-    import torch
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
     if images.ndim != 4:
-        raise MedauditError(f"images must be a (B, C, H, W) tensor (got shape {tuple(images.shape)})")
+        raise MedauditError(f"images must be a (B, C, H, W) tensor (got shape {tuple(images.shape)})",
+                            param="images")
     if len(targets) != images.shape[0]:
-        raise MedauditError(f"got {len(targets)} targets for {images.shape[0]} images")
+        raise MedauditError(f"got {len(targets)} targets for {images.shape[0]} images", param="targets")
     if batch_size < 1:
-        raise MedauditError(f"--batch-size must be >= 1 (got {batch_size})")
+        raise MedauditError(f"batch_size must be >= 1 (got {batch_size})", param="batch_size")
     cam_cls = _cam_class(method)
     module, name, reshape = resolve_target_layer(model, arch=arch, layer=layer)
     b, _, h, w = images.shape
@@ -175,12 +154,11 @@ def compute_cams(
         reshape.set_input_size(h, w)
     else:
         reshape = RequireMap(name, candidate_layers(model))
-    device = next(model.parameters()).device
+    device = model_device(model)
     out = np.full((b, h, w), np.nan, dtype=np.float32)
     reasons: list[str | None] = []
     # inference_mode(False): a caller inside torch.inference_mode() still gets gradients.
-    with model_state_preserved(model), torch.inference_mode(False), torch.enable_grad():
-        model.eval()
+    with inference_state(model), torch.inference_mode(False), torch.enable_grad():
         # Gradients w.r.t. activations only: frozen weights skip weight-gradient work and
         # never touch .grad; the input needs grad so frozen models still build a graph.
         for p in model.parameters():

@@ -7,30 +7,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from medaudit.errors import MedauditError
 from medaudit.explain.cam import compute_cams
 from medaudit.explain.select import select_gallery
 from medaudit.explain.tiles import draw_tiles
+from medaudit.models.preprocess import iter_batches
 from medaudit.naming import file_stems as unique_stems
 from medaudit.naming import safe_name
+from medaudit.predict import sample_positions
 
 if TYPE_CHECKING:  # pragma: no cover
     from medaudit.models.checkpoint import Loaded
     from medaudit.predictions import Predictions
 
 
-def split_inputs(split, recipe, sample_ids: Sequence[str], batch_size: int = 64):
-    """Normalised model inputs ``(B, C, s, s)`` for the given sample ids of a data split."""
-    import torch
-
-    from medaudit.models.preprocess import iter_batches
-
-    pos = {sid: i for i, sid in enumerate(split.sample_ids)}
-    missing = [s for s in sample_ids if s not in pos]
-    if missing:
-        raise MedauditError(f"--ids: {len(missing)} ids are not in the split (e.g. {missing[:3]})")
-    idx = np.array([pos[s] for s in sample_ids], dtype=np.int64)
+def split_inputs(split, recipe, sample_ids: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+    """Normalised model inputs ``(B, C, s, s)`` for the given sample ids of a data split, in their order."""
+    idx = sample_positions(split, sample_ids)
     xs = [x for x, _y, _i in iter_batches(split, recipe, batch_size, indices=idx, num_workers=0)]
     return torch.cat(xs) if xs else torch.zeros((0, recipe.in_chans, recipe.img_size, recipe.img_size))
 
@@ -50,9 +45,34 @@ def cam_block(
 ) -> dict:
     """CAMs and tiles for one model's gallery items (from :func:`select_gallery`).
 
-    Returns the report's ``models[i].cam`` block:
-    ``{"method", "layer", "tiles": [...], "n_invalid", "reason"}``; ``reason`` is set
-    (and tiles still show the inputs) when no CAM could be drawn.
+    Parameters
+    ----------
+    loaded : Loaded
+        The checkpoint; its model is left as it was (see :func:`compute_cams`).
+    items : sequence of dict
+        Gallery items (``sample_id``, ``target`` class index, labels and group for the caption).
+    split : data split
+        The split the items' sample ids belong to.
+    name : str
+        The model's display name.
+    out_dir : path
+        Folder the tile files are written to.
+    file_stem : str, optional
+        Tile file names are ``<file_stem>_<i>.<ext>``; default: ``name`` made file-safe.
+    method : str
+        A key of :data:`medaudit.explain.cam.CAM_METHODS`.
+    layer : str, optional
+        Dotted target layer; default chosen per architecture.
+    batch_size : int
+        Images per CAM call.
+    fmt : {"jpeg", "png"}
+
+    Returns
+    -------
+    dict
+        The report's ``models[i].cam`` block: ``method``, ``layer`` (the concrete one),
+        ``tiles`` (one dict per item, with its ``file``), ``n_invalid`` and ``reason`` (set,
+        with the tiles still showing the inputs, when no CAM could be drawn).
     """
     if not items:
         return {"method": method, "layer": layer, "tiles": [], "n_invalid": 0,
@@ -84,10 +104,36 @@ def cam_tiles_for_report(
     out_dir: str | Path,
     batch_size: int = 16,
 ) -> dict[str, dict]:
-    """Gallery for every model on the same samples; returns ``{model name: cam block}``.
+    """Gallery for every model on the same samples (chosen by :func:`select_gallery`).
 
-    A model whose CAM fails for a reason of its own (e.g. ``--cam-layer`` missing in one
+    A model whose CAM fails for a reason of its own (e.g. a chosen layer missing in one
     architecture) raises: the user asked for that layer, so silence would mislead.
+
+    Parameters
+    ----------
+    loaded : sequence of Loaded, length M
+    preds : sequence of Predictions, length M
+        Each model's predictions on ``split`` (they choose the gallery).
+    split : data split
+    names : sequence of str, length M
+        Display names, the keys of the result.
+    file_stems : sequence of str, length M, optional
+        Tile file stems; default: :func:`medaudit.naming.file_stems` of ``names``.
+    negative_classes : sequence of str
+        The "healthy" classes; a disease sample predicted as one is a missed disease.
+    method : str
+    layer : str, optional
+    per_group : int
+        Samples per gallery group (missed disease, other errors, confident correct).
+    out_dir : path
+        Folder the tile files are written to.
+    batch_size : int
+
+    Returns
+    -------
+    dict of str to dict
+        ``{model name: cam block}`` (see :func:`cam_block`); for multilabel tasks every block
+        has no tiles and a ``reason``.
     """
     if not (len(loaded) == len(preds) == len(names)):
         raise MedauditError(f"{len(loaded)} checkpoints, {len(preds)} predictions and {len(names)} names")

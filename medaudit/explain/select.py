@@ -126,7 +126,8 @@ def _prepare(preds_list: Sequence[Predictions], negative_classes: Sequence[str])
     names = ref.class_names
     unknown = [c for c in negative_classes if c not in names]
     if unknown:
-        raise MedauditError(f"--negative-class {unknown} are not class names ({', '.join(names)})")
+        raise MedauditError(f"negative_classes {unknown} are not class names ({', '.join(names)})",
+                            param="negative_classes")
     negative = np.array([c in negative_classes for c in names], dtype=bool)
     missed = np.stack([_outcomes(p, negative)[0] for p in preds])  # (M, N)
     wrong = np.stack([_outcomes(p, negative)[1] for p in preds])

@@ -10,13 +10,11 @@ hard-coded 14x14 — so 224, 384 and non-square inputs work.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
 
 from medaudit.errors import MedauditError
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from torch import nn
 
 GridFn = Callable[[int, int], tuple[int, int]]
 
@@ -51,7 +49,8 @@ class TokenReshape:
         if t.ndim == 4:
             return t.permute(0, 3, 1, 2) if self.channels_last else t
         if t.ndim != 3:
-            raise MedauditError(f"--cam-layer output has shape {tuple(t.shape)}; choose a layer with tokens or a map")
+            raise MedauditError(f"the target layer's output has shape {tuple(t.shape)}; choose a layer with tokens "
+                                "or a map", param="layer")
         b, n_tokens, c = t.shape
         n_patch = n_tokens - self.num_prefix_tokens
         if self.grid is None:
@@ -59,8 +58,9 @@ class TokenReshape:
         gh, gw = self.grid
         if gh * gw != n_patch:
             raise MedauditError(
-                f"--cam-layer output has {n_patch} patch tokens (after {self.num_prefix_tokens} prefix tokens) "
-                f"but the input gives a {gh}x{gw} patch grid; choose a block of the main token sequence"
+                f"the target layer's output has {n_patch} patch tokens (after {self.num_prefix_tokens} prefix "
+                f"tokens) but the input gives a {gh}x{gw} patch grid; choose a block of the main token sequence",
+                param="layer",
             )
         return t[:, self.num_prefix_tokens :, :].reshape(b, gh, gw, c).permute(0, 3, 1, 2)
 
@@ -68,7 +68,7 @@ class TokenReshape:
 class RequireMap:
     """Reshape transform for CNN layers: passes ``(B, C, h, w)`` through, refuses anything else.
 
-    Without it a user-chosen ``--cam-layer fc`` or ``global_pool`` reaches pytorch_grad_cam as
+    Without it a user-chosen layer ``fc`` or ``global_pool`` reaches pytorch_grad_cam as
     a (B, C) tensor and fails there with an opaque shape error.
     """
 
@@ -79,8 +79,9 @@ class RequireMap:
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
         if t.ndim != 4:
             raise MedauditError(
-                f"--cam-layer '{self.layer}' outputs shape {tuple(t.shape)}, not a spatial map (B, C, h, w); "
-                f"choose a convolutional stage, e.g. {', '.join(self.candidates[:8])}"
+                f"layer '{self.layer}' outputs shape {tuple(t.shape)}, not a spatial map (B, C, h, w); "
+                f"choose a convolutional stage, e.g. {', '.join(self.candidates[:8])}",
+                param="layer",
             )
         return t
 
@@ -109,8 +110,6 @@ def _last(seq) -> nn.Module:
 
 def _auto_layer(model: nn.Module) -> tuple[nn.Module, TokenReshape | None]:
     """The default target per family (see module docstring); raises when nothing fits."""
-    from torch import nn
-
     kind = type(model).__name__
     pe = getattr(model, "patch_embed", None)
     # timm ViT / DeiT / EVA / BEiT: the last block's norm1 (its output still mixes into
@@ -141,8 +140,9 @@ def _auto_layer(model: nn.Module) -> tuple[nn.Module, TokenReshape | None]:
     if convs:
         return convs[-1], None
     raise MedauditError(
-        f"cannot choose a Grad-CAM layer for {kind} automatically; pass --cam-layer "
-        f"(candidates: {', '.join(candidate_layers(model))})"
+        f"cannot choose a Grad-CAM layer for {kind} automatically; name one "
+        f"(candidates: {', '.join(candidate_layers(model))})",
+        param="layer",
     )
 
 
@@ -152,7 +152,7 @@ _HEAD_NAMES = frozenset({"fc", "head", "heads", "classifier", "global_pool", "av
 
 
 def candidate_layers(model: nn.Module, limit: int = 12) -> list[str]:
-    """Module names a user is likely to want for ``--cam-layer``: the family's default first,
+    """Module names a user is likely to want as the CAM layer: the family's default first,
     then the last shallow modules before the pooling/classifier head (latest first)."""
     try:
         default = [_dotted_name(model, _auto_layer(model)[0])]
@@ -219,6 +219,7 @@ def _resolve_path(model: nn.Module, dotted: str, arch: str | None) -> nn.Module:
         if current is None or not hasattr(current, "register_forward_hook"):
             what = arch or type(model).__name__
             raise MedauditError(
-                f"--cam-layer '{dotted}' is not a layer of {what}; candidates: {', '.join(candidate_layers(model))}"
+                f"layer '{dotted}' is not a layer of {what}; candidates: {', '.join(candidate_layers(model))}",
+                param="layer",
             )
     return current

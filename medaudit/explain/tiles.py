@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
+from PIL import Image, ImageDraw, ImageFont
 
 from medaudit.errors import MedauditError
 from medaudit.naming import safe_name
@@ -33,8 +35,6 @@ def panel_size(h: int) -> int:
 
 
 def _colormap_lut(name: str = "jet") -> np.ndarray:
-    from matplotlib import colormaps
-
     return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
@@ -47,8 +47,6 @@ def overlay(image: np.ndarray, cam: np.ndarray, *, alpha: float = 0.5, lut: np.n
 
 
 def _font(size: int):
-    from PIL import ImageFont
-
     return ImageFont.load_default(size=size)
 
 
@@ -74,8 +72,6 @@ def _wrap(draw, text: str, font, width: int) -> list[str]:
 
 def render_tile(image: np.ndarray, cam: np.ndarray | None, info: dict, *, lut: np.ndarray | None = None):
     """One tile as a PIL image. ``cam`` None (or NaN) draws the reason instead of an overlay."""
-    from PIL import Image, ImageDraw
-
     h, w = image.shape[:2]
     side = panel_size(max(h, w))
     resample = Image.NEAREST if side >= max(h, w) else Image.BILINEAR

@@ -24,65 +24,29 @@ A ``.safetensors`` file is accepted with a JSON sidecar (same keys minus state_d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+from torch import nn
+
+from medaudit import __version__
 from medaudit.errors import MedauditError
 from medaudit.fileio import atomic_path
+from medaudit.models.factory import SMALL_INPUT_MAX, create_model
 from medaudit.models.preprocess import Recipe
-from medaudit.tasks import TASKS
-
-if TYPE_CHECKING:  # pragma: no cover
-    from torch import nn
+from medaudit.models.weights import file_sha256, load_state_strict, read_safetensors, read_state_dict, safe_torch_load
+from medaudit.tasks import check_task
 
 FORMAT = "medaudit.models.checkpoint"
 FORMAT_VERSION = 1
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def safe_torch_load(path: str | Path, map_location: str = "cpu") -> Any:
-    """``torch.load(weights_only=True)``; a file that needs arbitrary globals is refused."""
-    import torch
-
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise MedauditError(
-            f"{path}: refused to load: the file needs arbitrary Python objects to unpickle, which could run code "
-            f"({str(exc).splitlines()[0][:160]}). Re-save only the state_dict (torch.save(model.state_dict(), ...)) "
-            "and wrap it with `medaudit convert`"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise MedauditError(f"{path}: not a readable PyTorch file ({str(exc).splitlines()[0][:160]})") from None
-
-
-def read_safetensors(path: str | Path) -> dict:
-    """Tensors of a ``.safetensors`` file; a corrupt file is a one-line error, not a traceback."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise MedauditError(f"{path}: not a readable .safetensors file ({exc})") from None
-
-
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """Write with a temp file + ``os.replace`` so a crash never leaves a half checkpoint."""
-    import torch
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(path.parent, os.W_OK):
@@ -106,11 +70,37 @@ def build_checkpoint(
     dataset_fingerprint: str | None = None,
     extra: dict | None = None,
 ) -> dict:
-    """The checkpoint dict (see module docstring). ``extra`` adds resumable state (tensors/primitives)."""
-    from medaudit import __version__
+    """The checkpoint dict of ``model`` and its config (keys in the module docstring).
 
-    if task not in TASKS:
-        raise MedauditError(f"unknown task '{task}' (expected one of {', '.join(TASKS)})")
+    Parameters
+    ----------
+    model : nn.Module
+        Its ``state_dict`` is copied to the CPU in contiguous layout; the model is not changed.
+    arch : str
+        Factory name (timm name or ``tv:`` torchvision name) that rebuilds the model.
+    class_names : list of str, length C
+        In the order of the model's outputs; ``num_classes`` is ``len(class_names)``.
+    task : {"binary", "multiclass", "multilabel", "ordinal"}
+    recipe : Recipe
+        The preprocessing every later pass uses.
+    small_stem : bool
+        Whether the model was built with the ResNet "(28)" stem.
+    training : dict, optional
+        JSON-like training configuration (None for converted weights).
+    history : list of dict, optional
+        Per-epoch training records.
+    selected_on : {"val", "test", "unknown"}
+        Which split chose this checkpoint.
+    dataset_fingerprint : str, optional
+    extra : dict, optional
+        Further top-level entries (tensors/primitives), e.g. resumable training state.
+
+    Returns
+    -------
+    dict
+        Tensors and primitives only, so it loads with ``torch.load(weights_only=True)``.
+    """
+    check_task(task, f"checkpoint of '{arch}'")
     ckpt = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -135,7 +125,22 @@ def build_checkpoint(
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, **meta: Any) -> Path:
-    """Build (see :func:`build_checkpoint`) and write atomically."""
+    """Build the checkpoint of ``model`` and write it atomically (a crash never leaves half a file).
+
+    Parameters
+    ----------
+    path : path
+        Output ``.pt`` file; its folder is created.
+    model : nn.Module
+    **meta
+        The keyword arguments of :func:`build_checkpoint` (``arch``, ``class_names``, ``task``,
+        ``recipe``, ``small_stem``, ...).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     return atomic_torch_save(build_checkpoint(model, **meta), path)
 
 
@@ -157,7 +162,7 @@ class Loaded:
         return self.path.stem
 
 
-def _read_meta_and_state(path: Path) -> tuple[dict, dict]:
+def _read_meta_and_state(path: Path, map_location: str) -> tuple[dict, dict]:
     if path.suffix == ".safetensors":
         sidecar = path.with_suffix(".json")
         if not sidecar.is_file():
@@ -169,11 +174,11 @@ def _read_meta_and_state(path: Path) -> tuple[dict, dict]:
         if not isinstance(meta, dict):
             raise MedauditError(f"{sidecar}: expected a JSON object with arch, class_names, task and recipe")
         return meta, read_safetensors(path)
-    obj = safe_torch_load(path)
+    obj = safe_torch_load(path, map_location)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise MedauditError(
-            f"{path}: not a medaudit checkpoint (a bare state_dict?). Wrap it with "
-            "`medaudit convert WEIGHTS --arch ARCH --classes a,b,c -o model.pt`"
+            f"{path}: not a medaudit checkpoint (a bare state_dict?). Wrap it into one with `medaudit convert` "
+            "(medaudit.models.checkpoint.convert_weights), giving its architecture and class names"
         )
     if obj.get("format_version") != FORMAT_VERSION:
         raise MedauditError(f"{path}: checkpoint format_version {obj.get('format_version')} is not supported")
@@ -186,20 +191,33 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Loaded:
 
     Refuses pickles needing arbitrary globals, a head whose width differs from the class
     names, unknown architectures and state_dicts that do not match the architecture.
-    """
-    from medaudit.models.factory import create_model
 
+    Parameters
+    ----------
+    path : path
+        A ``.pt`` checkpoint, or a ``.safetensors`` file with its ``.json`` sidecar.
+    map_location : str
+        Device the tensors are read onto; the model itself is built on the CPU.
+
+    Returns
+    -------
+    Loaded
+        The model (eval mode), its arch, class names, task, recipe, the remaining metadata,
+        and the file's sha256 (which keys the predictions cache).
+    """
     path = Path(path)
     if not path.is_file():
         raise MedauditError(f"checkpoint not found: {path}")
-    meta, state = _read_meta_and_state(path)
+    meta, state = _read_meta_and_state(path, map_location)
     try:
         arch, class_names, task = str(meta["arch"]), [str(c) for c in meta["class_names"]], meta["task"]
         recipe = Recipe.from_dict(meta["recipe"])
     except KeyError as exc:
         raise MedauditError(f"{path}: checkpoint lacks the key {exc}") from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, MedauditError) as exc:
+        # The file is at fault here, not a parameter of the caller (a recipe check names one).
         raise MedauditError(f"{path}: malformed checkpoint metadata ({exc})") from None
+    check_task(task, str(path))
     if meta.get("num_classes", len(class_names)) != len(class_names):
         raise MedauditError(f"{path}: num_classes {meta['num_classes']} ≠ {len(class_names)} class names")
     model = create_model(
@@ -214,26 +232,6 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Loaded:
     return Loaded(model, arch, class_names, task, recipe, meta, file_sha256(path), path)
 
 
-def load_state_strict(model: nn.Module, state: dict, *, source: Path | str, n_classes: int) -> None:
-    """Load with a strict key and shape check, with messages that say what is off."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise MedauditError(
-            f"{source}: weights do not match the architecture: {len(missing)} missing keys (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]}); check --arch (timm vs tv: layout)"
-        )
-    for k, v in state.items():
-        if own[k].shape != v.shape:
-            if v.ndim >= 1 and own[k].ndim >= 1 and own[k].shape[1:] == v.shape[1:] and own[k].shape[0] == n_classes:
-                raise MedauditError(
-                    f"{source}: the classifier head has {v.shape[0]} outputs but {n_classes} class names were given"
-                )
-            raise MedauditError(f"{source}: tensor '{k}' has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
-    model.load_state_dict(state, strict=True)
-
-
 def convert_weights(
     weights: str | Path,
     out: str | Path,
@@ -244,13 +242,35 @@ def convert_weights(
     recipe: Recipe,
     small_stem: bool | None = None,
 ) -> Path:
-    """Wrap a bare state_dict (torchvision/timm layout, ``module.`` stripped) into a checkpoint."""
-    from medaudit.models.factory import SMALL_INPUT_MAX, create_model, read_state_dict
+    """Wrap a bare state_dict (torchvision/timm layout, ``module.`` stripped) into a checkpoint.
 
+    Parameters
+    ----------
+    weights : path
+        The state_dict file (``.pt``/``.pth``/``.safetensors``); its keys must match ``arch`` strictly.
+    out : path
+        The checkpoint to write.
+    arch : str
+        Factory name of the architecture the weights belong to.
+    class_names : list of str, length C
+        In the order of the model's outputs (at least two, except for multilabel).
+    task : {"binary", "multiclass", "multilabel", "ordinal"}, optional
+        Default: binary for two classes, else multiclass.
+    recipe : Recipe
+        How the weights were trained to see images (recorded, used by every later pass).
+    small_stem : bool, optional
+        ResNet "(28)" stem; default: on when ``recipe.img_size <= 64``.
+
+    Returns
+    -------
+    Path
+        ``out``; ``training`` records the source file's name and sha256.
+    """
     if len(class_names) < 2 and task != "multilabel":
-        raise MedauditError("--classes needs at least two class names")
+        raise MedauditError(f"at least two class names are needed (got {len(class_names)})", param="class_names")
     if len(set(class_names)) != len(class_names):
-        raise MedauditError("--classes has duplicate names")
+        dup = sorted({c for c in class_names if class_names.count(c) > 1})
+        raise MedauditError(f"class names must be distinct ({', '.join(dup)} repeated)", param="class_names")
     task = task or ("binary" if len(class_names) == 2 else "multiclass")
     if small_stem is None:
         small_stem = recipe.img_size <= SMALL_INPUT_MAX

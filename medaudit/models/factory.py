@@ -3,19 +3,31 @@
 Models are created with random weights unless weights are given explicitly
 (``weights=PATH``) or ``pretrained=True`` finds them in the local cache; there is
 never a silent random init when pretrained weights were asked for.
+
+Weight files are read by :mod:`medaudit.models.weights`; how a model runs (its family,
+channels-last) is :mod:`medaudit.models.runtime`'s, re-exported here (``use_channels_last``)
+only until ``medaudit/train/loop.py`` imports it from there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import socket
+import urllib.request
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-from medaudit.errors import MedauditError
+import timm
+import torchvision
+from huggingface_hub import constants as hub_constants
+from timm.models import _registry as timm_registry
+from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover
-    from torch import nn
+from medaudit.errors import MedauditError, MedauditWarning
+from medaudit.models.runtime import model_family, use_channels_last  # noqa: F401  # 2nd: train/loop.py's import
+from medaudit.models.weights import load_backbone_weights
 
 TV_PREFIX = "tv:"
 # Inputs at or below this size get the MedMNIST-paper "(28)" ResNet stem.
@@ -23,16 +35,7 @@ SMALL_INPUT_MAX = 64
 _TRANSFORMER_MODULES = ("vision_transformer", "deit", "beit", "eva", "swin", "vit", "xcit", "cait", "levit")
 
 
-def _timm_arch_exists(arch: str) -> bool:
-    import timm
-
-    return timm.is_model(arch)
-
-
 def _suggest(arch: str) -> str:
-    import timm
-    import torchvision
-
     names = timm.list_models() + [TV_PREFIX + n for n in torchvision.models.list_models(torchvision.models)]
     close = difflib.get_close_matches(arch, names, n=5, cutoff=0.6)
     return f" Did you mean: {', '.join(close)}?" if close else " See `timm.list_models()` for the names."
@@ -42,9 +45,7 @@ def is_transformer_arch(arch: str) -> bool:
     """True for ViT-like architectures (token models with a patch embedding)."""
     if arch.startswith(TV_PREFIX):
         return arch[len(TV_PREFIX) :].startswith(("vit_", "swin_", "maxvit"))
-    from timm.models import _registry
-
-    module = _registry._model_to_module.get(_registry.get_arch_name(arch), "")
+    module = timm_registry._model_to_module.get(timm_registry.get_arch_name(arch), "")
     return any(key in module for key in _TRANSFORMER_MODULES)
 
 
@@ -80,9 +81,21 @@ def create_model(
     small_stem : bool, optional
         ResNet "(28)" variant (3x3 stride-1 stem, no max-pool); default: on when
         ``img_size <= 64``.
+
+    Returns
+    -------
+    nn.Module
+        In train mode (as built), on the CPU; its forward maps ``(B, in_chans, img_size, img_size)``
+        to logits ``(B, num_classes)``.
+
+    Raises
+    ------
+    MedauditError
+        For an unknown architecture (with close names), a class count below 1, pretrained weights
+        that are neither cached nor downloadable, or ``weights`` that do not fit the model.
     """
     if num_classes < 1:
-        raise MedauditError(f"num_classes must be >= 1 (got {num_classes})")
+        raise MedauditError(f"num_classes must be >= 1 (got {num_classes})", param="num_classes")
     if small_stem is None:
         small_stem = img_size <= SMALL_INPUT_MAX
     if arch.startswith(TV_PREFIX):
@@ -92,12 +105,8 @@ def create_model(
     if small_stem:
         replaced = _apply_small_stem(model, in_chans)
         if replaced and pretrained:
-            import warnings
-
-            from medaudit.errors import MedauditWarning
-
             warnings.warn(f"'{arch}' at {img_size} px uses the small ResNet stem: its first convolution starts from "
-                          "random weights, not the pretrained ones (pass --standard-stem to keep them)",
+                          "random weights, not the pretrained ones (the standard stem keeps them)",
                           MedauditWarning, stacklevel=2)
     if weights is not None:
         load_backbone_weights(model, weights)
@@ -105,9 +114,7 @@ def create_model(
 
 
 def _create_timm(arch: str, num_classes: int, in_chans: int, img_size: int, pretrained: bool) -> nn.Module:
-    import timm
-
-    if not _timm_arch_exists(arch):
+    if not timm.is_model(arch):
         raise MedauditError(f"unknown model architecture '{arch}'.{_suggest(arch)}")
     kwargs: dict = {"num_classes": num_classes, "in_chans": in_chans}
     if is_transformer_arch(arch):
@@ -121,7 +128,8 @@ def _create_timm(arch: str, num_classes: int, in_chans: int, img_size: int, pret
         raise MedauditError(
             f"pretrained weights for '{arch}' are not in the local cache and could not be downloaded ({exc}); "
             "download them on a machine that is online (they are cached under ~/.cache/huggingface) "
-            "or pass --weights PATH to a local state_dict"
+            "or give a local state_dict file as the weights instead",
+            param="pretrained",
         ) from None
 
 
@@ -138,39 +146,32 @@ def _hub_offline_when_unreachable(pretrained: bool, timeout: float = 3.0):
     if not pretrained:
         yield
         return
-    import socket
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    from huggingface_hub import constants
-
     proxies = urllib.request.getproxies()
-    if constants.HF_HUB_OFFLINE or proxies.get("https") or proxies.get("all"):
+    if hub_constants.HF_HUB_OFFLINE or proxies.get("https") or proxies.get("all"):
         yield
         return
-    url = urlsplit(constants.ENDPOINT)
+    url = urlsplit(hub_constants.ENDPOINT)
     try:
         socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
                                  timeout=timeout).close()
     except OSError:
-        previous = constants.HF_HUB_OFFLINE
-        constants.HF_HUB_OFFLINE = True
+        previous = hub_constants.HF_HUB_OFFLINE
+        hub_constants.HF_HUB_OFFLINE = True
         try:
             yield
         finally:
-            constants.HF_HUB_OFFLINE = previous
+            hub_constants.HF_HUB_OFFLINE = previous
         return
     yield
 
 
 def _create_torchvision(name: str, num_classes: int, in_chans: int, img_size: int, pretrained: bool) -> nn.Module:
-    import torchvision
-
     available = torchvision.models.list_models(torchvision.models)
     if name not in available:
         raise MedauditError(f"unknown torchvision architecture 'tv:{name}'.{_suggest(TV_PREFIX + name)}")
     if in_chans != 3:
-        raise MedauditError(f"torchvision architecture 'tv:{name}' takes 3-channel input; use in_chans=3")
+        raise MedauditError(f"torchvision architecture 'tv:{name}' takes 3-channel input (got {in_chans} channels)",
+                            param="in_chans")
     kwargs: dict = {}
     if name.startswith("vit_"):
         kwargs["image_size"] = img_size
@@ -180,7 +181,8 @@ def _create_torchvision(name: str, num_classes: int, in_chans: int, img_size: in
         except Exception as exc:  # torch.hub raises URLError/RuntimeError/etc. when offline
             raise MedauditError(
                 f"pretrained weights for 'tv:{name}' are not in the torch hub cache and could not be downloaded "
-                f"({exc}); pass --weights PATH to a local state_dict"
+                f"({exc}); give a local state_dict file as the weights instead",
+                param="pretrained",
             ) from None
         _replace_head(model, num_classes)
         return model
@@ -188,8 +190,6 @@ def _create_torchvision(name: str, num_classes: int, in_chans: int, img_size: in
 
 
 def _replace_head(model: nn.Module, num_classes: int) -> None:
-    from torch import nn
-
     if hasattr(model, "fc") and isinstance(model.fc, nn.Linear):
         model.fc = nn.Linear(model.fc.in_features, num_classes)
     elif hasattr(model, "heads") and hasattr(model.heads, "head"):
@@ -203,8 +203,6 @@ def _replace_head(model: nn.Module, num_classes: int) -> None:
 
 def _apply_small_stem(model: nn.Module, in_chans: int) -> bool:
     """MedMNIST "(28)" ResNet: 3x3 stride-1 first conv and no max-pool. Returns False for non-ResNets."""
-    from torch import nn
-
     conv1 = getattr(model, "conv1", None)
     if isinstance(conv1, nn.Conv2d) and hasattr(model, "maxpool") and hasattr(model, "layer1"):
         model.conv1 = nn.Conv2d(in_chans, conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
@@ -215,94 +213,9 @@ def _apply_small_stem(model: nn.Module, in_chans: int) -> bool:
 
 def has_small_stem(model: nn.Module) -> bool:
     """True for a ResNet built with the "(28)" stem (3x3 stride-1 conv1, no max-pool)."""
-    from torch import nn
-
     conv1 = getattr(model, "conv1", None)
     return (isinstance(conv1, nn.Conv2d) and isinstance(getattr(model, "maxpool", None), nn.Identity)
             and tuple(conv1.kernel_size) == (3, 3) and tuple(conv1.stride) == (1, 1))
-
-
-def read_state_dict(path: str | Path) -> dict:
-    """Read a bare state_dict safely (``weights_only=True`` or safetensors); strip ``module.`` prefixes."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise MedauditError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from medaudit.models.checkpoint import read_safetensors
-
-        state = read_safetensors(path)
-    else:
-        from medaudit.models.checkpoint import safe_torch_load
-
-        state = safe_torch_load(path)
-        for key in ("state_dict", "model_state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise MedauditError(f"{path}: not a state_dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def classifier_keys(model: nn.Module) -> set[str]:
-    """State-dict keys of the classification head (timm ``get_classifier``, else the last Linear)."""
-    from torch import nn
-
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if not isinstance(head, nn.Module) or not list(head.parameters()):
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        head = linears[-1] if linears else None
-    if head is None:
-        return set()
-    prefix = next(name for name, m in model.named_modules() if m is head)
-    return {f"{prefix}.{k}" if prefix else k for k in head.state_dict()}
-
-
-def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
-    """Load pretrained weights; only the classifier head may differ (a new class count).
-
-    Any other mismatch (a stem of another shape, position embeddings for another image
-    size) is an error: silently keeping a random layer would look like a pretrained model.
-    """
-    state = read_state_dict(path)
-    own = model.state_dict()
-    head = classifier_keys(model)
-    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    bad = [k for k in mismatched if k not in head]
-    if bad:
-        shapes = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in bad[:3])
-        raise MedauditError(
-            f"{path}: weights do not fit this model outside the classifier head ({shapes}); check --img-size, "
-            "--in-chans and the ResNet stem (--small-stem/--standard-stem) the weights were trained with"
-        )
-    for k in mismatched:
-        del state[k]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    bad_missing = [k for k in missing if k not in head]
-    if unexpected or bad_missing:
-        raise MedauditError(
-            f"{path}: weights do not fit the architecture (missing {bad_missing[:5]}, unexpected {unexpected[:5]})"
-        )
-
-
-def model_family(model: nn.Module) -> str:
-    """``"transformer"`` for token models (ViT, DeiT, Swin...), ``"cnn"`` otherwise."""
-    if hasattr(model, "patch_embed") or hasattr(model, "conv_proj") or hasattr(model, "encoder"):
-        return "transformer"
-    return "cnn"
-
-
-def use_channels_last(model: nn.Module, device) -> bool:
-    """Whether to run ``model`` in channels-last (NHWC) layout on ``device``.
-
-    CNNs only (it does not apply to token models), on CUDA and on the CPU: oneDNN's NHWC
-    kernels measured 1.08-1.64x faster inference (ResNet-18/50, EfficientNet-B0, ConvNeXt-T)
-    and 1.07-1.19x faster training steps on this project's 2-core CPU, with the same outputs
-    to 1e-7. Not on MPS, where NHWC support is uneven.
-    """
-    return model_family(model) == "cnn" and device.type in ("cuda", "cpu")
 
 
 def model_summary(model: nn.Module, arch: str) -> dict:

@@ -3,25 +3,26 @@
 Evaluating with other preprocessing than training silently changes every number, so the
 recipe (size, resize policy, interpolation, channels, mean/std) is stored in the checkpoint
 and nothing downstream guesses it.
+
+torch is imported inside the functions that make tensors, so importing the :class:`Recipe`
+(its fields and checks) does not load it: the training configuration imports this module for its
+option choices until it reads them from :mod:`medaudit.models.recipe_options`.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from medaudit.errors import MedauditError
+from medaudit.models.recipe_options import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, RESIZE_POLICIES
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-    from PIL import Image
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-RESIZE_POLICIES = ("stretch", "pad", "crop")
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Recipe:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         if self.in_chans not in (1, 3):
-            raise MedauditError(f"in_chans must be 1 or 3 (got {self.in_chans})")
+            raise MedauditError(f"in_chans must be 1 or 3 (got {self.in_chans})", param="in_chans")
         if len(self.mean) == 3 and self.in_chans == 1:
             # One grey channel: use the channel average of an RGB normalisation.
             object.__setattr__(self, "mean", (float(np.mean(self.mean)),))
@@ -62,17 +63,18 @@ class Recipe:
             object.__setattr__(self, "mean", self.mean * 3)
             object.__setattr__(self, "std", self.std * 3)
         if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
-            raise MedauditError(f"--mean/--std need {self.in_chans} values (got {len(self.mean)}/{len(self.std)})")
+            raise MedauditError(f"mean and std need {self.in_chans} values, one per input channel "
+                                f"(got {len(self.mean)} and {len(self.std)})", param="mean")
         if any(s <= 0 for s in self.std):
-            raise MedauditError("--std values must be positive")
+            raise MedauditError(f"std values must be positive (got {', '.join(map(str, self.std))})", param="std")
         if self.resize not in RESIZE_POLICIES:
-            raise MedauditError(f"--resize must be one of {', '.join(RESIZE_POLICIES)} (got '{self.resize}')")
+            raise MedauditError(f"resize '{self.resize}' is not one of {', '.join(RESIZE_POLICIES)}",
+                                param="resize")
         if self.interpolation not in INTERPOLATIONS:
-            raise MedauditError(
-                f"--interpolation must be one of {', '.join(INTERPOLATIONS)} (got '{self.interpolation}')"
-            )
+            raise MedauditError(f"interpolation '{self.interpolation}' is not one of {', '.join(INTERPOLATIONS)}",
+                                param="interpolation")
         if not 2 <= self.img_size <= 4096:
-            raise MedauditError(f"--img-size must be between 2 and 4096 (got {self.img_size})")
+            raise MedauditError(f"img_size must be between 2 and 4096 px (got {self.img_size})", param="img_size")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -157,11 +159,9 @@ def pil_to_uint8(img: Image.Image, in_chans: int) -> np.ndarray:
         a = a.round().astype(np.uint8)
         return a if in_chans == 1 else np.repeat(a[..., None], 3, axis=2)
     if img.mode in ("RGBA", "LA", "P", "PA"):
-        from PIL import Image as _Image
-
         rgba = img.convert("RGBA")
-        bg = _Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        img = _Image.alpha_composite(bg, rgba).convert("RGB")
+        bg = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(bg, rgba).convert("RGB")
     img = img.convert("L" if in_chans == 1 else "RGB")
     return np.asarray(img, dtype=np.uint8)
 
@@ -191,8 +191,6 @@ def iter_batches(split, recipe: Recipe, batch_size: int, *, indices=None, num_wo
     (no per-sample Python work, no float copy of the dataset); image folders stream
     from disk through a DataLoader with worker processes.
     """
-    import os
-
     import torch
 
     idx_all = np.arange(len(split)) if indices is None else np.asarray(indices)

@@ -55,9 +55,9 @@ def test_denormalize_inverts():
 
 
 def test_bad_recipes():
-    with pytest.raises(MedauditError, match="--resize"):
+    with pytest.raises(MedauditError, match="resize 'squash' is not one of"):
         Recipe(resize="squash")
-    with pytest.raises(MedauditError, match="--std"):
+    with pytest.raises(MedauditError, match="std values must be positive"):
         Recipe(std=(0.0, 1.0, 1.0))
     with pytest.raises(MedauditError, match="in_chans"):
         Recipe(in_chans=2)

@@ -120,8 +120,33 @@ def test_corrupt_safetensors_and_bad_sidecar_are_one_line_errors(tmp_path):
               str(tmp_path / "m.safetensors"))
     (tmp_path / "m.json").write_text(json.dumps({"arch": "resnet18", "class_names": ["a", "b"], "task": "binary",
                                                  "recipe": {"img_size": "big"}}))
-    with pytest.raises(MedauditError, match="malformed|img-size"):
+    with pytest.raises(MedauditError, match="malformed checkpoint metadata"):
         load_checkpoint(tmp_path / "m.safetensors")
     (tmp_path / "m.json").write_text("[1, 2]")
     with pytest.raises(MedauditError, match="JSON object"):
         load_checkpoint(tmp_path / "m.safetensors")
+
+
+def test_bad_metadata_names_the_file_not_a_parameter(tmp_path):
+    """A recipe or task that is wrong inside a file is the file's fault: no option is blamed."""
+    m = create_model("resnet18", 2, img_size=32)
+    path = save_checkpoint(tmp_path / "m.pt", m, arch="resnet18", class_names=["a", "b"], task="binary",
+                           recipe=Recipe(img_size=32), small_stem=True)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["recipe"]["resize"] = "squash"
+    torch.save(ckpt, tmp_path / "bad_recipe.pt")
+    with pytest.raises(MedauditError, match=r"bad_recipe.pt: malformed checkpoint metadata \(resize 'squash'") as err:
+        load_checkpoint(tmp_path / "bad_recipe.pt")
+    assert err.value.param is None
+    ckpt["recipe"]["resize"], ckpt["task"] = "stretch", "segmentation"
+    torch.save(ckpt, tmp_path / "bad_task.pt")
+    with pytest.raises(MedauditError, match="bad_task.pt: unknown task 'segmentation'"):
+        load_checkpoint(tmp_path / "bad_task.pt")
+
+
+def test_convert_class_name_errors_name_the_parameter(tmp_path):
+    for names in (["a"], ["a", "b", "a"]):
+        with pytest.raises(MedauditError) as err:
+            convert_weights(tmp_path / "w.pth", tmp_path / "o.pt", arch="resnet18", class_names=names,
+                            recipe=Recipe(img_size=32))
+        assert err.value.param == "class_names"

@@ -1,0 +1,153 @@
+"""``medaudit cam`` as a library call: checkpoints + data → CAM tiles in ``OUT/cams`` and ``OUT/cams.json``.
+
+The command only parses options, calls :func:`run_cam_gallery` and prints its summary. The
+samples shown are the gallery :func:`~medaudit.explain.select.select_gallery` chooses from each
+model's (cached) predictions, or the ids the caller names; every model shows the same ones.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from medaudit.audit import AuditSettings, resolve_negative_classes
+from medaudit.data import load_dataset
+from medaudit.explain.gallery import cam_block
+from medaudit.explain.select import describe_samples, select_gallery
+from medaudit.fileio import atomic_path, replace_dir
+from medaudit.models.checkpoint import load_checkpoint
+from medaudit.naming import file_stems, model_names
+from medaudit.predict import check_classes_match, predict_cached, run_inference
+
+TILES_DIR = "cams"  # tile paths in cams.json are relative to the output folder: cams/<model>_000.jpg
+SUMMARY_FILE = "cams.json"
+
+
+@dataclass(frozen=True)
+class CamGallery:
+    """What :func:`run_cam_gallery` wrote.
+
+    Attributes
+    ----------
+    summary : dict
+        The contents of ``cams.json``: ``data``, ``split``, ``negative_classes``,
+        ``negative_classes_source`` and ``models`` ({display name: cam block, see
+        :func:`medaudit.explain.gallery.cam_block`}), in model order.
+    tiles_dir : Path
+        ``OUT/cams``, holding exactly this run's tiles.
+    summary_path : Path
+        ``OUT/cams.json``.
+    """
+
+    summary: dict
+    tiles_dir: Path
+    summary_path: Path
+
+
+def run_cam_gallery(
+    checkpoints: Sequence[Path],
+    data_spec: str,
+    out_dir: Path,
+    *,
+    split: str = "test",
+    sample_ids: Sequence[str] | None = None,
+    method: str = "gradcam",
+    layer: str | None = None,
+    per_group: int = 8,
+    negative_classes: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+    batch_size: int = 16,
+    amp: bool = True,
+    fmt: str = "jpeg",
+    progress: bool = False,
+) -> CamGallery:
+    """Write CAM tiles (input, overlay, true/predicted label) of every checkpoint on one data split.
+
+    Parameters
+    ----------
+    checkpoints : sequence of Path, length M
+        medaudit checkpoints; display names by :func:`medaudit.naming.model_names`.
+    data_spec : str
+        Image folder, ``.npz``, ``medmnist:NAME[@SIZE]`` or CSV manifest.
+    out_dir : Path
+        Output folder (created): tiles go to ``OUT/cams``, which is replaced as a whole, so no
+        tile of an earlier run stays; the summary to ``OUT/cams.json``. A failed run leaves the
+        previous output as it was.
+    split : str
+        The split whose samples are shown.
+    sample_ids : sequence of str, optional
+        Show these samples, in this order; only they are run through the models. Default: the
+        gallery chosen from each model's predictions on the whole split (missed disease, other
+        errors, confident correct), computed or read from the predictions cache.
+    method : str
+        A key of :data:`medaudit.explain.cam.CAM_METHODS`.
+    layer : str, optional
+        Dotted target layer; default chosen per architecture.
+    per_group : int
+        Samples per gallery group (ignored with ``sample_ids``).
+    negative_classes : sequence of str, optional
+        The "healthy" classes; default: detected (:func:`medaudit.audit.resolve_negative_classes`).
+    classes : sequence of str, optional
+        Class names for data whose labels are integers.
+    batch_size : int
+        Images per forward and per CAM call.
+    amp : bool
+        Mixed precision for the predictions that label and choose the samples (CUDA only).
+    fmt : {"jpeg", "png"}
+        Tile file format.
+    progress : bool
+        Show progress bars for the prediction passes.
+
+    Returns
+    -------
+    CamGallery
+        The summary written and where it was written.
+    """
+    loaded = [load_checkpoint(p) for p in checkpoints]
+    names = model_names(checkpoints)
+    ds = load_dataset(data_spec, classes=list(classes) if classes else None)
+    data = ds.split(split)
+    for ld in loaded:
+        check_classes_match(ld, ds.class_names)
+    negatives, source = resolve_negative_classes(
+        ds.class_names, ds.task, AuditSettings(negative_classes=list(negative_classes or []) or None)
+    )
+    if sample_ids is not None:
+        # Only the requested samples are run: no pass over the whole split, nothing cached.
+        preds = [run_inference(ld, data, split_name=split, split_fingerprint=None, dataset_spec=data_spec,
+                               model_name=n, batch_size=batch_size, amp=amp, progress=progress,
+                               sample_ids=list(sample_ids))
+                 for ld, n in zip(loaded, names, strict=True)]
+        galleries = describe_samples(preds, negative_classes=negatives)
+    else:
+        preds = [predict_cached(ld, data, split_name=split, dataset_spec=data_spec, model_name=n, amp=amp,
+                                progress=progress)[0]
+                 for ld, n in zip(loaded, names, strict=True)]
+        galleries = select_gallery(preds, negative_classes=negatives, per_group=per_group)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Tiles go to a staging folder that replaces OUT/cams at the end: a rerun leaves no stale
+    # tiles from the previous one, and a failed run leaves the previous output as it was.
+    staging = Path(tempfile.mkdtemp(prefix=".cams.tmp-", dir=out_dir))
+    staged_tiles = staging / TILES_DIR
+    try:
+        blocks = {
+            n: cam_block(ld, g["items"], data, name=n, out_dir=staged_tiles, file_stem=stem, method=method,
+                         layer=layer, batch_size=batch_size, fmt=fmt)
+            for ld, n, stem, g in zip(loaded, names, file_stems(names), galleries, strict=True)
+        }
+        summary = {"data": data_spec, "split": split, "negative_classes": negatives,
+                   "negative_classes_source": source, "models": blocks}
+        staged_tiles.mkdir(exist_ok=True)  # no tiles at all is still an (empty) result
+        replace_dir(staged_tiles, out_dir / TILES_DIR)
+        with atomic_path(out_dir / SUMMARY_FILE) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
+    finally:
+        # Best effort: a failing clean-up must not hide the error that got us here.
+        shutil.rmtree(staging, ignore_errors=True)
+    return CamGallery(summary, out_dir / TILES_DIR, out_dir / SUMMARY_FILE)
