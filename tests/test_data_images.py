@@ -94,3 +94,15 @@ def test_hash_equal_for_array_and_png(tmp_path):
         Image.fromarray(arr).save(tmp_path / "h.png")
         assert pixel_hash(decode_image(tmp_path / "h.png")[0]) == array_hash(arr)
     assert array_hash(gray) != array_hash(gray.T.copy())  # shape is part of the hash
+
+
+def test_truncated_jpeg_refused_even_when_a_library_allows_truncated_images(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # what importing weasyprint does
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "t.jpg")
+    data = (tmp_path / "t.jpg").read_bytes()
+    (tmp_path / "t.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MedauditError, match="truncated or corrupt"):
+        decode_image(tmp_path / "t.jpg")
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored

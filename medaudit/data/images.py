@@ -25,13 +25,14 @@ bytes, so a PNG written from an array hashes the same as that array (see
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from medaudit.errors import MedauditError
 
@@ -46,6 +47,21 @@ IMAGE_EXTENSIONS = frozenset(
 
 _HIGH_DEPTH_GRAY = {"I", "F", "I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;32", "I;32B"}
 _ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
+
+
+@contextlib.contextmanager
+def _truncated_images_refused():
+    """Decode with PIL's truncated-image tolerance off, whatever a library set globally.
+
+    WeasyPrint sets ``ImageFile.LOAD_TRUNCATED_IMAGES = True`` when imported; with it, half a JPEG
+    decodes as grey pixels and a truncated scan would be audited as if it were whole.
+    """
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 def is_image_file(path: Path) -> bool:
@@ -92,7 +108,8 @@ def decode_image(
                         "(possible decompression bomb); downscale it before auditing"
                     )
                 im.seek(0)
-                im.load()
+                with _truncated_images_refused():
+                    im.load()
                 original_mode = im.mode
                 im = ImageOps.exif_transpose(im)
                 out = normalise_mode(im)
