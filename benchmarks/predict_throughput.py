@@ -238,8 +238,8 @@ def bench_npz(args, tmp: Path) -> None:
     from PIL import Image
 
     from medaudit.data import load_dataset
-    from medaudit.predict import run_inference
     from medaudit.models.preprocess import Recipe
+    from medaudit.predict import run_inference
 
     path, desc = npz_source(tmp, args.npz, args.seed)
     ds = load_dataset(str(path))
@@ -266,8 +266,8 @@ def bench_folder(args, tmp: Path) -> None:
     from PIL import Image
 
     from medaudit.data import load_dataset, make_demo_dataset
-    from medaudit.predict import run_inference
     from medaudit.models.preprocess import Recipe
+    from medaudit.predict import run_inference
 
     root = make_demo_dataset(tmp / "demo", n_train=1, n_val=1, n_test=args.folder_per_class, size=args.folder_size)
     ds = load_dataset(str(root))

@@ -10,7 +10,7 @@ By default an epoch includes its end, as in a real run: medaudit's validation pa
 checkpoint and resumable ``NAME.last.pt`` (optimizer state included) against the hand loop's
 validation pass and ``torch.save(state_dict)``; ``--train-only`` times the steps alone.
 The hand loop keeps PyTorch's default contiguous layout on the CPU (medaudit runs CNNs
-channels-last, see ``medaudit.models.use_channels_last``).
+channels-last, see ``medaudit.models.runtime.use_channels_last``).
 
 Usage::
 
@@ -50,8 +50,8 @@ def medaudit_loop(ds, args, device):
     from medaudit.models.checkpoint import atomic_torch_save, build_checkpoint
     from medaudit.models.factory import create_model
     from medaudit.models.preprocess import Recipe
-    from medaudit.train.loop import _Loop, last_path_for
     from medaudit.train.config import TrainConfig
+    from medaudit.train.loop import _Loop, last_path_for
 
     cfg = TrainConfig(arch=args.arch, img_size=args.img_size, in_chans=3, batch_size=args.batch_size, epochs=10**6,
                       device=str(device), seed=0).validate()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from medaudit.audit import AuditSettings
 from medaudit.data import load_dataset, make_demo_dataset
-from medaudit.models.checkpoint import safe_torch_load
+from medaudit.models.weights import safe_torch_load
 from medaudit.pipeline import ReportOptions, run_report
 from medaudit.train.config import TrainConfig
 from medaudit.train.loop import train

@@ -26,7 +26,6 @@ from medaudit import __version__
 from medaudit.audit import AuditSettings, ModelResult, assemble_snapshot, resolve_negative_classes
 from medaudit.bench import benchmark_models, count_flops
 from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
-from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
 from medaudit.explain import cam_tiles_for_report
 from medaudit.fileio import staging_dir
@@ -259,9 +258,8 @@ def _measure_efficiency(opts: ReportOptions, inputs: _Inputs, results: list[Mode
         [(n, ld.model, (ld.recipe.in_chans, ld.recipe.img_size, ld.recipe.img_size))
          for n, ld in zip(names, inputs.loaded, strict=True)],
         device=opts.device, repeats=opts.bench_repeats, batch_sizes=opts.bench_batch_sizes,
-        # CNNs are timed in the layout inference uses (medaudit.models.use_channels_last); this
-        # device rule is a second copy of it until medaudit.models owns it as one function.
-        channels_last=resolve_device(opts.device).type in ("cuda", "cpu"),
+        # None: each model in the layout inference uses (medaudit.models.runtime.use_channels_last).
+        channels_last=None,
         # The FLOPs were counted once for the checkpoint block; a second counting forward is waste.
         flops={n: {"flops": r.checkpoint["flops"], "macs": r.checkpoint["macs"]}
                for n, r in zip(names, results, strict=True)},

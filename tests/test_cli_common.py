@@ -17,8 +17,9 @@ def _command(message: str, param: str | None, warn: str | None = None) -> click.
     @click.option("--batch-size", "batch_size", type=int)
     @click.option("-o", "--out", "out")
     @click.option("--names")
+    @click.option("--cam-layer", "cam_layer")
     @handle_errors
-    def cmd(batch_size, out, names):
+    def cmd(batch_size, out, names, cam_layer):
         if warn:
             warnings.warn(warn, MedauditWarning, stacklevel=1)
         raise MedauditError(message, param=param)
@@ -36,6 +37,8 @@ def _command(message: str, param: str | None, warn: str | None = None) -> click.
         ("2 names given for 3 models", "names", "Error: --names: 2 names given for 3 models"),
         ("batch_sizes differ", "batch_size", "Error: --batch-size: batch_sizes differ"),  # a whole word only
         ("--names: already spelled", "names", "Error: --names: already spelled"),
+        # A library parameter the command prefixes (explain's `layer` is report's `cam_layer`).
+        ("layer 'x' is not a layer", "layer", "Error: --cam-layer 'x' is not a layer"),
         # ... and a parameter without an option in this command keeps the library's wording.
         ("lr must be a positive number (got 0)", "lr", "Error: lr must be a positive number (got 0)"),
         ("plain message", None, "Error: plain message"),

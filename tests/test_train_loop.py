@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from medaudit.errors import MedauditError, MedauditWarning
-from medaudit.models.checkpoint import load_checkpoint, safe_torch_load
+from medaudit.models.checkpoint import load_checkpoint
+from medaudit.models.weights import safe_torch_load
 from medaudit.predictions import probabilities_from_logits
 from medaudit.train.config import TrainConfig
 from medaudit.train.loop import load_resume, resume_training, train, train_from_config

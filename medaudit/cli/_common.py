@@ -73,7 +73,10 @@ def cli_message(exc: MedauditError) -> str:
         return message
     ctx = click.get_current_context(silent=True)
     params = ctx.command.params if ctx is not None else []
-    flags = [p.opts[0] for p in params if p.name == exc.param and isinstance(p, click.Option)]
+    options = [p for p in params if isinstance(p, click.Option)]
+    # An exact name first; else a prefixed one (explain's `layer` is report's `cam_layer`).
+    flags = [p.opts[0] for p in options if p.name == exc.param] or [
+        p.opts[0] for p in options if (p.name or "").endswith(f"_{exc.param}")]
     label = flags[0] if flags else exc.param
     if message.startswith(label):
         return message

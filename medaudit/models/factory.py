@@ -5,8 +5,7 @@ Models are created with random weights unless weights are given explicitly
 never a silent random init when pretrained weights were asked for.
 
 Weight files are read by :mod:`medaudit.models.weights`; how a model runs (its family,
-channels-last) is :mod:`medaudit.models.runtime`'s, re-exported here (``use_channels_last``)
-only until ``medaudit/train/loop.py`` imports it from there.
+channels-last) is :mod:`medaudit.models.runtime`'s.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from timm.models import _registry as timm_registry
 from torch import nn
 
 from medaudit.errors import MedauditError, MedauditWarning
-from medaudit.models.runtime import model_family, use_channels_last  # noqa: F401  # 2nd: train/loop.py's import
+from medaudit.models.runtime import model_family
 from medaudit.models.weights import load_backbone_weights
 
 TV_PREFIX = "tv:"

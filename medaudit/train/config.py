@@ -14,7 +14,7 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
 
 from medaudit.errors import MedauditError
-from medaudit.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, RESIZE_POLICIES
+from medaudit.models.recipe_options import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, RESIZE_POLICIES
 from medaudit.tasks import TASKS
 
 LOSSES = ("ce", "focal", "weighted-ce", "bce")

@@ -25,9 +25,11 @@ from tqdm.auto import tqdm
 from medaudit.data import load_dataset
 from medaudit.device import resolve_device
 from medaudit.errors import MedauditError
-from medaudit.models.checkpoint import atomic_torch_save, build_checkpoint, safe_torch_load
-from medaudit.models.factory import SMALL_INPUT_MAX, create_model, has_small_stem, use_channels_last
+from medaudit.models.checkpoint import atomic_torch_save, build_checkpoint
+from medaudit.models.factory import SMALL_INPUT_MAX, create_model, has_small_stem
 from medaudit.models.preprocess import Recipe, iter_batches, split_tensor_dataset
+from medaudit.models.runtime import use_channels_last
+from medaudit.models.weights import safe_torch_load
 from medaudit.predictions import probabilities_from_logits
 from medaudit.train.augment import Augmenter
 from medaudit.train.config import TrainConfig
