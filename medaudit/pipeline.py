@@ -28,7 +28,7 @@ from medaudit.bench import benchmark_models, count_flops
 from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
 from medaudit.errors import MedauditError
 from medaudit.explain import cam_tiles_for_report
-from medaudit.fileio import staging_dir
+from medaudit.fileio import check_destination, require_regular_file, staging_dir
 from medaudit.models.checkpoint import Loaded, load_checkpoint
 from medaudit.models.factory import model_summary
 from medaudit.naming import file_stems, model_names
@@ -195,17 +195,38 @@ def _check_inputs(opts: ReportOptions) -> tuple[tuple[str, ...], list[str]]:
     if not opts.checkpoints:
         raise MedauditError("at least one checkpoint is needed", param="models")
     formats = check_formats(opts.formats)
+    check_destination(opts.out_dir, param="out_dir")
     check_output_dir(opts.out_dir)
+    _refuse_inputs_inside(opts)
     return formats, model_names(opts.checkpoints, opts.names or None)
+
+
+def _refuse_inputs_inside(opts: ReportOptions) -> None:
+    """An input inside the folder the report replaces would be deleted with it (a rerun into ``prev``
+    of ``prev/model.pt``): refuse before anything is read."""
+    out = Path(opts.out_dir).resolve()
+    inputs = [("models", p) for p in opts.checkpoints] + [("notes_path", opts.notes_path),
+                                                           ("template_dir", opts.template_dir)]
+    if not opts.data_spec.lower().startswith("medmnist:"):
+        inputs.append(("data", Path(opts.data_spec)))
+    for param, path in inputs:
+        if path is not None and Path(path).resolve().is_relative_to(out):
+            raise MedauditError(f"{path} lies inside the output folder {opts.out_dir}, which the report replaces; "
+                                "move it out or choose another output folder", param=param)
 
 
 def _read_notes(notes_path: Path | None) -> str | None:
     """The reviewer notes (Markdown), or None when none were given."""
     if notes_path is None:
         return None
-    if not notes_path.is_file():
+    if not notes_path.exists():
         raise MedauditError(f"{notes_path}: file not found; give a Markdown file of reviewer notes", param="notes_path")
-    return notes_path.read_text(encoding="utf-8")
+    require_regular_file(notes_path, param="notes_path")
+    try:
+        return notes_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise MedauditError(f"{notes_path}: not UTF-8 text; give a Markdown file of reviewer notes",
+                            param="notes_path") from None
 
 
 def _load_inputs(opts: ReportOptions, names: list[str]) -> _Inputs:

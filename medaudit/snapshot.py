@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from medaudit.errors import MedauditError
+from medaudit.fileio import require_regular_file
 
 # 2.0: the measurements of the machine (inference device/time/cache hit, efficiency) moved into
 # `run`, so everything else is a pure function of the predictions. 1.0 snapshots still render.
@@ -92,6 +93,8 @@ def load_snapshot(path: str | Path, *, require_models: bool = True) -> dict:
         Naming ``path``: missing or unreadable file, invalid JSON, unreadable version, malformed models.
     """
     p = Path(path)
+    if p.exists():
+        require_regular_file(p)  # a FIFO would block the read forever
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -93,3 +93,38 @@ def test_a_failure_after_inference_leaves_no_staging_folder_and_no_report(tmp_pa
         run_report(_opts([checkpoint], demo_data, tmp_path / "rep"))
     assert len(staged) == 1 and staged[0].startswith("medaudit-report-")
     assert list(staging_root.iterdir()) == [] and not (tmp_path / "rep").exists()
+
+
+def test_a_rerun_into_the_folder_holding_its_own_inputs_is_refused_and_deletes_nothing(tmp_path, demo_data,
+                                                                                       checkpoint):
+    prev = tmp_path / "prev"
+    run_report(_opts([checkpoint], demo_data, prev))
+    (prev / "model.pt").write_bytes(checkpoint.read_bytes())
+    (prev / "notes.md").write_text("# my notes")
+    for change, param in ((dict(checkpoints=[prev / "model.pt"]), "models"),
+                          (dict(checkpoints=[checkpoint], notes_path=prev / "notes.md"), "notes_path")):
+        opts = _opts(change.pop("checkpoints"), demo_data, prev, **change)
+        with pytest.raises(MedauditError, match="inside the output folder") as exc:
+            run_report(opts)
+        assert exc.value.param == param
+    assert (prev / "model.pt").is_file() and (prev / "notes.md").read_text() == "# my notes"
+
+
+@pytest.mark.parametrize("where, fragment", [("afile/sub", "is a file, so no folder"), ("/proc/medaudit-x", "not writable")])
+def test_an_output_path_that_cannot_be_made_fails_before_the_data_is_read(tmp_path, checkpoint, where, fragment):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / where if not where.startswith("/") else __import__("pathlib").Path(where)
+    with pytest.raises(MedauditError, match=fragment) as exc:
+        run_report(_opts([checkpoint], tmp_path / "no-such-data", out))
+    assert exc.value.param == "out_dir"
+
+
+def test_binary_or_fifo_notes_are_one_line_errors(tmp_path, checkpoint):
+    import os
+
+    (tmp_path / "notes.bin").write_bytes(bytes(range(128, 256)))
+    os.mkfifo(tmp_path / "notes.fifo")
+    for name, fragment in (("notes.bin", "not UTF-8 text"), ("notes.fifo", "not a regular file")):
+        with pytest.raises(MedauditError, match=fragment) as exc:
+            run_report(_opts([checkpoint], tmp_path / "no-such-data", tmp_path / "rep", notes_path=tmp_path / name))
+        assert exc.value.param == "notes_path"

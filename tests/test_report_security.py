@@ -102,3 +102,14 @@ def test_bad_template_dir_and_syntax(tmp_path):
     with pytest.raises(MedauditError, match="report.html.j2"):
         render_html(minimal_snapshot(), tmp_path, template_dir=tmp_path)
     json.dumps(minimal_snapshot())  # the minimal snapshot is plain JSON
+
+
+def test_a_custom_template_cannot_run_code(tmp_path):
+    """The issue's example: Jinja's unsandboxed globals reach os.popen through cycler."""
+    marker = tmp_path / "pwned"
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "report.html.j2").write_text(
+        "{{ cycler.__init__.__globals__.os.popen('touch " + str(marker) + "').read() }}")
+    with pytest.raises(MedauditError, match="refused by the sandbox"):
+        render_html(minimal_snapshot(), tmp_path, template_dir=tmp_path / "tpl")
+    assert not marker.exists()

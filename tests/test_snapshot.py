@@ -111,3 +111,12 @@ def test_measured_views_read_schema_1_0_where_it_kept_them():
         m["efficiency"] = run_eff["models"].get(m["name"])
     assert [m["efficiency"] for m in measured_models(snap)] == [run_eff["models"][m["name"]] for m in snap["models"]]
     assert measured_efficiency(snap) is snap["efficiency"]
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_is_refused_instead_of_blocking(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "report.json")
+    with pytest.raises(MedauditError, match="not a regular file"):
+        snapshot_mod.load_snapshot(tmp_path / "report.json")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from medaudit.errors import MedauditError
 from medaudit.report.context import build_context
@@ -58,12 +59,16 @@ def template_dirs(template_dir: str | Path | None) -> list[Path]:
 
 
 def make_env(template_dir: str | Path | None = None) -> jinja2.Environment:
-    """A Jinja environment with autoescape on and the user-then-packaged loader."""
+    """A sandboxed Jinja environment with autoescape on and the user-then-packaged loader.
+
+    Templates from ``--template-dir`` are untrusted: the immutable sandbox refuses attribute
+    walks such as ``cycler.__init__.__globals__`` (which reach ``os``) and mutation of the context.
+    """
     dirs = template_dirs(template_dir)
     packaged = jinja2.FileSystemLoader(str(dirs[-1]))
     loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader([str(d) for d in dirs]),
                                   jinja2.PrefixLoader({"medaudit": packaged})])
-    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+    return ImmutableSandboxedEnvironment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
                               trim_blocks=True, lstrip_blocks=True)
 
 
@@ -124,6 +129,8 @@ def render_html(snapshot: dict, asset_root: Path, *, template_dir: str | Path | 
     env = make_env(template_dir)
     try:
         return env.get_template(ENTRY_TEMPLATE).render(**ctx)
+    except SecurityError as exc:
+        raise MedauditError(f"template refused by the sandbox: {exc}", param="template_dir") from None
     except jinja2.TemplateNotFound as exc:
         raise MedauditError(f"template {exc.name!r} not found in the user or the packaged templates; "
                             "check the file name") from exc
