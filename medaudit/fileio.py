@@ -7,6 +7,7 @@ their names carry the writing process, so a later run can remove what a killed o
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import shutil
@@ -119,7 +120,7 @@ def sweep_stale(parent: str | os.PathLike, prefix: str) -> list[Path]:
     removed: list[Path] = []
     host = _host_tag()
     try:
-        entries = list(parent.glob(glob_escape(prefix) + "*"))
+        entries = list(parent.glob(glob.escape(prefix) + "*"))
     except OSError:
         return removed
     for entry in entries:
@@ -136,11 +137,6 @@ def sweep_stale(parent: str | os.PathLike, prefix: str) -> list[Path]:
         except OSError:
             continue  # another process swept it first, or it is not ours to remove
     return removed
-
-
-def glob_escape(text: str) -> str:
-    """``text`` with glob metacharacters escaped (a folder named ``a[1]`` is matched literally)."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def staging_dir(prefix: str, parent: str | os.PathLike | None = None) -> Path:

@@ -28,7 +28,7 @@ from medaudit.bench import benchmark_models, count_flops
 from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
 from medaudit.errors import MedauditError
 from medaudit.explain import cam_tiles_for_report
-from medaudit.fileio import check_destination, require_regular_file, staging_dir
+from medaudit.fileio import require_regular_file, staging_dir
 from medaudit.models.checkpoint import Loaded, load_checkpoint
 from medaudit.models.factory import model_summary
 from medaudit.naming import file_stems, model_names
@@ -195,7 +195,6 @@ def _check_inputs(opts: ReportOptions) -> tuple[tuple[str, ...], list[str]]:
     if not opts.checkpoints:
         raise MedauditError("at least one checkpoint is needed", param="models")
     formats = check_formats(opts.formats)
-    check_destination(opts.out_dir, param="out_dir")
     check_output_dir(opts.out_dir)
     _refuse_inputs_inside(opts)
     return formats, model_names(opts.checkpoints, opts.names or None)

@@ -2,27 +2,22 @@
 
 Evaluating with other preprocessing than training silently changes every number, so the
 recipe (size, resize policy, interpolation, channels, mean/std) is stored in the checkpoint
-and nothing downstream guesses it.
-
-torch is imported inside the functions that make tensors, so importing the :class:`Recipe`
-(its fields and checks) does not load it: the training configuration imports this module for its
-option choices until it reads them from :mod:`medaudit.models.recipe_options`.
+and nothing downstream guesses it. The recipe's choices live, torch-free, in
+:mod:`medaudit.models.recipe_options` (the CLI builds its options from them).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from medaudit.errors import MedauditError
 from medaudit.models.recipe_options import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, RESIZE_POLICIES
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 
 @dataclass(frozen=True)
@@ -94,8 +89,6 @@ class Recipe:
     # -- uint8 arrays (npz sources, batches) --------------------------------------
     def batch_from_array(self, arr: np.ndarray) -> torch.Tensor:
         """uint8 array (B, H, W) or (B, H, W, C) → normalised float tensor (B, C, s, s)."""
-        import torch
-        import torch.nn.functional as F
 
         if arr.dtype != np.uint8:
             raise MedauditError(f"expected uint8 images, got {arr.dtype}")
@@ -109,12 +102,12 @@ class Recipe:
             x = x.expand(-1, 3, -1, -1)
         elif c == 3 and self.in_chans == 1:
             x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        x = self._resize(x, F)
+        x = self._resize(x)
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return ((x - mean) / std).contiguous()
 
-    def _resize(self, x: torch.Tensor, F) -> torch.Tensor:
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
         s = self.img_size
         h, w = x.shape[-2:]
         if (h, w) == (s, s):
@@ -140,7 +133,6 @@ class Recipe:
 
     def denormalize(self, x: torch.Tensor) -> np.ndarray:
         """Normalised tensor (C, H, W) → uint8 array (H, W, 3) for display."""
-        import torch
 
         mean = torch.tensor(self.mean).view(-1, 1, 1)
         std = torch.tensor(self.std).view(-1, 1, 1)
@@ -168,7 +160,6 @@ def pil_to_uint8(img: Image.Image, in_chans: int) -> np.ndarray:
 
 def split_tensor_dataset(split, recipe: Recipe):
     """A torch Dataset over a data split yielding ``(x, y, index)`` with the recipe applied."""
-    import torch
 
     class _SplitDataset(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -191,7 +182,6 @@ def iter_batches(split, recipe: Recipe, batch_size: int, *, indices=None, num_wo
     (no per-sample Python work, no float copy of the dataset); image folders stream
     from disk through a DataLoader with worker processes.
     """
-    import torch
 
     idx_all = np.arange(len(split)) if indices is None else np.asarray(indices)
     if split.array is not None:

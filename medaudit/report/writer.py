@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from medaudit.errors import MedauditError
-from medaudit.fileio import replace_dir
+from medaudit.fileio import check_destination, replace_dir
 from medaudit.report.html import render_html, template_dirs
 from medaudit.report.pdf import render_pdf
 from medaudit.report.plots import make_figures
@@ -156,7 +156,8 @@ def check_output_dir(out_dir: str | Path) -> None:
 
     The report folder is replaced as a whole, so it must be new, empty, or a previous
     medaudit report (it holds ``report.json`` or the :data:`MARKER` file); the current
-    folder or ``~/Documents`` is an error.
+    folder or ``~/Documents`` is an error, and so is a path that cannot be made
+    (:func:`medaudit.fileio.check_destination`).
 
     Parameters
     ----------
@@ -167,11 +168,9 @@ def check_output_dir(out_dir: str | Path) -> None:
     MedauditError
         (``param="out_dir"``) naming the folder.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_destination(out_dir, param="out_dir")  # creatable and writable, a folder if it exists
     if not out_dir.exists():
         return
-    if not out_dir.is_dir():
-        raise MedauditError(f"{out_dir}: exists and is not a folder; choose another output path", param="out_dir")
     if any(out_dir.iterdir()) and not ((out_dir / "report.json").is_file() or (out_dir / MARKER).is_file()):
         raise MedauditError(
             f"{out_dir}: folder is not empty and holds no earlier medaudit report; it would be replaced "
