@@ -205,3 +205,43 @@ def _can_write_in(folder: Path) -> bool:
     with contextlib.suppress(OSError):
         os.unlink(probe)
     return True
+
+
+def check_output_file(path: str | os.PathLike, *, inputs: tuple = (), param: str | None = None) -> Path:
+    """:func:`check_destination` for a file, and refuse a ``path`` that is one of ``inputs``.
+
+    Writing a result over the checkpoint or data it was computed from would destroy the input
+    (``predict -o model.pt``); a symlink or hard link to an input counts as the input.
+    """
+    out = check_destination(path, kind="file", param=param)
+    for src in inputs:
+        if src is None:
+            continue
+        try:
+            same = out.exists() and Path(src).exists() and os.path.samefile(out, src)
+        except OSError:
+            same = False
+        if same:
+            raise MedauditError(f"{path}: is the input {src}; writing there would destroy it, choose another path",
+                                param=param)
+    return out
+
+
+@contextlib.contextmanager
+def created_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Make ``path`` (and missing parents) for the block; if the block fails, remove again the
+    folders made here that are still empty, so a failed run leaves no empty output folder."""
+    path = Path(path)
+    made: list[Path] = []
+    probe = path
+    while not probe.exists():
+        made.append(probe)
+        probe = probe.parent
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds when empty
+        raise

@@ -195,8 +195,8 @@ def _check_inputs(opts: ReportOptions) -> tuple[tuple[str, ...], list[str]]:
     if not opts.checkpoints:
         raise MedauditError("at least one checkpoint is needed", param="models")
     formats = check_formats(opts.formats)
+    _refuse_inputs_inside(opts)  # first: its message names the input, the other only "unknown files"
     check_output_dir(opts.out_dir)
-    _refuse_inputs_inside(opts)
     return formats, model_names(opts.checkpoints, opts.names or None)
 
 

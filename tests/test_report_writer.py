@@ -49,12 +49,17 @@ def test_success_replaces_folder_and_copies_extras(tmp_path):
     with pytest.raises(MedauditError, match="not empty"):  # not an earlier report: never wiped
         write_report(minimal_snapshot(), out, formats=("json",))
     assert (out / "stale.txt").read_text() == "old"
-    (out / "report.json").write_text("{}")  # an earlier report is replaced as a whole
+    (out / "report.json").write_text("{}")  # an earlier report, but stale.txt is not one of its files
+    with pytest.raises(MedauditError, match=r"did not write \(stale.txt\)"):
+        write_report(minimal_snapshot(), out, formats=("json",))
+    (out / "stale.txt").unlink()
+    (out / "figures").mkdir()
+    (out / "figures" / "stale.png").write_text("old")  # what an earlier report wrote is replaced
     csv = tmp_path / "p.csv"
     csv.write_text("id,prob\n")
     written = write_report(minimal_snapshot(), out, formats=("html", "json"),
                            extra_files={"predictions/m.csv": csv})
-    assert not (out / "stale.txt").exists()
+    assert not (out / "figures" / "stale.png").exists()
     assert (out / "predictions" / "m.csv").read_text() == "id,prob\n"
     assert set(written) == {"html", "json", "figures"} and written["html"].is_file()
     assert _siblings(tmp_path) == ["p.csv", "report"]

@@ -9,6 +9,7 @@ import click
 
 from medaudit.cli._common import handle_errors, progress_disabled
 from medaudit.errors import MedauditError
+from medaudit.fileio import atomic_path, check_output_file
 
 
 def _parse_batch_sizes(text: str) -> list[int]:
@@ -60,6 +61,8 @@ def bench(checkpoints, model_paths, archs, img_size, in_chans, num_classes, batc
     paths = [*model_paths, *checkpoints]
     if not paths and not archs:
         raise MedauditError("give checkpoints with --models A.pt B.pt, or architectures with --arch NAME")
+    if json_path is not None:  # before the timing, which is most of the time
+        check_output_file(json_path, inputs=tuple(paths), param="json_path")
     models, shapes = [], []
     for path in paths:
         loaded = load_checkpoint(path)
@@ -78,5 +81,6 @@ def bench(checkpoints, model_paths, archs, img_size, in_chans, num_classes, batc
     click.echo(format_table(result))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         click.echo(f"json → {json_path}")

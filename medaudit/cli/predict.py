@@ -31,9 +31,20 @@ def predict(model_path, data_spec, split, output, csv_path, device, batch_size, 
     The .npz holds sample_ids, y_true, probs and a JSON header (see docs/predictions-format.md).
     """
     from medaudit.data import load_dataset
+    from medaudit.errors import MedauditError
+    from medaudit.fileio import check_output_file
     from medaudit.models.checkpoint import load_checkpoint
     from medaudit.predict import check_classes_match, predict_cached
 
+    # Destinations first: a path that cannot be written fails before the forward pass, and no
+    # output may overwrite the checkpoint or the data it came from.
+    out = output or model_path.with_name(f"{model_path.stem}.{split}.npz")
+    inputs = (model_path, Path(data_spec))
+    check_output_file(out, inputs=inputs, param="output")
+    if csv_path:
+        check_output_file(csv_path, inputs=inputs, param="csv_path")
+        if Path(csv_path).absolute() == Path(out).absolute():
+            raise MedauditError(f"{csv_path}: is also the predictions file; give --csv another name", param="csv_path")
     loaded = load_checkpoint(model_path)
     ds = load_dataset(data_spec, classes=classes.split(",") if classes else None)
     check_classes_match(loaded, ds.class_names)
@@ -41,7 +52,6 @@ def predict(model_path, data_spec, split, output, csv_path, device, batch_size, 
         loaded, ds.split(split), split_name=split, dataset_spec=data_spec, use_cache=not no_cache,
         device=device, batch_size=batch_size, amp=amp, progress=not (quiet or progress_disabled()),
     )
-    out = output or model_path.with_name(f"{model_path.stem}.{split}.npz")
     preds.save(out)
     click.echo(f"{'cached' if cached else 'ran'}: {preds.n_samples} samples of split '{split}' → {out}")
     if csv_path:

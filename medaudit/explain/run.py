@@ -16,9 +16,10 @@ from pathlib import Path
 
 from medaudit.audit import AuditSettings, resolve_negative_classes
 from medaudit.data import load_dataset
+from medaudit.errors import MedauditError
 from medaudit.explain.gallery import cam_block
 from medaudit.explain.select import describe_samples, select_gallery
-from medaudit.fileio import atomic_path, replace_dir
+from medaudit.fileio import atomic_path, check_destination, created_dir, replace_dir, require_regular_file
 from medaudit.models.checkpoint import load_checkpoint
 from medaudit.naming import file_stems, model_names
 from medaudit.predict import check_classes_match, predict_cached, run_inference
@@ -107,6 +108,8 @@ def run_cam_gallery(
     CamGallery
         The summary written and where it was written.
     """
+    out_dir = Path(out_dir)
+    check_cam_output(out_dir)
     loaded = [load_checkpoint(p) for p in checkpoints]
     names = model_names(checkpoints)
     ds = load_dataset(data_spec, classes=list(classes) if classes else None)
@@ -129,10 +132,43 @@ def run_cam_gallery(
                  for ld, n in zip(loaded, names, strict=True)]
         galleries = select_gallery(preds, negative_classes=negatives, per_group=per_group)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     # Tiles go to a staging folder that replaces OUT/cams at the end: a rerun leaves no stale
-    # tiles from the previous one, and a failed run leaves the previous output as it was.
+    # tiles from the previous one, and a failed run leaves the previous output as it was (and
+    # no empty OUT when there was none, e.g. after a wrong --cam-layer).
+    with created_dir(out_dir):
+        return _write_gallery(out_dir, loaded, names, galleries, data, data_spec, split, negatives, source,
+                              method=method, layer=layer, batch_size=batch_size, fmt=fmt)
+
+
+def check_cam_output(out_dir: Path) -> None:
+    """Refuse, before any work, an ``out_dir`` that cannot be made or whose ``cams`` folder (replaced
+    as a whole) or ``cams.json`` holds anything an earlier ``medaudit cam`` did not write."""
+    out_dir = check_destination(out_dir, param="out_dir")
+    tiles_dir, summary_path = out_dir / TILES_DIR, out_dir / SUMMARY_FILE
+    if not tiles_dir.exists() and not summary_path.exists():
+        return
+    known: set[str] = set()
+    if summary_path.exists():
+        try:
+            summary = json.loads(require_regular_file(summary_path, param="out_dir").read_text(encoding="utf-8"))
+            known = {t["file"] for b in summary["models"].values() for t in b["tiles"] if t.get("file")}
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            raise MedauditError(f"{summary_path}: exists but is not a cams.json written by medaudit cam; it would "
+                                "be overwritten, so move it or choose another output folder", param="out_dir") from None
+    if tiles_dir.exists():
+        if not tiles_dir.is_dir() or tiles_dir.is_symlink():
+            raise MedauditError(f"{tiles_dir}: exists and is not a folder of tiles; move it or choose another "
+                                "output folder", param="out_dir")
+        found = {p.relative_to(out_dir).as_posix() for p in tiles_dir.rglob("*") if not p.is_dir()}
+        unknown = sorted(found - known)
+        if unknown:
+            shown = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+            raise MedauditError(f"{tiles_dir}: holds files no earlier medaudit cam wrote ({shown}); the folder is "
+                                "replaced as a whole, so move them or choose another output folder", param="out_dir")
+
+
+def _write_gallery(out_dir, loaded, names, galleries, data, data_spec, split, negatives, source, *, method, layer,
+                   batch_size, fmt) -> CamGallery:
     staging = Path(tempfile.mkdtemp(prefix=".cams.tmp-", dir=out_dir))
     staged_tiles = staging / TILES_DIR
     try:

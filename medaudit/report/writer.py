@@ -22,8 +22,13 @@ from medaudit.snapshot import load_snapshot
 
 FORMATS = ("html", "pdf", "json")
 # Written into every report folder: marks it as ours, so a later run may replace it even when
-# it holds no report.json (`medaudit render` writes HTML and PDF only by default).
+# it holds no report.json (`medaudit render` writes HTML and PDF only by default), and lists the
+# files written, so a file added by the user since is never deleted with the folder.
 MARKER = ".medaudit-report"
+# Folders of reports from before the manifest: what a report could have written at the top level.
+_LEGACY_ENTRIES = frozenset({"report.json", "report.html", "report.pdf", "figures", "predictions", "cams", MARKER})
+# Left behind by file browsers; deleting them loses nothing.
+_BROWSER_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
 def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
@@ -112,8 +117,6 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
                 raise MedauditError(f"{src}: cannot copy into the report as {name} ({exc})") from exc
         if asset_root is not None:
             _copy_tiles(snapshot, Path(asset_root), tmp)
-        (tmp / MARKER).write_text("written by medaudit; this folder is replaced as a whole by the next run\n",
-                                  encoding="utf-8")
         snap = copy.deepcopy(snapshot)
         reused = _reuse_figures(snap, Path(asset_root), tmp) if reuse_figures and asset_root is not None else None
         snap["figures"] = reused if reused is not None else make_figures(snap, tmp / "figures")
@@ -129,6 +132,7 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
             html = render_html(snap, tmp, template_dir=template_dir, target="pdf")
             render_pdf(html, tmp / "report.pdf", allowed_dirs=template_dirs(template_dir))
             written["pdf"] = out_dir / "report.pdf"
+        _write_manifest(tmp)
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -169,13 +173,46 @@ def check_output_dir(out_dir: str | Path) -> None:
         (``param="out_dir"``) naming the folder.
     """
     out_dir = check_destination(out_dir, param="out_dir")  # creatable and writable, a folder if it exists
-    if not out_dir.exists():
+    if not out_dir.exists() or not any(out_dir.iterdir()):
         return
-    if any(out_dir.iterdir()) and not ((out_dir / "report.json").is_file() or (out_dir / MARKER).is_file()):
+    if not ((out_dir / "report.json").is_file() or (out_dir / MARKER).is_file()):
         raise MedauditError(
             f"{out_dir}: folder is not empty and holds no earlier medaudit report; it would be replaced "
             "as a whole, so choose a new or empty folder", param="out_dir"
         )
+    unknown = _unknown_files(out_dir)
+    if unknown:
+        shown = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+        raise MedauditError(
+            f"{out_dir}: holds files the earlier report did not write ({shown}); the folder is replaced as a "
+            "whole, so move them out or choose another folder", param="out_dir"
+        )
+
+
+def _files_under(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_symlink() or not p.is_dir()}
+
+
+def _write_manifest(folder: Path) -> None:
+    files = sorted(_files_under(folder) - {MARKER})
+    manifest = {"written_by": "medaudit", "note": "this folder is replaced as a whole by the next run; "
+                "files not listed here are never deleted with it", "files": files}
+    (folder / MARKER).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+
+def _unknown_files(out_dir: Path) -> list[str]:
+    """Files in an earlier report folder that its manifest does not list (sorted).
+
+    Folders written before the manifest existed: anything outside the names a report writes."""
+    try:
+        manifest = json.loads((out_dir / MARKER).read_text(encoding="utf-8"))
+        listed = set(manifest["files"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        listed = None
+    found = {f for f in _files_under(out_dir) if Path(f).name not in _BROWSER_LITTER} - {MARKER}
+    if listed is None:
+        return sorted(f for f in found if f.split("/", 1)[0] not in _LEGACY_ENTRIES)
+    return sorted(found - listed)
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
