@@ -74,3 +74,30 @@ def test_parse_max_drop():
     for bad in ("recall", "recall>=0.02", "recall=-0.01", "recall=abc", "recall=5"):
         with pytest.raises(MedauditError, match="--max-drop"):
             parse_max_drop(bad)
+
+
+@pytest.mark.parametrize("text, char", [
+    ("recall>=٠.٩", "٠"),          # Arabic-Indic digits: float("٠.٩") == 0.9
+    ("recall>=０.９", "０"),        # fullwidth digits: float("０.９") == 0.9
+    ("recall>=0.٩", "٩"),          # ASCII start, another script's digit after the point
+    ("auc>=1e٣", "٣"),             # in the exponent
+    ("recall>=-٩", "٩"),           # after a sign
+    ("recall>=٩٠%", "٩"),
+])
+def test_non_ascii_digits_are_refused(text, char):
+    with pytest.raises(MedauditError) as exc:
+        parse_gate(text)
+    msg = str(exc.value)
+    assert f"{char!r}" in msg and "ASCII digit" in msg and "\n" not in msg
+    with pytest.raises(MedauditError, match="ASCII digit"):
+        parse_max_drop(text.replace(">=", "="))
+
+
+def test_float_alone_would_accept_them():
+    # Why the parser checks: Python's float() reads digits of every script.
+    assert float("٠.٩") == float("０.９") == 0.9
+
+
+def test_non_ascii_digits_in_names_are_fine():
+    g = parse_gate("m٣:recall[٣]>=0.9")
+    assert (g.model, g.cls, g.threshold) == ("m٣", "٣", 0.9)

@@ -57,7 +57,9 @@ class MaxDrop:
 _BARE_MODEL = re.compile(r"([^\s:\[\]<>=!\"']+)\s*:")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OP = re.compile(r">=|<=|>|<")
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?%?")
+# ASCII digits only: in a str pattern \d also matches Arabic-Indic or fullwidth digits, which
+# float() then accepts, so a threshold could read differently from what a reviewer sees.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?%?")
 
 
 class _Cursor:
@@ -101,8 +103,20 @@ class _Cursor:
         raise self.error(f"a closing {quote}")
 
     def number(self, what: str) -> float:
+        start = self.pos
         m = self.match(_NUMBER)
+        # A digit of another script in the number token (٠.٩, fullwidth ０.９, 1e٣) would
+        # otherwise surface as "expected a number" or "end of expression"; name it instead.
+        end = start
+        while end < len(self.text) and not self.text[end].isspace():
+            end += 1
+        bad = next((i for i in range(start, end) if not self.text[i].isascii() and self.text[i].isnumeric()), None)
+        if bad is not None:
+            ch = self.text[bad]
+            raise MedauditError(f"{self.option} {self.text!r}: {ch!r} (U+{ord(ch):04X}) at position {bad} "
+                                "is not an ASCII digit; write numbers with the digits 0-9")
         if not m:
+            self.pos = start
             raise self.error(what)
         s = m.group(0)
         return float(s[:-1]) / 100.0 if s.endswith("%") else float(s)
