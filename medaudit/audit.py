@@ -107,6 +107,9 @@ def resolve_negative_classes(class_names: list[str], task: str, settings: AuditS
         (``param="negative_classes"`` / ``"positive_class"``) for a name that is not a class,
         a class given as both, or every class given as negative.
     """
+    if settings.positive_class is not None and task != "binary":
+        raise MedauditError(f"positive_class {settings.positive_class!r} applies to binary tasks only; this task is "
+                            f"{task}: name the healthy classes with --negative-class instead", param="positive_class")
     if settings.negative_classes:
         unknown = [c for c in settings.negative_classes if c not in class_names]
         if unknown:

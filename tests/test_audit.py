@@ -28,6 +28,10 @@ def test_negative_class_resolution():
     assert resolve_negative_classes(["malignant", "normal_benign"], "binary", s)[0] == ["normal_benign"]
     assert resolve_negative_classes(["benign", "malignant"], "binary", s) == (["benign"], "binary-default")
     assert resolve_negative_classes(["a", "b"], "binary", AuditSettings(positive_class="a"))[0] == ["b"]
+    for task in ("multiclass", "multilabel", "ordinal"):  # silently ignored before: refused now
+        with pytest.raises(MedauditError, match="applies to binary tasks only") as exc:
+            resolve_negative_classes(CLASSES, task, AuditSettings(positive_class="glioma"))
+        assert exc.value.param == "positive_class"
     with pytest.raises(MedauditError, match="'healthy' is not a class; classes are: glioma") as exc:
         resolve_negative_classes(CLASSES, "multiclass", AuditSettings(negative_classes=["healthy"]))
     assert exc.value.param == "negative_classes"  # the CLI prefixes --negative-class

@@ -125,6 +125,12 @@ def test_report_names_that_sanitise_alike_get_their_own_files(demo_data, two_che
         (["--models", "{a}", "--names", "x,y"], "--names: 2 names given for 1 models"),
         (["--models", "{a}", "--format", "docx"], "--format: docx: unknown format"),
         (["--models", "{a}", "--notes", "missing.md"], "--notes: missing.md: file not found"),
+        # space-separated names: the second word became a checkpoint; say so, and the form that works
+        (["--models", "{a}", "{a}", "--names", "r18", "vit"],
+         "--names: vit: read as checkpoints, but no such file; --names takes one comma-separated value "
+         "(--names r18,vit)"),
+        (["--models", "{a}", "--positive-class", "glioma"],
+         "--positive-class 'glioma' applies to binary tasks only; this task is multiclass"),
     ],
 )
 def test_report_bad_input_exit_2_no_traceback(demo_data, two_checkpoints, tmp_path, args, needle):

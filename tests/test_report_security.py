@@ -113,3 +113,14 @@ def test_a_custom_template_cannot_run_code(tmp_path):
     with pytest.raises(MedauditError, match="refused by the sandbox"):
         render_html(minimal_snapshot(), tmp_path, template_dir=tmp_path / "tpl")
     assert not marker.exists()
+
+
+def test_images_in_notes_are_plain_text_neither_fetched_nor_linked():
+    from medaudit.report.context import render_markdown
+
+    html = render_markdown('See ![scan](http://evil.example/x.png?u=1&v=2) and ![](https://e.x/y.png).')
+    assert "<img" not in html and "<a " not in html and "href" not in html
+    assert "[image: scan (http://evil.example/x.png?u=1&amp;v=2)]" in html
+    assert "[image: image (https://e.x/y.png)]" in html
+    assert '<a href="https://ok.example">ok</a>' in render_markdown("[ok](https://ok.example)"), "links stay links"
+

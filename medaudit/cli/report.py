@@ -9,6 +9,7 @@ import click
 
 from medaudit.cli._common import handle_errors, progress_disabled
 from medaudit.cli.cam import METHODS as CAM_METHODS  # the CLI's copy of explain.CAM_METHODS: no torch for --help
+from medaudit.errors import MedauditError
 from medaudit.gate import ON_CHOICES, format_table, parse_gate, run_gates
 
 
@@ -80,6 +81,7 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
     if gates:  # parse before the long run so a typo fails in a second, not after inference
         for g in gates:
             parse_gate(g, option="--gate")
+    _check_names_form(names, models, more_models)
     out_dir = out_dir or Path("reports") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     opts = ReportOptions(
         checkpoints=list(models) + list(more_models), data_spec=data_spec, out_dir=out_dir,
@@ -99,3 +101,18 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
         click.echo(format_table(result))
         if not result.passed:
             raise SystemExit(1)
+
+
+def _check_names_form(names: str | None, models, more_models) -> None:
+    """``--names r18 vit`` reads ``vit`` as one more checkpoint (``--models`` takes the words after
+    it); say so instead of "1 names for 3 models" when the extra words are not files."""
+    if not names:
+        return
+    given = [n.strip() for n in names.split(",")]
+    total = len(models) + len(more_models)
+    strays = [str(p) for p in more_models if not Path(p).exists()]
+    if len(given) != total and strays:
+        raise MedauditError(
+            f"{', '.join(strays)}: read as checkpoints, but no such file; --names takes one comma-separated "
+            f"value (--names {','.join([*given, *strays])})", param="names")
+

@@ -13,6 +13,7 @@ from itertools import zip_longest
 from typing import Any
 
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml as escape_html
 
 from medaudit.report.compare_context import comparison_section
 from medaudit.report.eff_context import efficiency_section
@@ -126,12 +127,20 @@ class _Figures(dict):
 
 
 def render_markdown(text: str | None) -> str | None:
-    """Reviewer notes: CommonMark with raw HTML and images disabled (no injected markup,
-    no remote fetches); ``javascript:`` links are refused by markdown-it's link validator."""
+    """Reviewer notes: CommonMark with raw HTML off (no injected markup) and images shown as plain
+    text, neither fetched nor linked (``![x](http://…)`` would otherwise become a live link once the
+    image rule is off); ``javascript:`` links are refused by markdown-it's link validator."""
     if not text:
         return None
-    md = MarkdownIt("commonmark", {"html": False}).disable("image")
+    md = MarkdownIt("commonmark", {"html": False})
+    md.add_render_rule("image", _image_as_text)
     return md.render(text)
+
+
+def _image_as_text(self, tokens, idx, options, env) -> str:
+    token = tokens[idx]
+    alt = "".join(t.content for t in (token.children or [])) or "image"
+    return escape_html(f"[image: {alt} ({token.attrGet('src') or ''})]")
 
 
 def _summary(snapshot: dict, models: list[dict], names: list[str], colors: dict) -> dict:
