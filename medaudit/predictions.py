@@ -8,6 +8,8 @@ A predictions file is a NumPy ``.npz`` (no pickle) holding:
                  per label (multilabel); float64 because float32 rounds every probability
                  above 1 - 6e-8 to 1.0, which ties a confident model's top scores and biases AUC
 ``header``      0-d unicode – JSON: format, model name, class names, task, provenance
+``checksum``    0-d unicode, optional – ``sha256:<hex>`` of the header and the three arrays
+                 (written for predictions cache entries, see :func:`arrays_checksum`)
 
 It is readable without medaudit: ``np.load(path, allow_pickle=False)`` and
 ``json.loads(str(f["header"]))``. See ``docs/predictions-format.md``.
@@ -16,20 +18,74 @@ It is readable without medaudit: ``np.load(path, allow_pickle=False)`` and
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from medaudit.errors import MedauditError
-from medaudit.fileio import atomic_path
+from medaudit.fileio import atomic_path, require_regular_file
 from medaudit.tasks import TASKS
 
 FORMAT = "medaudit.predictions/2"
 # Version 1 stored float32 probabilities; it is still read (its values cannot be un-rounded).
 READABLE_FORMATS = ("medaudit.predictions/1", FORMAT)
+ARRAYS = ("sample_ids", "y_true", "probs")
+REDO = "re-run `medaudit predict` to write it again"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a member first, or an empty archive
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+class PredictionsFileError(MedauditError):
+    """A predictions file that cannot be used; ``reason`` says why, without the path or advice.
+
+    Parameters
+    ----------
+    path : Path
+    reason : str
+    advice : str, optional
+        What to do, appended to the message (default: re-run ``medaudit predict``).
+    """
+
+    def __init__(self, path: Path, reason: str, advice: str | None = REDO) -> None:
+        super().__init__(f"{path}: {reason}" + (f"; {advice}" if advice else ""))
+        self.path = path
+        self.reason = reason
+
+
+class ChecksumMissing(PredictionsFileError):
+    """A file read with ``require_checksum=True`` that holds none (a cache entry of an older medaudit)."""
+
+
+def arrays_checksum(header: str, arrays: dict[str, np.ndarray]) -> str:
+    """``sha256:<hex>`` of a predictions file's content: the header text and each array's dtype, shape and bytes.
+
+    Hashed as stored, before any conversion on load, so a value changed in a validly re-zipped
+    file is caught (the zip's own CRC is not: NumPy reads a member without reaching its end).
+
+    Parameters
+    ----------
+    header : str
+        The JSON header, as stored.
+    arrays : dict of str to ndarray
+        ``sample_ids`` (N,), ``y_true`` (N,) or (N, K), ``probs`` (N, C).
+
+    Returns
+    -------
+    str
+    """
+    h = hashlib.sha256(header.encode("utf-8"))
+    for name in ARRAYS:
+        a = np.ascontiguousarray(arrays[name])
+        # dtype and shape too: the same bytes read as another dtype or shape are other predictions
+        h.update(f"\0{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a)
+    return f"sha256:{h.hexdigest()}"
 
 
 def probabilities_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
@@ -153,43 +209,82 @@ class Predictions:
             "provenance": self.provenance,
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically to ``path`` (``.npz``)."""
+    def save(self, path: str | os.PathLike, *, checksum: bool = False) -> Path:
+        """Write atomically to ``path`` (``.npz``).
+
+        Parameters
+        ----------
+        path : str or PathLike
+        checksum : bool
+            Also store :func:`arrays_checksum` (``checksum`` member), which :meth:`load` verifies.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        header = json.dumps(self.header(), sort_keys=True)
+        arrays = {"sample_ids": self.sample_ids, "y_true": self.y_true, "probs": self.probs}
+        extra = {"checksum": np.array(arrays_checksum(header, arrays))} if checksum else {}
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(
-                fh,
-                sample_ids=self.sample_ids,
-                y_true=self.y_true,
-                probs=self.probs,
-                header=np.array(json.dumps(self.header(), sort_keys=True)),
-            )
+            np.savez_compressed(fh, **arrays, header=np.array(header), **extra)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Predictions:
-        path = Path(path)
-        if not path.is_file():
-            raise MedauditError(f"predictions file not found: {path}")
+    def load(cls, path: str | os.PathLike, *, require_checksum: bool = False) -> Predictions:
+        """Read a predictions file; every way it can be unusable is a one-line error naming it.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            A regular file (FIFOs and devices are refused, not read).
+        require_checksum : bool
+            Refuse a file without a stored checksum. A stored one is verified either way.
+
+        Returns
+        -------
+        Predictions
+
+        Raises
+        ------
+        PredictionsFileError
+            Empty, not a zip, truncated or damaged, pickled (object) arrays, missing arrays, a bad
+            header, an unsupported format, a checksum mismatch, or arrays that do not make valid
+            predictions (see :meth:`validate`).
+        MedauditError
+            Missing, or not a regular file.
+        """
+        path = require_regular_file(path)  # a FIFO would block the read forever
+        header_text, arrays, stored = _read_npz(path)
+        if stored is not None and stored != arrays_checksum(header_text, arrays):
+            raise PredictionsFileError(path, "its contents do not match the checksum stored when it was written "
+                                             "(altered or damaged since)")
+        if stored is None and require_checksum:
+            raise ChecksumMissing(path, "holds no checksum (written by an older medaudit)")
         try:
-            with np.load(path, allow_pickle=False) as f:
-                header = json.loads(str(f["header"]))
-                arrays = {k: f[k] for k in ("sample_ids", "y_true", "probs")}
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            raise MedauditError(f"{path}: not a medaudit predictions file ({exc})") from None
+            header = json.loads(header_text)
+        except json.JSONDecodeError as exc:
+            raise PredictionsFileError(path, f"its header is not valid JSON ({exc})") from None
+        if not isinstance(header, dict):
+            raise PredictionsFileError(path, "its header is not a JSON object")
         if header.get("format") not in READABLE_FORMATS:
-            raise MedauditError(
-                f"{path}: predictions format '{header.get('format')}' is not supported (expected {FORMAT}); "
-                "re-run `medaudit predict`"
+            raise PredictionsFileError(
+                path, f"predictions format '{header.get('format')}' is not supported (expected {FORMAT})",
+                advice="re-run `medaudit predict`")
+        missing = [k for k in ("model_name", "class_names", "task") if k not in header]
+        if missing or not isinstance(header["class_names"], list) or not isinstance(header.get("provenance", {}),
+                                                                                      dict):
+            what = f"lacks {', '.join(missing)}" if missing else "has class_names or provenance of the wrong type"
+            raise PredictionsFileError(path, f"its header {what}")
+        try:
+            return cls(
+                model_name=header["model_name"],
+                class_names=header["class_names"],
+                task=header["task"],
+                provenance=header.get("provenance", {}),
+                **arrays,
             )
-        return cls(
-            model_name=header["model_name"],
-            class_names=header["class_names"],
-            task=header["task"],
-            provenance=header.get("provenance", {}),
-            **arrays,
-        )
+        except MedauditError as exc:  # the file is at fault: name it
+            raise PredictionsFileError(path, str(exc), advice=None) from None
+        except (ValueError, TypeError) as exc:  # e.g. text where probabilities belong
+            raise PredictionsFileError(path, f"its arrays have the wrong types ({exc})") from None
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """One row per sample: ``sample_id, y_true, y_pred, p_<class>...``.
@@ -215,6 +310,54 @@ class Predictions:
                 for sid, yt, yp, p in zip(self.sample_ids, self.y_true, self.y_pred, self.probs):
                     w.writerow([sid, names[int(yt)], names[int(yp)], *(f"{v:.6g}" for v in p)])
         return path
+
+
+def _read_npz(path: Path) -> tuple[str, dict[str, np.ndarray], str | None]:
+    """(header text, the three arrays, stored checksum or None) of a predictions ``.npz``, read without pickle."""
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    # Sniffed first: np.load treats any other bytes as a pickle and says "pickled data", which
+    # would blame a truncated download or a random file on pickling.
+    if not magic:
+        raise PredictionsFileError(path, "is empty (0 bytes), not a predictions file")
+    if magic == _NPY_MAGIC:
+        raise PredictionsFileError(path, "is a single .npy array, not a .npz predictions file")
+    if magic[:4] not in _ZIP_MAGIC:
+        raise PredictionsFileError(path, "is not a valid .npz (zip) file")
+    try:
+        f = np.load(path, allow_pickle=False)
+    except zipfile.BadZipFile:
+        # A zip whose end (its central directory) is missing: cut short by a crash or a partial copy.
+        raise PredictionsFileError(path, "is truncated or damaged: its zip directory cannot be read") from None
+    except (EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise PredictionsFileError(path, f"is truncated or damaged ({exc})") from None
+    with f:
+        missing = [k for k in (*ARRAYS, "header") if k not in f.files]
+        if missing:
+            raise PredictionsFileError(
+                path, f"not a medaudit predictions file: it lacks {', '.join(missing)} (found: "
+                      f"{', '.join(f.files) or 'no arrays'})", advice="write it with `medaudit predict`")
+        out: dict[str, np.ndarray] = {}
+        for k in (*ARRAYS, "header", *(("checksum",) if "checksum" in f.files else ())):
+            try:
+                out[k] = f[k]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):
+                    raise PredictionsFileError(
+                        path, f"holds pickled (object) arrays ('{k}'), which medaudit never loads (unsafe)",
+                        advice="save plain arrays (unicode sample_ids, integer y_true, float probs)") from None
+                raise PredictionsFileError(path, f"array '{k}' is damaged ({exc})") from None
+            # zipfile raises NotImplementedError/RuntimeError for flag or method bytes it cannot honour
+            # (a flipped bit reads as "encrypted" or "compression method 99")
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
+                raise PredictionsFileError(path, f"is damaged: array '{k}' cannot be read ({exc})") from None
+            if not isinstance(out[k], np.ndarray):  # a member without .npy comes back as raw bytes
+                raise PredictionsFileError(path, f"its member '{k}' is not a NumPy array")
+    for k in ("header", "checksum"):
+        if k in out and (out[k].ndim != 0 or out[k].dtype.kind != "U"):
+            raise PredictionsFileError(path, f"its {k} is not a text value (0-d unicode array)")
+    checksum = str(out.pop("checksum")) if "checksum" in out else None
+    return str(out.pop("header")), out, checksum
 
 
 def check_same_samples(preds: list[Predictions]) -> None:
