@@ -58,3 +58,16 @@ def test_documented_command_parses(where, command):
         cmd.make_context(" ".join(path), list(args))
     except click.UsageError as exc:
         pytest.fail(f"{where}: `{command}`: {exc.format_message()}")
+
+
+def test_every_test_the_security_page_cites_exists():
+    """docs/security.md says how each rule is tested; a renamed or deleted test must not leave it lying."""
+    text = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    names = set(re.findall(r"`(test_\w+)`", text))
+    files = set(re.findall(r"`(tests/test_\w+\.py)`", text))
+    assert len(names) >= 10 and files
+    defined = set()
+    for path in (ROOT / "tests").glob("test_*.py"):
+        defined |= set(re.findall(r"^def (test_\w+)", path.read_text(encoding="utf-8"), flags=re.M))
+    assert sorted(names - defined) == []
+    assert sorted(f for f in files if not (ROOT / f).is_file()) == []
