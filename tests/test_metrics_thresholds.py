@@ -10,7 +10,6 @@ from medaudit.errors import MedauditError
 from medaudit.metrics.risk import _choose
 from medaudit.metrics.thresholds import (
     clopper_pearson_lower,
-    disease_scores,
     guaranteed_operating_points,
     guaranteed_threshold,
     min_samples_for_guarantee,
@@ -182,6 +181,7 @@ def test_operating_points_block_applies_validation_thresholds_to_test():
     yt, pt = _multiclass(300, rng)
     block = guaranteed_operating_points(yv, pv, yt, pt, names, ["normal"], target=0.9, delta=0.05)
     assert block["score"] == "1 - p(normal)" and block["validation"]["n_positive"] == int((yv != 0).sum())
+    assert block["positive"] == "disease (not normal)"
     naive, guaranteed = block["points"]
     assert naive["name"] == "naive_sensitivity_0.9" and guaranteed["name"] == "guaranteed_sensitivity_0.9"
     dv, sv = (yv != 0), 1 - pv[:, 0]
@@ -195,6 +195,10 @@ def test_operating_points_block_applies_validation_thresholds_to_test():
         spec = point["on_test"]["specificity"]
         assert (spec["k"], spec["n"]) == ((~called & ~dt).sum(), (~dt).sum())
     assert guaranteed["on_test"]["sensitivity"]["value"] >= naive["on_test"]["sensitivity"]["value"]
+    # One disease class one-vs-rest instead: scored by its own probability.
+    one = guaranteed_operating_points(yv, pv, yt, pt, names, disease_class="covid", target=0.9)
+    assert one["score"] == "p(covid)" and one["validation"]["n_positive"] == int((yv == 2).sum())
+    assert one["points"][1]["threshold"] == guaranteed_threshold(yv == 2, pv[:, 2], 0.9)["threshold"]
 
 
 def test_operating_points_block_undefined_when_validation_is_small():
@@ -207,13 +211,6 @@ def test_operating_points_block_undefined_when_validation_is_small():
     sens = g["on_test"]["sensitivity"]
     assert sens["value"] is None and "needs at least 59" in sens["reason"]
     assert block["points"][0]["threshold"] is not None  # the naive one always exists
-
-
-def test_disease_scores_matches_the_audit_collapse():
-    y = np.array([0, 1, 2, 3])
-    p = np.array([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25], [0, 0, 0.5, 0.5]])
-    d, s = disease_scores(y, p, ["glioma", "meningioma", "notumor", "pituitary"], ["notumor"])
-    assert d.tolist() == [1, 1, 0, 1] and s == pytest.approx([0.7, 0.9, 0.75, 0.5])
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,10 @@ reaches the target, so that the true sensitivity is at least the target with pro
 least ``1 - delta`` over validation draws (Learn-then-Test, Angelopoulos et al. 2021).
 
 Decision rule throughout: a sample is called positive (disease) when ``score >= threshold``.
-Multiclass predictions are collapsed to disease vs no disease as in the audit:
-``y = 1`` for a true class outside the negative ("healthy") classes and
-``score = 1 - sum(p(negative classes))`` (:func:`disease_scores`).
+Multiclass predictions are collapsed to disease vs no disease by
+:func:`medaudit.metrics.decision.disease_outcome`: ``y = 1`` for a true class outside the
+negative ("healthy") classes and ``score = 1 - sum(p(negative classes))``, or one disease class
+one-vs-rest.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from scipy import stats
 
 from medaudit.errors import MedauditError
+from medaudit.metrics.decision import disease_outcome
 from medaudit.metrics.intervals import proportion, undefined
 
 METRICS = ("sensitivity", "specificity")
@@ -57,58 +59,6 @@ def _binary_scores(y, score, what: str) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(score).all():
         raise MedauditError(f"{what}: scores contain NaN or inf; re-run `medaudit predict`")
     return y.astype(bool), score
-
-
-# -- the binary collapse ------------------------------------------------------------------------
-
-
-def disease_scores(y_true, probs, class_names, negative_classes) -> tuple[np.ndarray, np.ndarray]:
-    """Collapse single-label predictions to disease vs no disease.
-
-    Parameters
-    ----------
-    y_true : array_like of int, shape (N,)
-        True class indices into ``class_names``.
-    probs : array_like of float, shape (N, C)
-        Class probabilities.
-    class_names : sequence of str, length C
-    negative_classes : sequence of str
-        The classes meaning "no disease" (at least one, not all).
-
-    Returns
-    -------
-    y : ndarray of int64, shape (N,)
-        1 where the true class is a disease class.
-    score : ndarray of float64, shape (N,)
-        ``1 - sum(p(negative classes))``, clipped to [0, 1].
-
-    Raises
-    ------
-    MedauditError
-        Unknown negative class, no disease class left, or mismatched shapes.
-    """
-    names = [str(c) for c in class_names]
-    negatives = [str(c) for c in negative_classes]
-    unknown = [c for c in negatives if c not in names]
-    if not negatives or unknown:
-        raise MedauditError(
-            f"negative classes {unknown or '[]'} are not among the class names {names}; pass existing class names",
-            param="negative_classes",
-        )
-    if len(set(negatives)) == len(names):
-        raise MedauditError("every class is a negative class, so there is no disease to detect",
-                            param="negative_classes")
-    y = np.asarray(y_true)
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != len(names) or y.shape != (p.shape[0],):
-        raise MedauditError(f"labels {y.shape} and probabilities {p.shape} do not match {len(names)} classes")
-    if y.size and (not np.array_equal(y, np.round(y)) or y.min() < 0 or y.max() >= len(names)):
-        raise MedauditError(f"y_true must hold class indices in [0, {len(names)})")
-    if not np.isfinite(p).all():
-        raise MedauditError("probabilities contain NaN or inf; re-run `medaudit predict`")
-    neg_idx = [names.index(c) for c in negatives]
-    disease = (~np.isin(y.astype(np.int64), neg_idx)).astype(np.int64)
-    return disease, np.clip(1.0 - p[:, neg_idx].sum(axis=1), 0.0, 1.0)
 
 
 # -- Clopper-Pearson ----------------------------------------------------------------------------
@@ -325,8 +275,9 @@ def guaranteed_operating_points(
     y_true_test,
     probs_test,
     class_names,
-    negative_classes,
+    negative_classes=(),
     *,
+    disease_class: str | None = None,
     target: float = 0.95,
     metric: str = "sensitivity",
     delta: float = 0.05,
@@ -343,6 +294,9 @@ def guaranteed_operating_points(
     class_names : sequence of str, length C
     negative_classes : sequence of str
         The "no disease" classes; the score is ``1 - sum(p(negative classes))``.
+    disease_class : str, optional
+        Instead: one class one-vs-rest, scored by its probability
+        (:func:`~medaudit.metrics.decision.disease_outcome`).
     target : float in (0, 1)
         Target sensitivity (or specificity).
     metric : {"sensitivity", "specificity"}
@@ -354,7 +308,7 @@ def guaranteed_operating_points(
     Returns
     -------
     dict
-        ``metric``, ``target``, ``delta``, ``positive`` ("disease"), ``score``, ``rule``,
+        ``metric``, ``target``, ``delta``, ``positive`` (the outcome in words), ``score``, ``rule``,
         ``validation`` (``n_positive``, ``n_negative``, ``min_needed``), ``points``: two entries
         named ``naive_<metric>_<target>`` and ``guaranteed_<metric>_<target>``, each with
         ``threshold``, ``chosen_on`` ("val"), ``on_validation`` (the choice of
@@ -366,14 +320,18 @@ def guaranteed_operating_points(
     target = _check_unit(target, f"target {metric}", _target_param(metric))
     delta = _check_unit(delta, "delta (the allowed probability that the guarantee fails)", "delta")
     alpha = _check_unit(alpha, "alpha (1 - confidence level)", "alpha")
-    yv, sv = disease_scores(y_true_val, probs_val, class_names, negative_classes)
-    yt, st = disease_scores(y_true_test, probs_test, class_names, negative_classes)
+    for y in (y_true_val, y_true_test):
+        y = np.asarray(y)
+        if y.ndim != 1 or (y.size and (not np.array_equal(y, np.round(y)) or y.min() < 0 or y.max() >= len(class_names))):
+            raise MedauditError(f"y_true must hold class indices in [0, {len(class_names)}) of shape (N,)")
+    kw = {"negative_classes": negative_classes, "disease_class": disease_class}
+    yv, sv, label = disease_outcome(y_true_val, probs_val, class_names, **kw)
+    yt, st, _ = disease_outcome(y_true_test, probs_test, class_names, **kw)
     yv, yt = yv.astype(bool), yt.astype(bool)
     if yv.size == 0:
         raise MedauditError("guaranteed_operating_points: the validation split has no samples")
     naive = naive_threshold(yv, sv, target, metric=metric, delta=delta)
     guaranteed = guaranteed_threshold(yv, sv, target, delta=delta, metric=metric)
-    negatives = [str(c) for c in negative_classes]
     points = []
     for choice in (naive, guaranteed):
         points.append({
@@ -387,8 +345,9 @@ def guaranteed_operating_points(
         "metric": metric,
         "target": target,
         "delta": delta,
-        "positive": "disease",
-        "score": "1 - " + " - ".join(f"p({c})" for c in negatives),
+        "positive": label,
+        "score": f"p({disease_class})" if disease_class is not None
+        else "1 - " + " - ".join(f"p({c})" for c in negative_classes),
         "rule": "disease when score >= threshold",
         "validation": {"n_positive": int(yv.sum()), "n_negative": int((~yv).sum()),
                        "min_needed": guaranteed["min_needed"]},
