@@ -1,10 +1,15 @@
+import json
 import pickle
+import re
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from click.testing import CliRunner
+from safetensors.torch import save_file
 
+from medaudit.cli import main
 from medaudit.errors import MedauditError
 from medaudit.models.checkpoint import convert_weights, load_checkpoint, save_checkpoint
 from medaudit.models.factory import create_model
@@ -120,7 +125,7 @@ def test_corrupt_safetensors_and_bad_sidecar_are_one_line_errors(tmp_path):
               str(tmp_path / "m.safetensors"))
     (tmp_path / "m.json").write_text(json.dumps({"arch": "resnet18", "class_names": ["a", "b"], "task": "binary",
                                                  "recipe": {"img_size": "big"}}))
-    with pytest.raises(MedauditError, match="malformed checkpoint metadata"):
+    with pytest.raises(MedauditError, match=r"m.json: recipe img_size='big' is not a whole number"):
         load_checkpoint(tmp_path / "m.safetensors")
     (tmp_path / "m.json").write_text("[1, 2]")
     with pytest.raises(MedauditError, match="JSON object"):
@@ -135,7 +140,7 @@ def test_bad_metadata_names_the_file_not_a_parameter(tmp_path):
     ckpt = torch.load(path, weights_only=True)
     ckpt["recipe"]["resize"] = "squash"
     torch.save(ckpt, tmp_path / "bad_recipe.pt")
-    with pytest.raises(MedauditError, match=r"bad_recipe.pt: malformed checkpoint metadata \(resize 'squash'") as err:
+    with pytest.raises(MedauditError, match=r"checkpoint \S*bad_recipe.pt: recipe resize='squash' is not one of") as err:
         load_checkpoint(tmp_path / "bad_recipe.pt")
     assert err.value.param is None
     ckpt["recipe"]["resize"], ckpt["task"] = "stretch", "segmentation"
@@ -150,3 +155,60 @@ def test_convert_class_name_errors_name_the_parameter(tmp_path):
             convert_weights(tmp_path / "w.pth", tmp_path / "o.pt", arch="resnet18", class_names=names,
                             recipe=Recipe(img_size=32))
         assert err.value.param == "class_names"
+
+
+@pytest.mark.parametrize("field,value,reason", [
+    ("img_size", 100000, r"img_size=100000 is out of range \(2 to 4096 px\)"),
+    ("img_size", "224", r"img_size='224' is not a whole number of pixels"),
+    ("resize_backend", "cv2", r"resize_backend='cv2' is not one of torch, pil"),
+    ("in_chans", 2, r"in_chans=2 is not 1 or 3"),
+    ("std", [0.2, 0.0, 0.2], r"std=\[0.2, 0.0, 0.2\] holds a value that is not positive"),
+    ("mean", [0.5, 0.5], r"mean=\[0.5, 0.5\] has 2 values but in_chans=3 needs 3"),
+    ("mean", "grey", r"mean='grey' is not a list of numbers"),
+])
+def test_a_bad_recipe_in_a_checkpoint_names_the_file_and_the_field(tmp_path, field, value, reason):
+    m = create_model("resnet18", 2, img_size=32)
+    path = save_checkpoint(tmp_path / "m.pt", m, arch="resnet18", class_names=["a", "b"], task="binary",
+                           recipe=Recipe(img_size=32), small_stem=True)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["recipe"][field] = value
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(MedauditError, match=rf"^checkpoint {re.escape(str(tmp_path / 'bad.pt'))}: recipe {reason}") as err:
+        load_checkpoint(tmp_path / "bad.pt")
+    assert err.value.param is None and "\n" not in str(err.value)
+
+
+def test_a_bad_recipe_in_a_sidecar_names_the_sidecar(tmp_path):
+    m = create_model("resnet18", 2, img_size=32)
+    ckpt = torch.load(save_checkpoint(tmp_path / "m.pt", m, arch="resnet18", class_names=["a", "b"], task="binary",
+                                      recipe=Recipe(img_size=32), small_stem=True), weights_only=True)
+    save_file(ckpt.pop("state_dict"), str(tmp_path / "m.safetensors"))
+    ckpt["recipe"]["resize_backend"] = "opencv"
+    (tmp_path / "m.json").write_text(json.dumps(ckpt))
+    with pytest.raises(MedauditError, match=r"checkpoint \S*m.json: recipe resize_backend='opencv'") as err:
+        load_checkpoint(tmp_path / "m.safetensors")
+    assert err.value.param is None
+
+
+def test_checkpoint_recipe_errors_do_not_name_an_option_of_the_command(tmp_path):
+    """bench has an --img-size option of its own; a checkpoint's bad img_size must not be blamed on it."""
+    m = create_model("resnet18", 2, img_size=32)
+    path = save_checkpoint(tmp_path / "m.pt", m, arch="resnet18", class_names=["a", "b"], task="binary",
+                           recipe=Recipe(img_size=32), small_stem=True)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["recipe"]["img_size"] = 100000
+    torch.save(ckpt, tmp_path / "bad.pt")
+    res = CliRunner().invoke(main, ["bench", str(tmp_path / "bad.pt")])
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: checkpoint {tmp_path / 'bad.pt'}: recipe img_size=100000")
+    assert "--img-size" not in res.output and "Traceback" not in res.output
+
+
+def test_pil_backend_round_trips_through_a_checkpoint(tmp_path):
+    m = create_model("resnet18", 2, img_size=32)
+    recipe = Recipe(img_size=32, resize="crop", resize_backend="pil")
+    path = save_checkpoint(tmp_path / "m.pt", m, arch="resnet18", class_names=["a", "b"], task="binary",
+                           recipe=recipe, small_stem=True)
+    assert torch.load(path, weights_only=True)["recipe"]["resize_backend"] == "pil"
+    assert load_checkpoint(path).recipe == recipe

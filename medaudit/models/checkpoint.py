@@ -35,7 +35,7 @@ from torch import nn
 
 from medaudit import __version__
 from medaudit.errors import MedauditError
-from medaudit.fileio import atomic_path
+from medaudit.fileio import atomic_path, check_destination
 from medaudit.models.factory import SMALL_INPUT_MAX, create_model
 from medaudit.models.preprocess import Recipe
 from medaudit.models.weights import file_sha256, load_state_strict, read_safetensors, read_state_dict, safe_torch_load
@@ -209,14 +209,17 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Loaded:
     if not path.is_file():
         raise MedauditError(f"checkpoint not found: {path}")
     meta, state = _read_meta_and_state(path, map_location)
+    # The recipe is the file's, not the caller's: a bad value names the file (the sidecar for
+    # .safetensors) and the field, never a command-line option.
+    meta_file = path.with_suffix(".json") if path.suffix == ".safetensors" else path
     try:
         arch, class_names, task = str(meta["arch"]), [str(c) for c in meta["class_names"]], meta["task"]
-        recipe = Recipe.from_dict(meta["recipe"])
+        recipe_dict = meta["recipe"]
     except KeyError as exc:
         raise MedauditError(f"{path}: checkpoint lacks the key {exc}") from None
-    except (TypeError, ValueError, MedauditError) as exc:
-        # The file is at fault here, not a parameter of the caller (a recipe check names one).
+    except (TypeError, ValueError) as exc:
         raise MedauditError(f"{path}: malformed checkpoint metadata ({exc})") from None
+    recipe = Recipe.from_dict(recipe_dict, source=meta_file)
     check_task(task, str(path))
     if meta.get("num_classes", len(class_names)) != len(class_names):
         raise MedauditError(f"{path}: num_classes {meta['num_classes']} ≠ {len(class_names)} class names")
@@ -230,6 +233,21 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Loaded:
     load_state_strict(model, state, source=path, n_classes=len(class_names))
     model.eval()
     return Loaded(model, arch, class_names, task, recipe, meta, file_sha256(path), path)
+
+
+def _check_convert_output(weights: str | Path, out: str | Path) -> Path:
+    """``out`` as a new checkpoint path for :func:`convert_weights`, or a one-line error before any work."""
+    if Path(out).suffix == ".safetensors":
+        raise MedauditError(f"out {out}: a converted checkpoint is a PyTorch file; give it a .pt name", param="out")
+    dest = check_destination(out, kind="file", param="out")
+    try:
+        same = dest.exists() and Path(weights).exists() and os.path.samefile(dest, weights)
+    except OSError:
+        same = False
+    if same:
+        raise MedauditError(f"out {out}: is the weights file {weights} itself (or a link to it); writing the checkpoint "
+                            "there would destroy the weights, choose another output path", param="out")
+    return Path(out)
 
 
 def convert_weights(
@@ -257,7 +275,9 @@ def convert_weights(
     task : {"binary", "multiclass", "multilabel", "ordinal"}, optional
         Default: binary for two classes, else multiclass.
     recipe : Recipe
-        How the weights were trained to see images (recorded, used by every later pass).
+        How the weights were trained to see images (recorded, used by every later pass). For
+        weights trained with torchvision transforms on PIL images, give ``resize_backend="pil"``
+        (``medaudit convert`` does by default) so the audit sees the notebook's exact input.
     small_stem : bool, optional
         ResNet "(28)" stem; default: on when ``recipe.img_size <= 64``.
 
@@ -265,7 +285,15 @@ def convert_weights(
     -------
     Path
         ``out``; ``training`` records the source file's name and sha256.
+
+    Raises
+    ------
+    MedauditError
+        Before any work when ``out`` cannot be written (a file in the way, a read-only or virtual
+        folder), is ``weights`` itself (the same path, a symlink or a hard link to it) or ends in
+        ``.safetensors`` (``param="out"``); when the class names or the weights do not fit.
     """
+    out = _check_convert_output(weights, out)
     if len(class_names) < 2 and task != "multilabel":
         raise MedauditError(f"at least two class names are needed (got {len(class_names)})", param="class_names")
     if len(set(class_names)) != len(class_names):

@@ -11,3 +11,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # stretch = Resize((s, s)); pad = keep aspect, letterbox; crop = short side to s, centre crop.
 RESIZE_POLICIES = ("stretch", "pad", "crop")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+# How images are resized. torch = F.interpolate on the float tensor (antialiased), medaudit's own
+# default; pil = PIL's Image.resize on the 8-bit image, which is what torchvision's Resize does to
+# PIL images, so a notebook's ``Resize`` + ``ToTensor`` + ``Normalize`` pipeline is matched exactly.
+RESIZE_BACKENDS = ("torch", "pil")
+DEFAULT_RESIZE_BACKEND = "torch"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,32 @@ def _first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:160]
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# torch names the refused global as "Unsupported global: GLOBAL argparse.Namespace was not ..." or
+# "unsupported GLOBAL os.system whose module os is blocked".
+_GLOBAL = re.compile(r"\bGLOBAL ([A-Za-z_][\w.]*)")
+_REASON = re.compile(r"WeightsUnpickler error:(.*?)(?:Check the documentation|$)", re.S)
+
+
+def _refusal_reason(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused, as one complete clause.
+
+    torch's message is a paragraph (ANSI bold, two numbered options, a link); the part that
+    matters is the global it would have had to call, or else the unpickler's own reason.
+    """
+    text = _ANSI.sub("", str(exc))
+    found = _GLOBAL.search(text)
+    if found:
+        return (f"unpickling it needs the Python global {found.group(1)}, and loading arbitrary globals "
+                "from a file could run code")
+    generic = "the file holds more than tensors and plain containers, and unpickling arbitrary objects could run code"
+    reason = _REASON.search(text)
+    detail = " ".join(reason.group(1).split()).rstrip(".") if reason else ""
+    if detail and len(detail) > 160:
+        detail = detail.split(". ")[0]
+    return f"{generic} (torch's safe unpickler stopped at: {detail})" if detail and len(detail) <= 160 else generic
+
+
 def safe_torch_load(path: str | Path, map_location: str = "cpu") -> Any:
     """``torch.load(weights_only=True)``; a file that needs arbitrary globals is refused.
 
@@ -61,11 +88,8 @@ def safe_torch_load(path: str | Path, map_location: str = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise MedauditError(
-            f"{path}: refused to load: the file needs arbitrary Python objects to unpickle, which could run code "
-            f"({_first_line(exc)}). Re-save only the state_dict (torch.save(model.state_dict(), ...)) "
-            "and wrap it with `medaudit convert`"
-        ) from None
+        raise MedauditError(f"{path}: refused to load: {_refusal_reason(exc)}. Re-save only the state_dict "
+                            "(torch.save(model.state_dict(), ...)) and wrap it with `medaudit convert`") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise MedauditError(f"{path}: not a readable PyTorch file ({_first_line(exc)})") from None
 
