@@ -77,3 +77,53 @@ def test_backbone_weights_keep_a_new_head_and_refuse_a_different_backbone(tmp_pa
     other = nn.Sequential(nn.Conv2d(1, 4, 5), nn.Flatten(), nn.Linear(4, 3))  # another stem shape
     with pytest.raises(MedauditError, match=r"outside the classifier head \(0.weight"):
         load_backbone_weights(other, tmp_path / "w.pt")
+
+
+def _ran(marker):  # what a malicious pickle would run; weights_only loading must never call it
+    marker.write_text("ran")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_ran, (self.marker,))
+
+
+def _refusal(path) -> str:
+    with pytest.raises(MedauditError) as err:
+        safe_torch_load(path)
+    return str(err.value)
+
+
+def test_a_refused_pickle_is_one_complete_line_naming_the_global(tmp_path):
+    """torch's refusal is a paragraph (ANSI bold, two options, a link); ours is one readable line."""
+    import argparse
+
+    marker = tmp_path / "marker.txt"
+    torch.save({"state_dict": _net().state_dict(), "args": argparse.Namespace(lr=0.1)}, tmp_path / "ns.pt")
+    torch.save({"payload": _Payload(marker)}, tmp_path / "evil.pt")
+    expected_global = {"ns.pt": "argparse.Namespace", "evil.pt": f"{__name__}._ran"}  # __reduce__ pickles the call
+    for name, global_name in expected_global.items():
+        msg = _refusal(tmp_path / name)
+        assert msg == (
+            f"{tmp_path / name}: refused to load: unpickling it needs the Python global {global_name}, and loading "
+            "arbitrary globals from a file could run code. Re-save only the state_dict "
+            "(torch.save(model.state_dict(), ...)) and wrap it with `medaudit convert`"
+        ), msg
+    assert not marker.exists()
+    with pytest.raises(MedauditError, match="needs the Python global argparse.Namespace"):
+        read_state_dict(tmp_path / "ns.pt")
+
+
+def test_a_refused_pickle_without_a_global_gives_torchs_reason_whole(tmp_path):
+    import pickle
+
+    # A set is not a container weights_only allows to be filled; no global is involved.
+    blob = pickle.dumps({"a": 1}, protocol=2).replace(b"}", b"\x8f")
+    (tmp_path / "set.pt").write_bytes(blob)
+    msg = _refusal(tmp_path / "set.pt")
+    assert "\n" not in msg and "\x1b" not in msg and "http" not in msg
+    assert "(torch's safe unpickler stopped at: Can only SETITEM for dict" in msg
+    assert msg.endswith("and wrap it with `medaudit convert`")
