@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,10 +24,16 @@ from tqdm.auto import tqdm
 
 from medaudit import __version__
 from medaudit.device import resolve_device
-from medaudit.errors import MedauditError
+from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.models.preprocess import iter_batches
 from medaudit.models.runtime import inference_state, use_channels_last
-from medaudit.predictions import FORMAT, Predictions, probabilities_from_logits
+from medaudit.predictions import (
+    FORMAT,
+    ChecksumMissing,
+    Predictions,
+    PredictionsFileError,
+    probabilities_from_logits,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from medaudit.models.checkpoint import Loaded
@@ -290,17 +297,56 @@ def predict_cached(
     key = cache_key(loaded.sha256, fp, split_name, loaded.recipe.to_dict(), precision)
     path = (cache_dir or default_cache_dir()) / f"{key}.npz"
     name = model_name or loaded.name
-    if use_cache and path.is_file():
-        preds = Predictions.load(path)
-        # The entry's own provenance must agree with the precision asked for; one that does not
-        # (e.g. copied in from an older cache, where CUDA AMP passes sat under the fp32 key) is a miss.
-        if _cached_precision(preds.provenance) == precision:
-            preds.model_name = name
-            return preds, True
+    preds = _read_entry(path, precision) if use_cache else None
+    if preds is not None:
+        preds.model_name = name
+        return preds, True
     preds = run_inference(loaded, split, split_name=split_name, split_fingerprint=fp, dataset_spec=dataset_spec,
                           model_name=name, device=device, amp=amp, **kwargs)
-    preds.save(path)
+    _write_entry(preds, path)
     return preds, False
+
+
+def _read_entry(path: Path, precision: str) -> Predictions | None:
+    """The cached predictions at ``path``, or None (a miss) when there are none to trust.
+
+    A damaged entry (empty, truncated, not a zip, bytes changed, arrays altered and re-zipped,
+    not a regular file) is a miss with a warning, never an error: the pass runs again and
+    rewrites it. The stored checksum catches what the zip does not (NumPy reads a member without
+    reaching its CRC). An entry without one (an older medaudit's) is a quiet miss, like an entry of
+    another precision.
+    """
+    if not os.path.lexists(path):
+        return None
+    try:
+        preds = Predictions.load(path, require_checksum=True)
+    except ChecksumMissing:
+        return None
+    except PredictionsFileError as exc:
+        _warn_damaged(path, exc.reason)
+        return None
+    except MedauditError as exc:  # not a regular file (a folder, a FIFO)
+        _warn_damaged(path, str(exc).removeprefix(f"{path}: "))
+        return None
+    # The entry's own provenance must agree with the precision asked for; one that does not
+    # (e.g. copied in from an older cache, where CUDA AMP passes sat under the fp32 key) is a miss.
+    if _cached_precision(preds.provenance) != precision:
+        return None
+    return preds
+
+
+def _warn_damaged(path: Path, reason: str) -> None:
+    warnings.warn(f"predictions cache entry {path} is unusable ({reason}); running inference again and "
+                  "rewriting it", MedauditWarning, stacklevel=3)
+
+
+def _write_entry(preds: Predictions, path: Path) -> None:
+    """Write the entry atomically with its checksum; a cache that cannot be written only warns."""
+    try:
+        preds.save(path, checksum=True)
+    except OSError as exc:  # read-only or full cache folder, a folder in the entry's place
+        warnings.warn(f"could not write the predictions cache entry {path} ({exc.strerror or exc}); "
+                      "the next run will run inference again", MedauditWarning, stacklevel=3)
 
 
 def _cached_precision(provenance: dict) -> str:

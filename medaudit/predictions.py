@@ -314,8 +314,19 @@ class Predictions:
 
 def _read_npz(path: Path) -> tuple[str, dict[str, np.ndarray], str | None]:
     """(header text, the three arrays, stored checksum or None) of a predictions ``.npz``, read without pickle."""
+    # The file is opened here, not by np.load, so that it is closed also when the zip is refused.
     with open(path, "rb") as fh:
-        magic = fh.read(6)
+        _check_magic(path, fh.read(6))
+        fh.seek(0)
+        out = _read_members(path, fh)
+    for k in ("header", "checksum"):
+        if k in out and (out[k].ndim != 0 or out[k].dtype.kind != "U"):
+            raise PredictionsFileError(path, f"its {k} is not a text value (0-d unicode array)")
+    checksum = str(out.pop("checksum")) if "checksum" in out else None
+    return str(out.pop("header")), out, checksum
+
+
+def _check_magic(path: Path, magic: bytes) -> None:
     # Sniffed first: np.load treats any other bytes as a pickle and says "pickled data", which
     # would blame a truncated download or a random file on pickling.
     if not magic:
@@ -324,8 +335,12 @@ def _read_npz(path: Path) -> tuple[str, dict[str, np.ndarray], str | None]:
         raise PredictionsFileError(path, "is a single .npy array, not a .npz predictions file")
     if magic[:4] not in _ZIP_MAGIC:
         raise PredictionsFileError(path, "is not a valid .npz (zip) file")
+
+
+def _read_members(path: Path, fh) -> dict[str, np.ndarray]:
+    """The predictions members of the open ``.npz`` ``fh`` (arrays, ``header``, ``checksum`` if any)."""
     try:
-        f = np.load(path, allow_pickle=False)
+        f = np.load(fh, allow_pickle=False)
     except zipfile.BadZipFile:
         # A zip whose end (its central directory) is missing: cut short by a crash or a partial copy.
         raise PredictionsFileError(path, "is truncated or damaged: its zip directory cannot be read") from None
@@ -353,11 +368,7 @@ def _read_npz(path: Path) -> tuple[str, dict[str, np.ndarray], str | None]:
                 raise PredictionsFileError(path, f"is damaged: array '{k}' cannot be read ({exc})") from None
             if not isinstance(out[k], np.ndarray):  # a member without .npy comes back as raw bytes
                 raise PredictionsFileError(path, f"its member '{k}' is not a NumPy array")
-    for k in ("header", "checksum"):
-        if k in out and (out[k].ndim != 0 or out[k].dtype.kind != "U"):
-            raise PredictionsFileError(path, f"its {k} is not a text value (0-d unicode array)")
-    checksum = str(out.pop("checksum")) if "checksum" in out else None
-    return str(out.pop("header")), out, checksum
+    return out
 
 
 def check_same_samples(preds: list[Predictions]) -> None:

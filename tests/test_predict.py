@@ -135,6 +135,8 @@ def test_cached_entry_of_another_precision_is_a_miss(tiny_checkpoint, array_spli
     """An entry written before precision was recorded (a CUDA AMP pass under the fp32 key) is not reused."""
     import json
 
+    from medaudit.predictions import arrays_checksum
+
     loaded = load_checkpoint(tiny_checkpoint)
     p1, hit1 = predict_cached(loaded, array_split, split_name="test", dataset_spec="mem", cache_dir=tmp_path,
                               device="cpu", amp=False)
@@ -145,6 +147,8 @@ def test_cached_entry_of_another_precision_is_a_miss(tiny_checkpoint, array_spli
     header["provenance"].pop("precision")
     header["provenance"]["amp"] = True  # what an old CUDA run wrote
     arrays["header"] = np.array(json.dumps(header))
+    # A valid checksum of the edited header: the precision guard, not the checksum, must refuse it.
+    arrays["checksum"] = np.array(arrays_checksum(str(arrays["header"]), arrays))
     np.savez(entry, **arrays)
     _, hit2 = predict_cached(loaded, array_split, split_name="test", dataset_spec="mem", cache_dir=tmp_path,
                              device="cpu", amp=False)

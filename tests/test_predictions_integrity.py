@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
+import warnings
 import zipfile
 
 import numpy as np
@@ -51,8 +53,12 @@ def test_a_damaged_file_is_one_error_naming_it_and_what_to_do(tmp_path, kind, re
     good = _preds().save(tmp_path / "good.npz").read_bytes()
     bad = tmp_path / f"{kind}.npz"
     bad.write_bytes(_damage(kind, good))
-    with pytest.raises(PredictionsFileError) as err:
-        Predictions.load(bad)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(PredictionsFileError) as err:
+            Predictions.load(bad)
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)]  # the file was closed
     msg = str(err.value)
     assert msg.startswith(f"{bad}: {reason}") and msg.endswith("re-run `medaudit predict` to write it again")
     assert "pickle" not in msg  # np.load alone calls any non-zip bytes "pickled data"
