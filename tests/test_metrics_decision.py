@@ -189,6 +189,9 @@ def test_bad_arrays_are_refused_in_one_line():
     with pytest.raises(MedauditError) as e:
         d.ppv_npv_at_prevalence([0, 1], [0.2, 0.8], 0.1, n_bootstrap=-1)
     assert e.value.param == "n_bootstrap"
+    with pytest.raises(MedauditError) as e:
+        d.ppv_npv_at_prevalence([0, 1], [0.2, 0.8], 0.1, threshold=np.nan)
+    assert e.value.param == "threshold"
 
 
 # -- costs (binary) --------------------------------------------------------------------------
@@ -551,7 +554,7 @@ def test_findings_on_points_say_so_and_claim_more():
     t = [0.1, 0.2]
     curves = _curves(t, {"m": ([-0.1, -0.1], [0.3, 0.3], [-0.1, -0.1], [0.3, 0.3])})
     by_band = d.decision_findings(curves)
-    assert [f["kind"] for f in by_band] == ["none"] and "no threshold" in by_band[0]["text"]
+    assert [f["kind"] for f in by_band] == ["none"] and "at no threshold probability" in by_band[0]["text"]
     by_point = d.decision_findings(curves, basis="point")
     assert [(f["kind"], f["from"], f["to"]) for f in by_point] == [("useful", 0.1, 0.2)]
     assert "point estimates only" in by_point[0]["text"]

@@ -232,6 +232,8 @@ def ppv_npv_at_prevalence(y_true, score, prevalence: float, *, threshold: float 
         raise MedauditError("a deployment prevalence is required for PPV/NPV at deployment", param="prevalence")
     _check_common(alpha, n_bootstrap)
     y, s = _binary(y_true, score, "ppv_npv_at_prevalence")
+    if not np.isfinite(threshold):
+        raise MedauditError(f"threshold must be a finite number, got {threshold!r}", param="threshold")
     order = _order(y, [s])
     y, s = y[order], s[order]
     called = (s >= threshold).astype(np.int64)
@@ -750,9 +752,9 @@ def decision_findings(curves: dict, *, basis: str = "band") -> list[dict]:
             add("worse_than_treat_none", name, "treat none", a, b,
                 f"{name} has lower net benefit than treating no one (it does harm)")
         if len(out) == start:
-            out.append({"text": f"{name}: at no threshold does its net benefit differ from both treating everyone "
-                                f"and treating no one{tail}.", "kind": "none", "model": name, "other": None,
-                        "from": None, "to": None})
+            out.append({"text": f"{name}: at no threshold probability is its net benefit shown to be higher than "
+                                f"both treating everyone and treating no one, or lower than either{tail}.",
+                        "kind": "none", "model": name, "other": None, "from": None, "to": None})
     for c in curves["comparisons"]:
         for sign, (hi, lo) in ((+1, (c["a"], c["b"])), (-1, (c["b"], c["a"]))):
             for a, b in _runs(_support(c, "diff", basis, sign)):
