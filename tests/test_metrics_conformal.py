@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from medaudit.errors import MedauditError
 from medaudit.metrics.conformal import (
@@ -21,9 +22,6 @@ from medaudit.metrics.conformal import (
     quantile_rank,
 )
 from medaudit.metrics.intervals import wilson_interval
-
-mapie_classification = pytest.importorskip("mapie.classification")
-from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
 
 
 class Precomputed(ClassifierMixin, BaseEstimator):
@@ -57,6 +55,7 @@ def _data(rng, n, c, conc=1.0):
 
 
 def _mapie_sets(p_cal, y_cal, p_test, alpha, score, include_last_label=False):
+    mapie_classification = pytest.importorskip("mapie.classification")  # dev extra: only these tests need it
     c = p_cal.shape[1]
     kw = {"random_state": NoRandomness(0)} if score == "aps" else {}
     m = mapie_classification.SplitConformalClassifier(
