@@ -78,8 +78,9 @@ def test_checkpoint_loads_with_history_and_selection(ds, tmp_path):
     assert res.last_path.name == "m.last.pt" and load_checkpoint(res.last_path).meta["history"] == hist
 
 
-def test_resume_is_exact(ds, tmp_path):
-    kw = {"epochs": 4, "augment": "strong", "scheduler": "multistep", "sampler": "balanced"}
+@pytest.mark.parametrize("ema", [False, True], ids=["plain", "ema"])
+def test_resume_is_exact(ds, tmp_path, ema):
+    kw = {"epochs": 4, "augment": "strong", "scheduler": "multistep", "sampler": "balanced", "ema": ema}
     straight = train(ds, cfg(**kw), tmp_path / "a.pt", progress=False, log=quiet)
 
     class Stop(Exception):
@@ -104,6 +105,13 @@ def test_resume_is_exact(ds, tmp_path):
     a, b = safe_torch_load(tmp_path / "a.last.pt"), safe_torch_load(tmp_path / "b.last.pt")
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
+    if ema:  # the file holds the average; the raw weights and the update count travel in the resume state
+        assert a["resume"]["ema"]["updates"] == b["resume"]["ema"]["updates"] > 0
+        for k, v in a["resume"]["ema"]["model_state_dict"].items():
+            assert torch.equal(v, b["resume"]["ema"]["model_state_dict"][k]), k
+        best_a, best_b = safe_torch_load(tmp_path / "a.pt"), safe_torch_load(tmp_path / "b.pt")
+        for k, v in best_a["state_dict"].items():
+            assert torch.equal(v, best_b["state_dict"][k]), k
     strip = [{k: v for k, v in h.items() if k != "epoch_time_s"} for h in straight.history]
     assert strip == [{k: v for k, v in h.items() if k != "epoch_time_s"} for h in resumed.history]
     assert straight.best_epoch == resumed.best_epoch

@@ -112,6 +112,11 @@ class TrainConfig:
                              "test).")
     val_fraction: float = setting(0.1, "Stratified share of train used as val when the data has no val split.")
     early_stop: int | None = setting(None, "Stop after this many epochs without improvement.")
+    ema: bool = setting(False, "Keep an exponential moving average of the weights (as timm ModelEmaV3); validation, "
+                        "selection and the saved checkpoint use the averaged weights.")
+    ema_decay: float = setting(0.999, "EMA decay per optimizer step, in (0, 1).")
+    ema_warmup: bool = setting(True, "Ramp the EMA decay up as 1 - step^(-2/3) (capped at --ema-decay), so a short run "
+                               "does not keep its first weights.", flag="--ema-warmup/--no-ema-warmup")
     seed: int = setting(0)
     device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.", runtime=True)
     amp: bool = setting(True, "Mixed precision (CUDA only).", flag="--amp/--no-amp")
@@ -149,6 +154,8 @@ class TrainConfig:
                     else "loss weighted-ce (automatic class weights)")
             raise MedauditError(f"sampler balanced already balances classes; drop {what} or the sampler",
                                 param="sampler")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise MedauditError(f"ema_decay must be in (0, 1) (got {self.ema_decay})", param="ema_decay")
         if not 0.0 <= self.momentum < 1.0:
             raise MedauditError(f"momentum must be in [0, 1) (got {self.momentum})", param="momentum")
         if self.milestones and min(self.milestones) < 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from medaudit.data import load_dataset
 from medaudit.device import resolve_device
-from medaudit.errors import MedauditError
+from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.models.checkpoint import atomic_torch_save, build_checkpoint
 from medaudit.models.factory import SMALL_INPUT_MAX, create_model, has_small_stem
 from medaudit.models.preprocess import Recipe, iter_batches, split_tensor_dataset
@@ -33,6 +34,7 @@ from medaudit.models.weights import safe_torch_load
 from medaudit.predictions import probabilities_from_logits
 from medaudit.train.augment import Augmenter
 from medaudit.train.config import TrainConfig
+from medaudit.train.ema import WeightEma, first_step_weight
 from medaudit.train.losses import balanced_class_weights, build_loss, check_loss_task, multilabel_pos_weights
 from medaudit.train.state import (
     epoch_summary,
@@ -45,6 +47,7 @@ from medaudit.train.state import (
     set_train_mode,
 )
 from medaudit.train.state import val_metrics as compute_val_metrics
+from medaudit.validation import validation_record
 
 # Loss finiteness is checked every batch on the CPU (free) and every N batches on a GPU (a check syncs).
 _CHECK_EVERY_ACCEL = 20
@@ -287,6 +290,8 @@ def train(
         raise MedauditError(f"batch_size {cfg.batch_size} is larger than the training split ({len(train_split)} "
                             "samples); lower it", param="batch_size")
     _check_val_defines_criterion(cfg, val_split, class_names, multilabel)
+    if cfg.ema:
+        _check_ema_decay(cfg, len(train_split))
 
     recipe = Recipe(cfg.img_size, cfg.in_chans, tuple(cfg.mean), tuple(cfg.std), cfg.resize, cfg.interpolation)
     small_stem = cfg.small_stem if cfg.small_stem is not None else cfg.img_size <= SMALL_INPUT_MAX
@@ -306,7 +311,7 @@ def train(
                 "from random weights and would stay frozen; turn the small stem off (the standard stem keeps its "
                 "pretrained weights) or use finetune full", param="finetune")
         if resume is not None:
-            model.load_state_dict(resume["state_dict"])
+            model.load_state_dict(_training_weights(resume))
         # After the model so an unknown architecture fails fast (this decodes every image once).
         fingerprint = ds.fingerprint()
         if resume is not None and resume.get("dataset_fingerprint") not in (None, fingerprint):
@@ -319,9 +324,46 @@ def train(
         }
         info = {
             "val_source": splits.val_source, "train_split": splits.train_name, "n_train": len(train_split),
-            "n_val": len(val_split), "class_weights_used": loop.class_weights, "device": str(device), "amp": amp,
+            "n_val": len(val_split), "val_class_counts": _class_counts(val_split.labels, class_names, multilabel),
+            "validation": _validation_block(splits, cfg), "class_weights_used": loop.class_weights,
+            "device": str(device), "amp": amp,
         }
         return loop.run(out, last, meta, info, resume)
+
+
+def _training_weights(resume: dict) -> dict:
+    """The state dict training continues from: with EMA the file's ``state_dict`` is the average (the model that
+    was validated), and the raw weights travel in the resume state."""
+    ema = resume["resume"].get("ema")
+    return ema["model_state_dict"] if ema else resume["state_dict"]
+
+
+def _class_counts(labels, class_names: list[str], multilabel: bool) -> dict[str, int]:
+    """Validation images per class (multi-label: positives per label): the sample sizes behind each val score's
+    standard error (findings judge the noise of the selected epoch with them)."""
+    y = np.asarray(labels)
+    counts = y.sum(axis=0) if multilabel else np.bincount(y.astype(np.int64), minlength=len(class_names))
+    return {c: int(counts[k]) for k, c in enumerate(class_names)}
+
+
+def _validation_block(splits, cfg: TrainConfig) -> dict:
+    """``training["validation"]`` (medaudit/validation.py): a carve lists its sample ids so that ``report`` can
+    choose thresholds on the same samples; the data's own val split is named (ids left out, fingerprint kept)."""
+    if splits.val_source == "val":
+        return validation_record("val", "val", splits.val.sample_ids, include_ids=False)
+    return validation_record("carved", splits.train_name, splits.val.sample_ids, include_ids=True,
+                             fraction=cfg.val_fraction, seed=cfg.seed)
+
+
+def _check_ema_decay(cfg: TrainConfig, n_train: int) -> None:
+    """Warn when the average would still be mostly the first step's weights at the end of the run."""
+    steps = cfg.epochs * max(1, n_train // cfg.batch_size)  # a lower bound: the trailing batch may be dropped
+    w = first_step_weight(steps, cfg.ema_decay, cfg.ema_warmup)
+    if w > 0.5:
+        suggest = max(0.5, 1 - 3 / steps)  # keeps about e^-3 = 5 % of the first step after `steps` updates
+        warnings.warn(f"ema_decay {cfg.ema_decay:g} without warm-up over about {steps} optimizer steps: the first "
+                      f"step's weights keep {w:.0%} of the average at the end; lower ema_decay (about {suggest:.3g}) "
+                      "or turn ema_warmup on", MedauditWarning, stacklevel=3)
 
 
 def _check_val_defines_criterion(cfg: TrainConfig, val, class_names: list[str], multilabel: bool) -> None:
@@ -349,6 +391,10 @@ class _Loop:
         self.channels_last = use_channels_last(model, device)
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.head = freeze_backbone(model) if cfg.finetune == "head" else None
+        # After the move to the device and the freeze: the average is a copy of this model (same layout).
+        self.ema = WeightEma(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema else None
+        # The model validated, selected and saved: the average with --ema, else the trained model itself.
+        self.eval_model = self.model if self.ema is None else self.ema.module
         self.class_weights = self._class_weights()
         self.criterion = build_loss(
             cfg.loss, "multilabel" if multilabel else "multiclass", len(class_names),
@@ -438,6 +484,8 @@ class _Loop:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update(self.model)
             loss_sum += loss.detach() * len(y)
             correct += n_correct(logits.detach(), y, self.multilabel)
             seen += len(y)
@@ -465,13 +513,14 @@ class _Loop:
 
     @torch.no_grad()
     def evaluate(self, split) -> tuple[float, np.ndarray, np.ndarray]:
-        """Loss (the training criterion), probabilities (N, C) and labels on a split."""
-        self.model.eval()
+        """Loss (the training criterion), probabilities (N, C) and labels on a split, from :attr:`eval_model`."""
+        model = self.eval_model
+        model.eval()
         logits, ys = [], []
         for x, y, _ in iter_batches(split, self.recipe, max(self.cfg.batch_size, 256),
                                     num_workers=self.cfg.num_workers):
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                logits.append(self.model(self._to_device(x)).float())
+                logits.append(model(self._to_device(x)).float())
             ys.append(y)
         z = torch.cat(logits)
         y = torch.cat(ys).to(self.device)
@@ -495,6 +544,8 @@ class _Loop:
             torch.set_rng_state(st["torch_rng"])
             if self.device.type == "cuda" and st.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(st["cuda_rng"], self.device)
+            if self.ema is not None:
+                self.ema.load_state_dict({"state_dict": resume["state_dict"], "updates": st["ema"]["updates"]})
             start, best_score, best_epoch, bad = st["epoch_done"], st["best_score"], st["best_epoch"], st["bad_epochs"]
             if best_epoch and not out.is_file():
                 raise MedauditError(f"out {out}: the resumed run's best checkpoint so far (epoch {best_epoch}) is "
@@ -529,7 +580,7 @@ class _Loop:
                 history.append(entry)
                 training = self._training_block(info, best_epoch, best_score, epoch + 1, False)
                 if improved:
-                    atomic_torch_save(build_checkpoint(self.model, **meta, training=training, history=history,
+                    atomic_torch_save(build_checkpoint(self.eval_model, **meta, training=training, history=history,
                                                        selected_on="val"), out)
                 self._save_last(last, meta, training, history, epoch + 1, best_score, best_epoch, bad)
                 self.log(epoch_summary(entry, cfg, improved))
@@ -554,7 +605,8 @@ class _Loop:
 
     def _training_block(self, info: dict, best_epoch: int, best_score, epochs_run: int, stopped_early: bool) -> dict:
         return {**self.cfg.to_dict(), **info, "best_epoch": best_epoch, "best_score": best_score,
-                "epochs_run": epochs_run, "stopped_early": stopped_early, "torch_version": str(torch.__version__)}
+                "epochs_run": epochs_run, "stopped_early": stopped_early,
+                "ema_record": None if self.ema is None else self.ema.record(), "torch_version": str(torch.__version__)}
 
     def _save_last(self, last, meta, training, history, epoch_done, best_score, best_epoch, bad) -> None:
         state = {
@@ -564,7 +616,12 @@ class _Loop:
             "augment_rng": self.augment.state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
-        ckpt = build_checkpoint(self.model, **meta, training=training, history=history, selected_on="unknown",
+        if self.ema is not None:
+            # The file's state_dict is the average (what the history describes); training continues from these.
+            state["ema"] = {"updates": self.ema.updates,
+                            "model_state_dict": {k: v.detach().cpu().contiguous()
+                                                 for k, v in self.model.state_dict().items()}}
+        ckpt = build_checkpoint(self.eval_model, **meta, training=training, history=history, selected_on="unknown",
                                 extra={"resume": state})
         atomic_torch_save(ckpt, last)
         self.saved_epoch = epoch_done
