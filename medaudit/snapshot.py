@@ -10,6 +10,8 @@ nothing of medaudit but :mod:`medaudit.errors`, so the gate stays free of models
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 from medaudit.errors import MedauditError
@@ -22,6 +24,21 @@ SCHEMA_VERSION = "2.0"
 READABLE_MAJORS = ("1", "2")
 
 _WRITTEN_BY = "pass the report.json written by `medaudit report`"
+
+# The range of each metric's value and bounds (the gate's threshold check reads it too).
+# Rates and probabilities-type scores lie in [0, 1]; chance-corrected agreement in [-1, 1];
+# Brier in [0, 2] (its multiclass form sums over classes). Not listed, hence unbounded here:
+# counts (checked as counts), and whatever a newer snapshot adds (only checked to be finite
+# numbers with ordered bounds). Differences of two rates (paired comparisons) lie in [-1, 1].
+_UNIT = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall",
+         "macro_specificity", "weighted_precision", "weighted_recall", "auc_macro", "auc_micro", "ap_macro",
+         "ece", "missed_disease_rate", "precision", "recall", "specificity", "npv", "f1", "auc", "ap",
+         "sensitivity")
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(_UNIT, (0.0, 1.0)), "kappa": (-1.0, 1.0), "kappa_quadratic": (-1.0, 1.0),
+    "mcc": (-1.0, 1.0), "brier": (0.0, 2.0)}
+# Float32 sums leave ~1e-7 of rounding in a bootstrap bound; a tampered value is far outside.
+_RANGE_TOL = 1e-6
 
 
 def check_snapshot(data: object, source: str, *, require_models: bool = True) -> None:
@@ -42,7 +59,9 @@ def check_snapshot(data: object, source: str, *, require_models: bool = True) ->
     Raises
     ------
     MedauditError
-        Naming ``source`` and what is wrong.
+        Naming ``source`` and what is wrong; for a number out of its range (a recall of 5.0,
+        a negative count, ``ci_low > ci_high``, ``"NaN"`` or NaN) the key, as
+        ``models[0].metrics.per_class["no tumor"].recall.value``.
     """
     if not isinstance(data, dict):
         raise MedauditError(f"{source}: not a medaudit report.json (top level is not an object)")
@@ -55,6 +74,7 @@ def check_snapshot(data: object, source: str, *, require_models: bool = True) ->
                             "with this version")
     if require_models:
         _check_models(data.get("models"), source)
+    _check_values(data, source)
 
 
 def _check_models(models: object, source: str) -> None:
@@ -70,6 +90,175 @@ def _check_models(models: object, source: str) -> None:
         names.append(m["name"])
     if len(set(names)) != len(names):
         raise MedauditError(f"{source}: model names are not unique: {names}")
+
+
+# -- value checks: a snapshot that was edited or corrupted is refused, not rendered or gated
+
+
+class _Where:
+    """A key path in the snapshot, written the way a reader finds it in the JSON."""
+
+    _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+    def __init__(self, source: str, parts: tuple[str, ...] = ()) -> None:
+        self.source, self.parts = source, parts
+
+    def __truediv__(self, key: object) -> _Where:
+        if isinstance(key, int):
+            part = f"[{key}]"
+        elif isinstance(key, str) and self._PLAIN.fullmatch(key):
+            part = f".{key}"
+        else:
+            part = f"[{json.dumps(key, ensure_ascii=False)}]"
+        return _Where(self.source, (*self.parts, part))
+
+    def fail(self, problem: str) -> MedauditError:
+        return MedauditError(f"{self.source}: {''.join(self.parts).lstrip('.')} {problem}; the snapshot was edited "
+                             "or is corrupt, re-create it with `medaudit report`")
+
+
+def _finite(x: object, where: _Where) -> float | None:
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        raise where.fail(f"= {x!r} is not a number (null marks an undefined value)")
+    if not math.isfinite(x):
+        raise where.fail(f"= {x!r} is not a finite number (null marks an undefined value)")
+    return float(x)
+
+
+def _count(x: object, where: _Where, *, optional: bool = True) -> int | None:
+    if x is None and optional:
+        return None
+    if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+        raise where.fail(f"= {x!r} is not a count (a whole number >= 0)")
+    return x
+
+
+def _in_range(x: float | None, bounds: tuple[float, float] | None, where: _Where, what: str) -> None:
+    if x is None or bounds is None:
+        return
+    lo, hi = bounds
+    if not lo - _RANGE_TOL <= x <= hi + _RANGE_TOL:
+        raise where.fail(f"= {x!r} is outside [{lo:g}, {hi:g}], the range of {what}")
+
+
+def _check_value_object(v: dict, where: _Where, key: str) -> None:
+    """A metric value object: finite numbers in the metric's range, ordered bounds, consistent counts."""
+    bounds = METRIC_RANGES.get(key)
+    value = _finite(v.get("value"), where / "value")
+    low, high = _finite(v.get("ci_low"), where / "ci_low"), _finite(v.get("ci_high"), where / "ci_high")
+    for name, x in (("value", value), ("ci_low", low), ("ci_high", high)):
+        _in_range(x, bounds, where / name, key)
+    if low is not None and high is not None and low > high + 1e-9 * max(1.0, abs(high)):
+        raise where.fail(f"has ci_low {low!r} > ci_high {high!r}")
+    k, n = _count(v.get("k"), where / "k"), _count(v.get("n"), where / "n")
+    if k is not None and n is not None and k > n:
+        raise where.fail(f"has k = {k} > n = {n}")
+    if v.get("ci_method") == "wilson" and value is not None:
+        # A Wilson interval always holds its proportion, and the proportion is k / n.
+        if k is not None and n and abs(value - k / n) > 1e-9:
+            raise where.fail(f"has value {value!r} but k / n = {k}/{n}")
+        if low is not None and high is not None and not low - 1e-9 <= value <= high + 1e-9:
+            raise where.fail(f"has value {value!r} outside its Wilson interval [{low!r}, {high!r}]")
+    defined, total = v.get("classes_defined"), v.get("classes_total")
+    if defined is not None or total is not None:
+        defined, total = _count(defined, where / "classes_defined"), _count(total, where / "classes_total")
+        if defined is not None and total is not None and defined > total:
+            raise where.fail(f"has classes_defined {defined} > classes_total {total}")
+
+
+def _is_value_object(x: object) -> bool:
+    return isinstance(x, dict) and "value" in x and ("ci_low" in x or "ci_high" in x)
+
+
+def _walk_values(x: object, where: _Where, key: str) -> None:
+    """Every value object under ``x``; ``key`` is the name its range is looked up by."""
+    if _is_value_object(x):
+        _check_value_object(x, where, key)
+    elif isinstance(x, dict):
+        for k, v in x.items():
+            _walk_values(v, where / k, k if k in METRIC_RANGES else key)
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            _walk_values(v, where / i, key)
+
+
+def _check_metrics(metrics: dict, where: _Where) -> None:
+    _count(metrics.get("n"), where / "n")
+    per_class = metrics.get("per_class")
+    for name, row in (per_class.items() if isinstance(per_class, dict) else ()):
+        if isinstance(row, dict):
+            _count(row.get("support"), where / "per_class" / name / "support")
+    cm = metrics.get("confusion_matrix")
+    counts = cm.get("counts") if isinstance(cm, dict) else None
+    for i, row in enumerate(counts if isinstance(counts, list) else ()):
+        for j, c in enumerate(row if isinstance(row, list) else ()):
+            _count(c, where / "confusion_matrix" / "counts" / i / j, optional=False)
+    cal = metrics.get("calibration")
+    for i, c in enumerate((cal.get("bin_count") or []) if isinstance(cal, dict) else ()):
+        _count(c, where / "calibration" / "bin_count" / i, optional=False)
+    for k, v in metrics.items():
+        if k not in ("curves", "calibration", "confusion_matrix"):
+            _walk_values(v, where / k, k)
+
+
+def _check_comparisons(comparisons: object, where: _Where) -> None:
+    pairs = comparisons.get("pairs") if isinstance(comparisons, dict) else None
+    for i, pair in enumerate(pairs if isinstance(pairs, list) else ()):
+        if not isinstance(pair, dict):
+            continue
+        at = where / "pairs" / i
+        mc = pair.get("mcnemar") if isinstance(pair.get("mcnemar"), dict) else {}
+        for k in ("b01", "b10", "n_discordant"):
+            _count(mc.get(k), at / "mcnemar" / k)
+        dl = pair.get("delong") if isinstance(pair.get("delong"), dict) else {}
+        tests = [(at / "delong", dl)] + [(at / "delong" / "per_class" / c, t)
+                                         for c, t in ((dl.get("per_class") or {}).items())
+                                         if isinstance(t, dict)]
+        for k in ("p_value", "p_mid", "p_holm"):
+            _in_range(_finite(mc.get(k), at / "mcnemar" / k), (0.0, 1.0), at / "mcnemar" / k, "a p-value")
+        for w, t in tests:
+            for k in ("p_value", "p_holm"):
+                _in_range(_finite(t.get(k), w / k), (0.0, 1.0), w / k, "a p-value")
+            for k in ("diff", "ci_low", "ci_high"):
+                _in_range(_finite(t.get(k), w / k), (-1.0, 1.0), w / k, "a difference of AUCs")
+        _check_diffs(pair.get("bootstrap_diff"), at / "bootstrap_diff")
+
+
+def _check_diffs(x: object, where: _Where) -> None:
+    """Paired bootstrap differences ``{"diff", "ci_low", "ci_high"}``: of two rates, so in [-1, 1]."""
+    if not isinstance(x, dict):
+        return
+    if "diff" in x:
+        diff, low, high = (_finite(x.get(k), where / k) for k in ("diff", "ci_low", "ci_high"))
+        for k, v in (("diff", diff), ("ci_low", low), ("ci_high", high)):
+            _in_range(v, (-1.0, 1.0), where / k, "a difference of two rates")
+        if low is not None and high is not None and low > high + 1e-9:
+            raise where.fail(f"has ci_low {low!r} > ci_high {high!r}")
+        return
+    for k, v in x.items():
+        if k != "settings":
+            _check_diffs(v, where / k)
+
+
+def _check_values(data: dict, source: str) -> None:
+    """Refuse numbers no medaudit run writes: out of range, non-finite, strings, negative counts."""
+    root = _Where(source)
+    models = data.get("models")
+    for i, m in enumerate(models if isinstance(models, list) else ()):
+        if not isinstance(m, dict):
+            continue
+        at = root / "models" / i
+        if isinstance(m.get("metrics"), dict):
+            _check_metrics(m["metrics"], at / "metrics")
+        risk = m.get("fn_risk")
+        if isinstance(risk, dict):
+            _walk_values(risk, at / "fn_risk", "missed_disease_rate")
+        for k, v in m.items():
+            if k not in ("metrics", "fn_risk", "checkpoint", "cam", "predictions", "efficiency"):
+                _walk_values(v, at / k, k)
+    _check_comparisons(data.get("comparisons"), root / "comparisons")
 
 
 def load_snapshot(path: str | Path, *, require_models: bool = True) -> dict:
@@ -150,3 +339,44 @@ def measured_efficiency(snapshot: dict) -> dict | None:
         ``run.efficiency`` (2.0) or the top-level ``efficiency`` (1.0); None when not measured.
     """
     return (snapshot.get("run") or {}).get("efficiency") or snapshot.get("efficiency")
+
+
+# The note medaudit.metrics.summary writes on an average that skips classes (all versions so far).
+_PARTIAL_NOTE = re.compile(r"over (\d+) of (\d+) classes")
+
+
+def partial_average(entry: dict | None) -> tuple[int, int, str | None] | None:
+    """Whether a value object is an average over only some of the classes, and over how many.
+
+    Parameters
+    ----------
+    entry : dict or None
+        A metric value object (``{"value", "ci_low", ...}``) of a snapshot.
+
+    Returns
+    -------
+    (defined, total, undefined_for) or None
+        None for a full average or a metric that is no average. Else the numbers of classes the
+        average covers and has, and the classes left out in words (None when not known).
+
+    Notes
+    -----
+    Read from ``classes_defined``/``classes_total``. A snapshot written before those keys (new
+    within 2.0) has only the ``note`` "over k of c classes; undefined for: ...", which medaudit
+    has written in that form on every partial average since averages skip classes: it is
+    parsed. With neither, the average counts as full.
+    """
+    if not isinstance(entry, dict):
+        return None
+    note = entry.get("note") if isinstance(entry.get("note"), str) else None
+    left_out = note.split("undefined for:", 1)[1].strip() if note and "undefined for:" in note else None
+    defined, total = entry.get("classes_defined"), entry.get("classes_total")
+    if isinstance(defined, int) and isinstance(total, int):
+        return None if defined >= total else (defined, total, left_out)
+    if note is None:
+        return None
+    m = _PARTIAL_NOTE.match(note)
+    if m is None:
+        return None
+    defined, total = int(m.group(1)), int(m.group(2))
+    return None if defined >= total else (defined, total, left_out)

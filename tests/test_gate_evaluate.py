@@ -99,10 +99,12 @@ def test_missing_interval_fails_closed_only_for_bounds(snap):
     assert not rep.passed and "no confidence interval" in rep.results[0].reason
 
 
-def test_nan_in_snapshot_is_undefined(snap):
+def test_nan_in_snapshot_is_refused(snap):
+    # medaudit writes null for an undefined value; a NaN (which Python's JSON reader accepts)
+    # means the file was edited or corrupted, so it is bad input, never a pass (issue 19).
     snap["models"][0]["metrics"]["mcc"] = mv(float("nan"))
-    rep = run_gates(snap, ["resnet18:mcc>=0"])
-    assert not rep.passed and rep.results[0].value is None
+    with pytest.raises(MedauditError, match=r"models\[0\]\.metrics\.mcc\.value = nan is not a finite number"):
+        run_gates(snap, ["resnet18:mcc>=0"])
 
 
 @pytest.mark.parametrize("expr, fragment", [
@@ -137,7 +139,7 @@ def test_bad_input_combinations(snap):
         run_gates(broken, ["auc>=0.5"])
     broken = copy.deepcopy(snap)
     broken["models"][0]["metrics"]["auc_macro"]["value"] = "0.9"
-    with pytest.raises(MedauditError, match="expected a number or null"):
+    with pytest.raises(MedauditError, match="auc_macro.value = '0.9' is not a number"):
         run_gates(broken, ["resnet18:auc>=0.5"])
     with pytest.raises(MedauditError, match="not unique"):
         run_gates({**snap, "models": [snap["models"][0]] * 2}, ["auc>=0.5"])
@@ -228,3 +230,16 @@ def test_end_to_end_with_compute_metrics():
     assert rep.passed and rep.results[1].metric == "auc_macro"
     strict = run_gates(snap, [f"recall[glioma]>={recall}"], on="lower")
     assert not strict.passed  # the lower bound is below the point estimate
+
+
+def test_a_withheld_interval_fails_bounds_with_its_reason(snap):
+    # medaudit report withholds a bootstrap interval from too few samples (ci_reason); every
+    # bound check then fails closed and says why, while the point estimate can still be gated.
+    why = "no bootstrap interval from 3 samples of class 'glioma' (fewer than 10)"
+    snap["models"][0]["metrics"]["per_class"]["glioma"]["auc"] = mv(0.99, reason=None, ci_reason=why)
+    for on in ("lower", "upper", "conservative"):
+        (r,) = run_gates(snap, ["resnet18:auc[glioma]>=0.5"], on=on).results
+        assert not r.passed and r.value is None and r.point == 0.99
+        assert r.reason == (f"auc[glioma] has no confidence interval ({why}), so its {r.on} bound cannot be "
+                            "checked; use --on point to gate the estimate alone")
+    assert run_gates(snap, ["resnet18:auc[glioma]>=0.5"]).passed

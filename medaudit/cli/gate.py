@@ -32,16 +32,20 @@ _PATH = click.Path(dir_okay=False, path_type=Path)
 @click.option("--max-drop", "max_drops", multiple=True, metavar="SPEC",
               help="Allowed drop vs --baseline, [MODEL:]METRIC[CLASS]=DROP, e.g. recall=0.02 (every class) "
                    "or auc=0.01. For ece/brier/missed_disease_rate a drop is an increase. Repeatable.")
+@click.option("--allow-partial", is_flag=True,
+              help="Gate averages taken over only some classes (e.g. macro_f1 on a split without positives) "
+                   "on their value; by default they are undefined and fail. The note stays in the output.")
 @click.option("--junit", type=_PATH, metavar="FILE", help="Write JUnit XML (one testcase per check).")
 @click.option("--markdown", type=_PATH, metavar="FILE", help="Write a Markdown summary (CI job summary).")
 @click.option("--json", "json_path", type=_PATH, metavar="FILE", help="Write the results as JSON.")
 @handle_errors
 def gate(report: Path, requires: tuple[str, ...], on: str, baseline: Path | None, max_drops: tuple[str, ...],
-         junit: Path | None, markdown: Path | None, json_path: Path | None) -> None:
+         allow_partial: bool, junit: Path | None, markdown: Path | None, json_path: Path | None) -> None:
     """Check REPORT.json against requirements and/or a baseline report.
 
     \b
-    Exit codes: 0 all checks pass, 1 a check failed (an undefined value fails),
+    Exit codes: 0 all checks pass, 1 a check failed (an undefined value fails;
+    so does an average over only some classes, unless --allow-partial),
     2 bad input (unknown model/class/metric, unreadable file, schema mismatch).
     \b
     Examples:
@@ -51,7 +55,8 @@ def gate(report: Path, requires: tuple[str, ...], on: str, baseline: Path | None
     """
     snapshot = load_snapshot(report)
     old = load_snapshot(baseline) if baseline is not None else None
-    result = run_gates(snapshot, list(requires), on=on, baseline=old, max_drops=list(max_drops))
+    result = run_gates(snapshot, list(requires), on=on, baseline=old, max_drops=list(max_drops),
+                       allow_partial=allow_partial)
     if junit:
         write_junit(result, junit)
     if markdown:

@@ -25,7 +25,7 @@ from medaudit.gate.parse import (
     parse_max_drop,
 )
 from medaudit.gate.result import GateReport, GateResult
-from medaudit.snapshot import check_snapshot
+from medaudit.snapshot import check_snapshot, partial_average
 
 ON_CHOICES = ("point", "lower", "upper", "conservative")
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -93,21 +93,42 @@ def _number(x: object, what: str) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-def _read(slot: _Slot, bound: str, where: str) -> tuple[float | None, str | None, dict]:
-    """(compared value, reason if undefined, fields for the result) for one slot and bound."""
+def _partial_text(slot: _Slot, entry: dict) -> str | None:
+    """"macro_f1 averages 1 of 2 classes (undefined for: pos)" for a partial average, else None."""
+    partial = partial_average(entry)
+    if partial is None:
+        return None
+    defined, total, left_out = partial
+    return f"{slot.label} averages {defined} of {total} classes" + (f" (undefined for: {left_out})" if left_out else "")
+
+
+def _read(slot: _Slot, bound: str, where: str, allow_partial: bool = False,
+          accept_hint: str = "--allow-partial to accept") -> tuple[float | None, str | None, dict]:
+    """(compared value, reason if undefined, fields for the result) for one slot and bound.
+
+    An average over only some classes is undefined for a gate unless ``allow_partial``: a
+    macro F1 of 1.0 over the one class present is not a macro F1 of the model. Accepted, it
+    still carries its ``note``.
+    """
     e = slot.entry
     if e is None:
         return None, f"{slot.label} is not computed for this model (null in the snapshot)", {}
     what = f"{where}: {slot.label}"
+    partial = _partial_text(slot, e)
     info = {"point": _number(e.get("value"), what), "ci_low": _number(e.get("ci_low"), what),
             "ci_high": _number(e.get("ci_high"), what), "ci_method": e.get("ci_method"),
-            "k": e.get("k"), "n": e.get("n")}
+            "k": e.get("k"), "n": e.get("n"), "note": partial}
     if info["point"] is None:
         return None, e.get("reason") or f"{slot.label} is undefined (null)", info
+    if partial is not None and not allow_partial:
+        return None, f"undefined: {partial}; {accept_hint}", info
     value = info["point"] if bound == "point" else info[_FIELD[bound]]
     if value is None:
-        return None, (f"{slot.label} has no confidence interval, so its {bound} bound cannot be checked; "
-                      "use --on point or recompute the report with intervals"), info
+        why = e.get("ci_reason")
+        return None, (f"{slot.label} has no confidence interval" + (f" ({why})" if why else "")
+                      + f", so its {bound} bound cannot be checked; "
+                      + ("use --on point to gate the estimate alone" if why else
+                         "use --on point or recompute the report with intervals")), info
     return value, None, info
 
 
@@ -128,13 +149,15 @@ def _models(snapshot: dict, name: str | None, where: str) -> list[dict]:
     return chosen
 
 
-def _require(gate: Gate, snapshot: dict, on: str, option: str) -> list[GateResult]:
+def _require(gate: Gate, snapshot: dict, on: str, option: str, allow_partial: bool) -> list[GateResult]:
     out = []
     where = f"{option} {gate.text!r}"
+    # `report --gate` has no --allow-partial of its own: name the command that has.
+    hint = "--allow-partial to accept" if option == "--require" else "`medaudit gate --allow-partial` accepts it"
     for model in _models(snapshot, gate.model, where):
         for slot in _resolve(model, gate.metric, gate.cls, gate.every_class, where):
             bound = _bound(on, gate.op in (">=", ">"))
-            value, reason, info = _read(slot, bound, where)
+            value, reason, info = _read(slot, bound, where, allow_partial, hint)
             passed = value is not None and OPS[gate.op](value, gate.threshold)
             out.append(GateResult(gate.text, "require", model["name"], slot.label, bound, value, gate.op,
                                   gate.threshold, passed, reason, **info))
@@ -171,7 +194,7 @@ def _match_baseline(snapshot: dict, baseline: dict, notes: list[str]) -> dict[st
     return old
 
 
-def _drop(spec: MaxDrop, snapshot: dict, old: dict[str, dict], on: str) -> list[GateResult]:
+def _drop(spec: MaxDrop, snapshot: dict, old: dict[str, dict], on: str, allow_partial: bool) -> list[GateResult]:
     out = []
     where = f"--max-drop {spec.text!r}"
     for model in _models(snapshot, spec.model, where):
@@ -182,8 +205,11 @@ def _drop(spec: MaxDrop, snapshot: dict, old: dict[str, dict], on: str) -> list[
             if slot.metric not in block:
                 raise MedauditError(f"{where}: the baseline has no {slot.label} for model {model['name']!r}")
             bound = _bound(on, higher)
-            value, reason, info = _read(slot, bound, where)
-            base, base_reason, _ = _read(_Slot(slot.metric, slot.cls, block[slot.metric]), "point", "--baseline")
+            value, reason, info = _read(slot, bound, where, allow_partial)
+            base, base_reason, base_info = _read(_Slot(slot.metric, slot.cls, block[slot.metric]), "point",
+                                                 "--baseline", allow_partial)
+            if base_info.get("note") and not info.get("note"):
+                info["note"] = f"baseline: {base_info['note']}"
             threshold = None if base is None else (base - spec.max_drop if higher else base + spec.max_drop)
             passed = False
             if value is not None and base is None:
@@ -199,7 +225,7 @@ def _drop(spec: MaxDrop, snapshot: dict, old: dict[str, dict], on: str) -> list[
 
 def run_gates(snapshot: dict, requires: list[str] | tuple[str, ...] = (), *, on: str = "point",
               baseline: dict | None = None, max_drops: list[str] | tuple[str, ...] = (),
-              option: str = "--require") -> GateReport:
+              option: str = "--require", allow_partial: bool = False) -> GateReport:
     """Evaluate requirements (and baseline drops) on a snapshot.
 
     Parameters
@@ -217,6 +243,10 @@ def run_gates(snapshot: dict, requires: list[str] | tuple[str, ...] = (), *, on:
         missed_disease_rate) a drop is an increase.
     option : str
         Option name used in error messages (the ``report --gate`` command passes its own).
+    allow_partial : bool
+        Compare averages taken over only some classes (``classes_defined < classes_total``,
+        e.g. a macro F1 on a split without positives) on their value; by default they are
+        undefined and fail. Either way the result carries the note.
 
     Returns
     -------
@@ -241,10 +271,10 @@ def run_gates(snapshot: dict, requires: list[str] | tuple[str, ...] = (), *, on:
         raise MedauditError("--max-drop needs --baseline OLD.json")
     if baseline is not None and not drops:
         raise MedauditError("--baseline needs at least one --max-drop SPEC, e.g. --max-drop recall=0.02")
-    results = [r for g in gates for r in _require(g, snapshot, on, option)]
+    results = [r for g in gates for r in _require(g, snapshot, on, option, allow_partial)]
     notes: list[str] = []
     if drops:
         check_snapshot(baseline, "baseline")
         old = _match_baseline(snapshot, baseline, notes)
-        results += [r for d in drops for r in _drop(d, snapshot, old, on)]
+        results += [r for d in drops for r in _drop(d, snapshot, old, on, allow_partial)]
     return GateReport(results, on, notes)

@@ -51,13 +51,20 @@ def message(r: GateResult) -> str:
     head = f"{r.model}: {r.metric} ({_BOUND_LABEL.get(r.on, r.on)}) {status}"
     if r.value is None:
         return f"{head}: {r.reason}"
-    return f"{head}: {_num(r.value)} {'' if r.passed else 'not '}{_threshold(r)}"
+    line = f"{head}: {_num(r.value)} {'' if r.passed else 'not '}{_threshold(r)}"
+    return line + (f" (note: {r.note})" if r.note else "")
 
 
 def _rows(report: GateReport) -> list[list[str]]:
     return [["PASS" if r.passed else "FAIL", r.gate if r.kind == "require" else f"max-drop {r.gate}", r.model,
-             r.metric, r.on, _value(r), _ci(r), _threshold(r), "" if r.passed else (r.reason or "")]
-            for r in report.results]
+             r.metric, r.on, _value(r), _ci(r), _threshold(r), _note(r)] for r in report.results]
+
+
+def _note(r: GateResult) -> str:
+    """Why a check failed on an undefined value, else the value's caveat (an accepted partial average)."""
+    if not r.passed and r.reason:
+        return r.reason
+    return f"note: {r.note}" if r.note else ""
 
 
 _HEADER = ["RESULT", "GATE", "MODEL", "CHECKED", "ON", "VALUE", "95% CI", "THRESHOLD", "NOTE"]
@@ -140,7 +147,8 @@ def junit_xml(report: GateReport) -> str:
             if not r.passed:
                 ET.SubElement(case, "failure", message=line, type="GateFailure").text = line
             ET.SubElement(case, "system-out").text = _xml(f"value={_num(r.value)} ci={_ci(r)} on={r.on} "
-                                                          f"threshold={_threshold(r)}")
+                                                          f"threshold={_threshold(r)}"
+                                                          + (f" note={r.note}" if r.note else ""))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 

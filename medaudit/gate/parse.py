@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from medaudit.errors import MedauditError
+from medaudit.snapshot import METRIC_RANGES
 
 # Names without a class that mean a global (macro) metric; documented in docs/gates.md.
 GLOBAL_ALIASES = {"auc": "auc_macro", "auroc": "auc_macro", "roc_auc": "auc_macro", "ap": "ap_macro",
@@ -22,8 +23,8 @@ HIGHER_IS_BETTER = frozenset({
     "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall",
     "macro_specificity", "weighted_precision", "weighted_recall", "auc_macro", "auc_micro", "ap_macro",
     "kappa", "kappa_quadratic", "mcc", "precision", "recall", "specificity", "npv", "f1", "auc", "ap"})
-# Thresholds outside these ranges are a typo (0.95 written as 95), not a gate.
-_RANGES = {"kappa": (-1.0, 1.0), "kappa_quadratic": (-1.0, 1.0), "mcc": (-1.0, 1.0), "brier": (0.0, 2.0)}
+# A threshold outside its metric's range (medaudit.snapshot.METRIC_RANGES, the same table that
+# refuses such a value in a snapshot) is a typo (0.95 written as 95), not a gate.
 _FORM = "form: [MODEL:]METRIC[CLASS] OP VALUE, e.g. recall[glioma]>=0.95"
 
 
@@ -168,7 +169,7 @@ def _check_range(metric: str, value: float, cur: _Cursor) -> None:
     canonical = GLOBAL_ALIASES.get(metric) or CLASS_ALIASES.get(metric) or metric
     if canonical not in HIGHER_IS_BETTER | LOWER_IS_BETTER:
         return
-    lo, hi = _RANGES.get(canonical, (0.0, 1.0))
+    lo, hi = METRIC_RANGES[canonical]
     if not lo <= value <= hi:
         raise MedauditError(f"{cur.option} {cur.text!r}: {value:g} is outside [{lo:g}, {hi:g}] for {metric}; "
                             "write proportions as fractions (0.95) or percentages (95%)")

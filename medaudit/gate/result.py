@@ -39,6 +39,9 @@ class GateResult:
         Why ``value`` is undefined.
     point, ci_low, ci_high, ci_method, k, n
         The metric value object as read from the snapshot.
+    note : str or None
+        A caveat of the value: an average over only some classes ("macro_f1 averages 1 of 2
+        classes ..."), shown whether the check passed (``allow_partial``) or failed.
     baseline, max_drop : float or None
         The baseline's point estimate and the allowed drop (``kind == "max_drop"`` only).
     """
@@ -61,6 +64,7 @@ class GateResult:
     n: int | None = None
     baseline: float | None = None
     max_drop: float | None = None
+    note: str | None = None
 
 
 @dataclass

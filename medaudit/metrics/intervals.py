@@ -141,7 +141,7 @@ def recentred_ci(ci: np.ndarray, samples: np.ndarray, point: np.ndarray, lower: 
 
 
 def estimate(value: float, ci: tuple[float, float] | None, reason_if_nan: str,
-             method: str = "bootstrap") -> dict:
+             method: str = "bootstrap", *, ci_reason: str | None = None) -> dict:
     """Value object of a bootstrapped statistic; ``value`` NaN means undefined (``reason_if_nan``).
 
     Parameters
@@ -152,6 +152,9 @@ def estimate(value: float, ci: tuple[float, float] | None, reason_if_nan: str,
     reason_if_nan : str
     method : str
         The ``ci_method`` written with an interval.
+    ci_reason : str, optional
+        Why the interval is withheld (see :func:`interval_withheld`): the value is kept, the
+        bounds and method are None and ``ci_reason`` says why.
 
     Returns
     -------
@@ -159,6 +162,9 @@ def estimate(value: float, ci: tuple[float, float] | None, reason_if_nan: str,
     """
     if value is None or not np.isfinite(value):
         return undefined(reason_if_nan)
+    if ci_reason is not None:
+        return {"value": float(value), "ci_low": None, "ci_high": None, "ci_method": None, "reason": None,
+                "ci_reason": ci_reason}
     if ci is None or not (np.isfinite(ci[0]) and np.isfinite(ci[1])):
         return {"value": float(value), "ci_low": None, "ci_high": None, "ci_method": None, "reason": None}
     return {
@@ -168,6 +174,55 @@ def estimate(value: float, ci: tuple[float, float] | None, reason_if_nan: str,
         "ci_method": method,
         "reason": None,
     }
+
+
+# A bootstrap interval is withheld below these counts (docs/gates.md, "Intervals from few samples").
+# The count is the statistic's governing count: the samples of the smallest group it is computed
+# from (a class's positives for its F1, min(positives, negatives) for its AUC, the smallest class
+# for a macro average); see medaudit.metrics.summary.
+MIN_BOOTSTRAP_N = 10
+# A zero-width interval (every resample, bar at most 2.5% at each end, gave one value) is
+# reported only from this many samples: with m samples that all came out "right" the 95% upper
+# bound on the rate of wrong ones is about 3/m (rule of three), 0.1 at m = 30; below that the
+# width of zero hides a gap larger than the margins gates test.
+MIN_DEGENERATE_N = 30
+
+
+def interval_withheld(ci: tuple[float, float] | None, count: int, what: str) -> str | None:
+    """Why a bootstrap interval must not be reported (so that a gate on it fails closed), or None.
+
+    Parameters
+    ----------
+    ci : (float, float) or None
+        The percentile interval; None or non-finite bounds mean there is none to withhold.
+    count : int
+        The governing count of the statistic (see :data:`MIN_BOOTSTRAP_N`).
+    what : str
+        What ``count`` counts, in words, e.g. ``"3 samples of class 'covid'"``.
+
+    Returns
+    -------
+    str or None
+        None when the interval stands; else the reason: fewer than :data:`MIN_BOOTSTRAP_N`
+        samples, or a zero-width interval from fewer than :data:`MIN_DEGENERATE_N`.
+
+    Notes
+    -----
+    The percentile bootstrap resamples the observed samples only. From a handful of them it has
+    few distinct resamples and no way to show values the sample did not contain: one image gives
+    [v, v] whatever the model. A zero-width interval from many samples (perfect separation of
+    100 per class) is kept: the data do pin the value down to within about 3/m.
+    """
+    if ci is None or not (np.isfinite(ci[0]) and np.isfinite(ci[1])):
+        return None
+    count = int(count)
+    if count < MIN_BOOTSTRAP_N:
+        return f"no bootstrap interval from {what} (fewer than {MIN_BOOTSTRAP_N})"
+    low, high = float(ci[0]), float(ci[1])
+    if high - low <= 1e-12 * max(1.0, abs(high)) and count < MIN_DEGENERATE_N:
+        return (f"every resample gave {low:.4g}: a zero-width interval from {what} (fewer than "
+                f"{MIN_DEGENERATE_N}) does not show the value is certain")
+    return None
 
 
 def percentile_ci(samples: np.ndarray, alpha: float = 0.05, min_defined: float = 0.5) -> np.ndarray:

@@ -18,7 +18,7 @@ from medaudit.metrics.classification import (
     nanmean,
 )
 from medaudit.metrics.curves import RankingDesign, auc_ap_from_sums, curves_json, ranking_design
-from medaudit.metrics.intervals import estimate, percentile_ci, proportion, recentred_ci
+from medaudit.metrics.intervals import estimate, interval_withheld, percentile_ci, proportion, recentred_ci
 from medaudit.metrics.resample import Block, SumDesign, point_and_bootstrap
 from medaudit.tasks import check_task
 
@@ -126,21 +126,46 @@ def _counts(y: np.ndarray, probs: np.ndarray, ml: bool) -> tuple:
     return tp, fp, fn, len(y) - tp - fp - fn, int(tp.sum())
 
 
+def _governing(counts: tuple, names: list[str]) -> dict[str, list[tuple[int, str]]]:
+    """Per class, the count that decides whether a bootstrap interval is reported, and its words.
+
+    ``pos``: the class's samples (its F1, recall); ``neg``: the others (specificity);
+    ``pred``: its predictions (precision); ``rank``: the smaller of positives and negatives
+    (AUC and AP need both). See :func:`~medaudit.metrics.intervals.interval_withheld`.
+    """
+    tp, fp, fn, tn = (np.asarray(x, dtype=np.int64) for x in counts)
+    out: dict[str, list[tuple[int, str]]] = {"pos": [], "neg": [], "pred": [], "rank": []}
+    for j, name in enumerate(names):
+        pos = (int(tp[j] + fn[j]), f"{int(tp[j] + fn[j])} samples of class '{name}'")
+        neg = (int(fp[j] + tn[j]), f"{int(fp[j] + tn[j])} samples outside class '{name}'")
+        out["pos"].append(pos)
+        out["neg"].append(neg)
+        out["pred"].append((int(tp[j] + fp[j]), f"{int(tp[j] + fp[j])} predictions of class '{name}'"))
+        out["rank"].append(min(pos, neg, key=lambda t: t[0]))
+    return out
+
+
 def _per_class_json(point: dict, ci: dict, names: list[str], counts: tuple) -> dict:
     tp, fp, fn, tn = counts
+    gov = _governing(counts, names)
     per_class = {}
     for j, name in enumerate(names):
         no_pos = f"no samples of class '{name}' in y_true"
         no_neg = f"every sample belongs to class '{name}' (no negatives)"
+
+        def boot(key: str, reason: str, kind: str, j: int = j) -> dict:
+            interval = tuple(ci[key][:, j])
+            return estimate(point[key][j], interval, reason, ci_reason=interval_withheld(interval, *gov[kind][j]))
+
         per_class[name] = {
             "support": int(tp[j] + fn[j]),
             "precision": proportion(tp[j], tp[j] + fp[j], f"class '{name}' is never predicted"),
             "recall": proportion(tp[j], tp[j] + fn[j], no_pos),
             "specificity": proportion(tn[j], tn[j] + fp[j], no_neg),
             "npv": proportion(tn[j], tn[j] + fn[j], f"every sample is predicted as class '{name}'"),
-            "f1": estimate(point["f1"][j], tuple(ci["f1"][:, j]), no_pos),
-            "auc": estimate(point["auc"][j], tuple(ci["auc"][:, j]), no_pos if tp[j] + fn[j] == 0 else no_neg),
-            "ap": estimate(point["ap"][j], tuple(ci["ap"][:, j]), no_pos),
+            "f1": boot("f1", no_pos, "pos"),
+            "auc": boot("auc", no_pos if tp[j] + fn[j] == 0 else no_neg, "rank"),
+            "ap": boot("ap", no_pos, "rank"),
             "missed_disease_rate": None,
         }
     return per_class
@@ -150,11 +175,45 @@ def _per_class_json(point: dict, ci: dict, names: list[str], counts: tuple) -> d
 _AVERAGED = {"macro_f1": "f1", "weighted_f1": "f1", "macro_precision": "precision", "macro_recall": "recall",
              "macro_specificity": "specificity", "weighted_precision": "precision", "weighted_recall": "recall",
              "balanced_accuracy": "recall", "auc_macro": "auc", "ap_macro": "ap"}  # fmt: skip
+# The governing count of a macro average's terms (see _governing); weighted averages use the
+# samples they are taken over, because a small class weighs in only by its share.
+_TERM_COUNT = {"f1": "pos", "precision": "pred", "recall": "pos", "specificity": "neg", "auc": "rank", "ap": "rank"}
 _NO_VARIATION = "labels and predictions leave no variation beyond chance (denominator 0)"
 
 
-def _scalars_json(point: dict, ci: dict, names: list[str], task: str, positive: int = 1) -> dict:
+def _averaged_over(key: str, point: dict, task: str) -> np.ndarray | None:
+    """Which classes the average ``key`` is taken over, bool (C,); None if ``key`` is no class average."""
+    if task == "binary" and key in ("auc_macro", "ap_macro"):
+        return None  # the positive class's own value, not an average
+    if key == "balanced_accuracy" and task == "multilabel":
+        return np.isfinite(point["recall"]) & np.isfinite(point["specificity"])
+    source = _AVERAGED.get(key)
+    return None if source is None else np.isfinite(point[source])
+
+
+def _scalar_count(key: str, defined: np.ndarray | None, gov: dict, n: int, task: str,
+                  positive: int) -> tuple[int, str]:
+    """The governing count of a scalar: its smallest term's count, or the samples it is taken over."""
+    if task == "binary" and key in ("auc_macro", "ap_macro"):
+        return gov["rank"][positive]
+    if defined is not None and defined.any():
+        if key.startswith("weighted_"):
+            total = sum(gov["pos"][j][0] for j in np.flatnonzero(defined))
+            return total, f"{total} samples"
+        kind = "rank" if key == "balanced_accuracy" and task == "multilabel" else _TERM_COUNT[_AVERAGED[key]]
+        return min((gov[kind][j] for j in np.flatnonzero(defined)), key=lambda t: t[0])
+    if key in ("kappa", "mcc", "kappa_quadratic") and task != "multilabel":
+        # Chance-corrected agreement needs every class's row; a class resampled from a few
+        # samples barely varies, which narrows the interval.
+        present = [t for t in gov["pos"] if t[0] > 0]
+        return min(present, key=lambda t: t[0]) if present else (n, f"{n} samples")
+    return n, f"{n} samples"
+
+
+def _scalars_json(point: dict, ci: dict, names: list[str], task: str, counts: tuple, n: int,
+                  positive: int = 1) -> dict:
     ml, c = task == "multilabel", len(names)
+    gov = _governing(counts, names)
     reasons = {
         "kappa": "multilabel task: see per-label metrics" if ml else _NO_VARIATION,
         "mcc": "multilabel task: see per-label metrics" if ml else _NO_VARIATION,
@@ -167,18 +226,24 @@ def _scalars_json(point: dict, ci: dict, names: list[str], task: str, positive: 
         reasons["auc_macro"] = f"AUC of the positive class '{names[positive]}' is undefined"
         reasons["ap_macro"] = f"AP of the positive class '{names[positive]}' is undefined"
     out = {}
-    for key in SCALARS:
-        source = None if reasons.get(key) else _AVERAGED.get(key)
-        reason = reasons.get(key) or f"{_AVERAGED.get(key, key)} is undefined for every class"
-        value = estimate(point[key], tuple(ci[key][:, 0]), reason, "bootstrap-recentred" if key == "ece" else "bootstrap")
-        if source and value["value"] is not None:
-            skipped = [nm for j, nm in enumerate(names) if not np.isfinite(point[source][j])]
+    keys = list(SCALARS) + (["kappa_quadratic"] if task == "ordinal" else [])
+    for key in keys:
+        defined = _averaged_over(key, point, task)
+        reason = reasons.get(key) or (_NO_VARIATION if key == "kappa_quadratic"
+                                      else f"{_AVERAGED.get(key, key)} is undefined for every class")
+        interval = tuple(ci[key][:, 0])
+        withheld = interval_withheld(interval, *_scalar_count(key, defined, gov, n, task, positive))
+        value = estimate(point[key], interval, reason, "bootstrap-recentred" if key == "ece" else "bootstrap",
+                         ci_reason=withheld)
+        if defined is not None and value["value"] is not None:
+            # Machine-readable for the gate (an average over some classes is not the average
+            # over all); the note says the same in words for the report.
+            value["classes_defined"], value["classes_total"] = int(defined.sum()), c
+            skipped = [nm for j, nm in enumerate(names) if not defined[j]]
             if skipped:
                 value["note"] = f"over {c - len(skipped)} of {c} classes; undefined for: " + ", ".join(skipped)
         out[key] = value
-    if task == "ordinal":
-        out["kappa_quadratic"] = estimate(point["kappa_quadratic"], tuple(ci["kappa_quadratic"][:, 0]), _NO_VARIATION)
-    else:
+    if task != "ordinal":
         out["kappa_quadratic"] = None
     return out
 
@@ -245,7 +310,7 @@ def compute_metrics(
 
     *counts, n_exact = _counts(y, probs, ml)
     out = {"n": int(n), "accuracy": proportion(n_exact, n, "no samples"), "missed_disease_rate": None}
-    out.update(_scalars_json(point, ci, names, task, positive))
+    out.update(_scalars_json(point, ci, names, task, counts, int(n), positive))
     out["per_class"] = _per_class_json(point, ci, names, counts)
     out["confusion_matrix"] = confusion_json(names, y, probs, ml)
     out["curves"] = curves_json(names, y, probs, ml)
