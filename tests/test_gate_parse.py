@@ -101,3 +101,20 @@ def test_float_alone_would_accept_them():
 def test_non_ascii_digits_in_names_are_fine():
     g = parse_gate("m٣:recall[٣]>=0.9")
     assert (g.model, g.cls, g.threshold) == ("m٣", "٣", 0.9)
+
+
+def test_cli_refuses_non_ascii_digits_in_one_line(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from medaudit.cli import main
+    from tests.snapshot_factory import build_snapshot
+
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(build_snapshot()), encoding="utf-8")
+    res = CliRunner().invoke(main, ["gate", str(path), "-r", "recall>=٠.٩"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    (line,) = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert line == ("Error: --require 'recall>=٠.٩': '٠' (U+0660) at position 8 is not an ASCII digit; "
+                    "write numbers with the digits 0-9")
