@@ -8,6 +8,10 @@ sets are described as what they are (counts on this test set), not as dominance.
 
 from __future__ import annotations
 
+import math
+import re
+from statistics import NormalDist
+
 ALPHA = 0.05
 # ECE above these is worth a note / a warning (probabilities off by 5 / 10 points on average).
 ECE_INFO, ECE_WARN = 0.05, 0.10
@@ -149,6 +153,190 @@ def _selection(name: str, entry: dict) -> list[dict]:
     return out
 
 
+# Selection noise: a "swing" is a change between consecutive epochs larger than swing_threshold(E) standard errors
+# of the difference (at least SWING_SE); the selected score's lower end is TIE_Z SEs below it (95% Wald interval).
+SWING_SE, SWING_ALPHA, TIE_Z = 2.0, 0.05, NormalDist().inv_cdf(0.975)
+_RECALL = re.compile(r"^val_recall\[(.+)\]$")
+
+
+def swing_threshold(n_epochs: int) -> float:
+    """Standard errors a change between consecutive epochs must exceed to count as a swing.
+
+    ``max(2, z)`` with ``z`` the two-sided Bonferroni quantile over the ``n_epochs - 1`` changes,
+    ``Phi^-1(1 - 0.05 / (2 (n_epochs - 1)))``: with noise alone, a run of any length shows even one
+    swing in at most about 5% of runs (2.69 SE for 8 epochs, 3.48 for 100).
+
+    Parameters
+    ----------
+    n_epochs : int
+
+    Returns
+    -------
+    float
+    """
+    k = max(1, n_epochs - 1)
+    return max(SWING_SE, NormalDist().inv_cdf(1 - SWING_ALPHA / (2 * k)))
+
+
+def _hanley_mcneil_se(auc: float, n_pos: int, n_neg: int) -> float | None:
+    """Hanley & McNeil (1982) standard error of an AUC from ``n_pos`` positives and ``n_neg`` negatives."""
+    if n_pos < 1 or n_neg < 1:
+        return None
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    return math.sqrt(max(var, 0.0))
+
+
+def _score_se(select_by: str, value: float, training: dict) -> tuple[float | None, int | None]:
+    """(standard error, validation sample size behind it) of one epoch's selection score, or (None, None)."""
+    n_val = training.get("n_val")
+    cc = training.get("val_class_counts") or {}
+    classes, counts = cc.get("classes"), cc.get("counts")
+    if select_by == "val_acc":
+        if not isinstance(n_val, int) or n_val < 1:
+            return None, None
+        return math.sqrt(value * (1 - value) / n_val), n_val
+    m = _RECALL.match(select_by)
+    if m:
+        if not classes or m.group(1) not in classes or not counts:
+            return None, None
+        n = counts[classes.index(m.group(1))]
+        return (math.sqrt(value * (1 - value) / n), n) if n else (None, None)
+    if select_by == "val_auc" and isinstance(n_val, int) and counts and len(counts) >= 2:
+        # Binary: the AUC of label 1 (train.state.val_metrics); otherwise the one-vs-rest/per-label macro mean,
+        # with each term's SE taken at the mean AUC and the terms treated as independent (an approximation).
+        binary = len(counts) == 2 and not cc.get("multilabel")
+        pairs = [(counts[1], counts[0])] if binary else [(k, n_val - k) for k in counts if 0 < k < n_val]
+        ses = [_hanley_mcneil_se(value, a, b) for a, b in pairs]
+        if not ses or any(se is None for se in ses):
+            return None, None
+        return math.sqrt(sum(se * se for se in ses)) / len(ses), n_val
+    return None, None  # val_loss: its per-image spread is not recorded
+
+
+def selection_noise(training: dict | None, history: list[dict] | None) -> dict | None:
+    """How the selected epoch's validation score compares with the noise of that score.
+
+    The rule (each epoch's score is treated as an estimate from the ``n_val`` validation images):
+
+    * standard error ``SE_e`` of epoch ``e``'s score ``s_e``: binomial ``sqrt(s(1-s)/n)`` for
+      ``val_acc`` (``n = n_val``) and ``val_recall[C]`` (``n`` = validation images of ``C``);
+      Hanley–McNeil for ``val_auc`` from the per-class counts (binary: AUC of the second class;
+      multiclass/multi-label: the macro mean's SE from per-class SEs taken at the mean AUC, as if
+      independent). ``val_loss`` has none recorded, so it is not judged.
+    * **swing**: consecutive epochs whose scores differ by more than ``SWING_SE = 2`` standard
+      errors of the difference, ``|s_{e+1} - s_e| > 2 sqrt(SE_e^2 + SE_{e+1}^2)``. The two scores
+      come from the same images, whose paired noise is smaller than this independent-samples
+      SE, so a swing exceeds even the generous noise estimate: the *model* changed that much.
+    * **oscillation** (the selection may be chance): the swings change direction at least twice
+      (up, down, up...), or the selected epoch is an isolated peak (a swing up into it and a
+      swing down right after it). A steadily rising curve has swings of one sign and is not
+      flagged; with noise alone (a flat true curve) the rule fires in a few per cent of runs
+      (tests/test_findings.py simulates it).
+    * **ties**: other epochs whose score reaches the lower end of the selected score's 95% Wald
+      interval, ``s_e >= s_b - 1.96 SE_b``: this validation set does not tell them apart from
+      the selected one.
+
+    Parameters
+    ----------
+    training : dict or None
+        ``checkpoint.training`` (``select_by``, ``best_epoch``, ``n_val``, ``val_class_counts``,
+        ``task``, ``ema``).
+    history : list of dict or None
+        ``checkpoint.history``, one entry per epoch (``epoch``, ``val_acc``, ``val_auc``,
+        ``val_recall``).
+
+    Returns
+    -------
+    dict or None
+        None when there is nothing to judge (no training record or history, fewer than 3
+        epochs, an undefined or unjudgeable score). Otherwise ``select_by``, ``epoch`` (the
+        selected one), ``score``, ``se``, ``n``, ``swings`` (list of ``{"from", "to", "diff",
+        "se"}``), ``reversals`` (int), ``peak`` (bool), ``oscillates`` (bool), ``ties``
+        (list of epochs) and ``scores`` (``{epoch: score}``).
+    """
+    if not isinstance(training, dict) or not history or len(history) < 3:
+        return None
+    select_by, best = training.get("select_by"), training.get("best_epoch")
+    if not isinstance(select_by, str) or not isinstance(best, int):
+        return None
+    m = _RECALL.match(select_by)
+
+    def score(h: dict) -> float | None:
+        v = (h.get("val_recall") or {}).get(m.group(1)) if m else h.get(select_by)
+        return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+    scores = {h.get("epoch"): score(h) for h in history}
+    if scores.get(best) is None:
+        return None
+    se = {e: _score_se(select_by, s, training)[0] for e, s in scores.items() if s is not None}
+    if se.get(best) is None:
+        return None
+    epochs = sorted(e for e in scores if isinstance(e, int))
+    z_swing = swing_threshold(len(epochs))
+    swings = []
+    for a, b in zip(epochs, epochs[1:], strict=False):
+        if b != a + 1 or se.get(a) is None or se.get(b) is None:
+            continue
+        diff, se_d = scores[b] - scores[a], math.sqrt(se[a] ** 2 + se[b] ** 2)
+        if abs(diff) > z_swing * se_d:
+            swings.append({"from": a, "to": b, "diff": diff, "se": se_d})
+    reversals = sum((p["diff"] > 0) != (q["diff"] > 0) for p, q in zip(swings, swings[1:], strict=False))
+    ups = {w["to"] for w in swings if w["diff"] > 0}
+    downs = {w["from"] for w in swings if w["diff"] < 0}
+    peak = best in ups and best in downs
+    low = scores[best] - TIE_Z * se[best]
+    ties = [e for e in epochs if e != best and scores[e] is not None and scores[e] >= low]
+    return {"select_by": select_by, "epoch": best, "score": scores[best], "se": se[best],
+            "n": _score_se(select_by, scores[best], training)[1], "swings": swings, "reversals": reversals,
+            "peak": peak, "oscillates": reversals >= 2 or peak, "ties": ties, "scores": scores, "z_swing": z_swing}
+
+
+def _score_label(select_by: str) -> str:
+    m = _RECALL.match(select_by)
+    if m:
+        return f"val recall of '{m.group(1)}'"
+    return {"val_acc": "val accuracy", "val_auc": "val AUC"}.get(select_by, select_by)
+
+
+def _epoch_list(epochs: list[int]) -> str:
+    shown = ", ".join(map(str, epochs[:8])) + (f" and {len(epochs) - 8} more" if len(epochs) > 8 else "")
+    return f"epoch{'s' if len(epochs) > 1 else ''} {shown}"
+
+
+def _selection_noise(name: str, entry: dict) -> list[dict]:
+    """A warning when the selected epoch sits on a curve that swings beyond its noise; else an info on ties."""
+    ckpt = entry.get("checkpoint") or {}
+    training = ckpt.get("training")
+    r = selection_noise(training, ckpt.get("history"))
+    if r is None or not (r["oscillates"] or r["ties"]):
+        return []
+    label = _score_label(r["select_by"])
+    head = (f"{name}'s selected epoch {r['epoch']} ({label} {r['score']:.2f}, standard error {r['se']:.2f} "
+            f"with {r['n']} validation images)")
+    tie_text = ""
+    if r["ties"]:
+        vals = [r["scores"][e] for e in r["ties"]]
+        rng = f"{min(vals):.2f}" if len(vals) == 1 else f"{min(vals):.2f}–{max(vals):.2f}"
+        tie_text = (f"{_epoch_list(r['ties'])} ({rng}) reach the lower end of its 95% interval "
+                    f"({r['score'] - TIE_Z * r['se']:.2f})")
+    if r["oscillates"]:
+        moves = ", ".join(f"{w['from']}→{w['to']} {w['diff']:+.2f}" for w in r["swings"][:6])
+        more = f" and {len(r['swings']) - 6} more" if len(r["swings"]) > 6 else ""
+        why = ("the selected epoch is an isolated peak" if r["peak"] and r["reversals"] < 2
+               else f"the curve changes direction {r['reversals']} times")
+        remedy = ("lower the learning rate or use more validation data" if training.get("ema")
+                  else "consider --ema (weight averaging), a lower learning rate or more validation data")
+        text = (f"{head} is not clearly better than chance fluctuations: between epochs its {label} moves by more "
+                f"than {r['z_swing']:.1f} standard errors {len(r['swings'])} time{'s' if len(r['swings']) > 1 else ''} ({moves}{more}) and {why}, so which "
+                f"epoch was saved is partly luck and its validation score is optimistic"
+                f"{'; ' + tie_text if tie_text else ''}. Do not read much into the selected epoch; {remedy}.")
+        return [_f("warning", text, name)]
+    return [_f("info", f"{head} is not resolved from other epochs by this validation set: {tie_text}. Any of "
+                       "them could have been selected, and the selected score, the best of several noisy ones, "
+                       "is optimistic.", name)]
+
+
 def dataset_findings(dataset: dict) -> list[dict]:
     """Findings about the data: images shared between the evaluated split and another split.
 
@@ -196,7 +384,8 @@ def model_findings(model_entry: dict, settings: dict) -> list[dict]:
     -------
     list of dict
         Findings in this order: missed-disease risk, checkpoint/threshold selection on the
-        test split, calibration, undefined metrics, small classes.
+        test split, how noisy the choice of epoch was (:func:`selection_noise`), calibration,
+        undefined metrics, small classes.
     """
     name = model_entry.get("name")
     metrics = model_entry.get("metrics") or {}
@@ -204,6 +393,7 @@ def model_findings(model_entry: dict, settings: dict) -> list[dict]:
     if model_entry.get("fn_risk"):
         out += _missed_disease(name, model_entry["fn_risk"], settings)
     out += _selection(name, model_entry)
+    out += _selection_noise(name, model_entry)
     out += _calibration(name, metrics)
     out += _undefined(name, metrics)
     small = sorted(c for c, e in (metrics.get("per_class") or {}).items()

@@ -178,3 +178,173 @@ def test_missed_disease_difference_is_a_finding_only_when_its_interval_excludes_
     assert "higher by 6.0% (paired bootstrap 95% CI 2.0% to 10.0%)" in f["text"]  # stated as vit - r18
     pair["bootstrap_diff"]["missed_disease_rate"]["ci_high"] = 0.01
     assert _missed_diff_finding(pair) == []
+
+
+# -- how noisy the choice of epoch was (issue 20) ------------------------------------------------
+BRAIN_MRI_ACC = [0.28, 0.49, 0.29, 0.73, 0.35, 0.37, 0.27, 0.45]  # ResNet-18 from scratch, 640 images, 8 epochs
+
+
+def _trained(scores, key="val_acc", best=None, n_val=64, counts=None, **training):
+    best = best or int(np.argmax(scores)) + 1
+    history = [{"epoch": e + 1, "val_acc": None, "val_auc": None, "val_recall": {}, "val_loss": 1.0}
+               for e in range(len(scores))]
+    for h, s in zip(history, scores, strict=True):
+        if key.startswith("val_recall["):
+            h["val_recall"][key[len("val_recall["):-1]] = s
+        else:
+            h[key] = s
+    tr = {"select_by": key, "best_epoch": best, "n_val": n_val, "ema": False, **training}
+    if counts is not None:
+        tr["val_class_counts"] = {"classes": [f"c{k}" for k in range(len(counts))], "counts": counts,
+                                  "multilabel": False}
+    return tr, history
+
+
+def _hm(a, n_pos, n_neg):
+    # Hanley & McNeil (1982), eq. (1)-(2), written out independently.
+    q1, q2 = a / (2 - a), 2 * a**2 / (1 + a)
+    return np.sqrt((a * (1 - a) + (n_pos - 1) * (q1 - a**2) + (n_neg - 1) * (q2 - a**2)) / (n_pos * n_neg))
+
+
+def test_the_brain_mri_curve_gives_the_oscillation_warning():
+    from scipy.stats import norm
+
+    from medaudit.findings import selection_noise, swing_threshold
+
+    tr, hist = _trained(BRAIN_MRI_ACC)
+    r = selection_noise(tr, hist)
+    se = np.sqrt(0.73 * 0.27 / 64)  # 0.0555
+    assert r["epoch"] == 4 and r["se"] == pytest.approx(se) and r["n"] == 64
+    # 8 epochs: a swing exceeds norm.ppf(1 - 0.05 / 14) = 2.69 SE of the difference. By hand: 3->4 is
+    # 0.44 / sqrt(.29*.71/64 + .73*.27/64) = 5.5 SE and 4->5 is 0.38 / 0.081 = 4.7 SE; 1->2 (0.21 / 0.084 = 2.5)
+    # and 7->8 (0.18 / 0.083 = 2.2) are not swings.
+    assert swing_threshold(8) == pytest.approx(norm.ppf(1 - 0.05 / 14))
+    assert [(w["from"], w["to"]) for w in r["swings"]] == [(3, 4), (4, 5)]
+    assert r["peak"] and r["reversals"] == 1 and r["oscillates"]
+    assert r["ties"] == []  # 0.73 - 1.96 * 0.0555 = 0.62 > 0.49: on this validation set epoch 4 was really higher
+    (f,) = [f for f in model_findings(_model(checkpoint={"selected_on": "val", "training": tr, "history": hist}),
+                                      SETTINGS) if "selected epoch" in f["text"]]
+    assert f["level"] == "warning" and f["model"] == "resnet18"
+    assert f["text"].startswith("resnet18's selected epoch 4 (val accuracy 0.73, standard error 0.06 with 64 "
+                                "validation images) is not clearly better than chance fluctuations")
+    assert "3→4 +0.44, 4→5 -0.38" in f["text"] and "isolated peak" in f["text"] and "consider --ema" in f["text"]
+
+
+def test_after_ema_the_remedy_is_not_ema_again():
+    tr, hist = _trained(BRAIN_MRI_ACC, ema=True)
+    (f,) = [f for f in model_findings(_model(checkpoint={"training": tr, "history": hist}), SETTINGS)
+            if "selected epoch" in f["text"]]
+    assert "--ema" not in f["text"] and "lower the learning rate" in f["text"]
+
+
+def test_a_curve_that_changes_direction_twice_oscillates_without_a_peak_at_the_selection():
+    from medaudit.findings import selection_noise
+
+    # n = 400: SE about 0.024, swings need 2.69 * 0.034 = 0.09; the best (epoch 6) is no isolated peak.
+    tr, hist = _trained([0.5, 0.8, 0.5, 0.8, 0.85, 0.86], n_val=400)
+    r = selection_noise(tr, hist)
+    assert [np.sign(w["diff"]) for w in r["swings"]] == [1, -1, 1] and r["reversals"] == 2
+    assert not r["peak"] and r["oscillates"]
+
+
+def test_a_rising_curve_is_not_oscillation_and_a_plateau_is_a_tie():
+    from medaudit.findings import selection_noise
+
+    tr, hist = _trained([0.25, 0.5, 0.7, 0.8, 0.82, 0.83])
+    r = selection_noise(tr, hist)
+    assert all(w["diff"] > 0 for w in r["swings"]) and not r["oscillates"]
+    low = 0.83 - 1.96 * np.sqrt(0.83 * 0.17 / 64)  # 0.738
+    assert r["ties"] == [4, 5] and 0.7 < low < 0.8
+    (f,) = [f for f in model_findings(_model(checkpoint={"training": tr, "history": hist}), SETTINGS)
+            if "selected epoch" in f["text"]]
+    assert f["level"] == "info" and "epochs 4, 5 (0.80–0.82) reach the lower end of its 95% interval (0.74)" in f["text"]
+
+
+def test_a_clear_winner_on_a_large_validation_set_has_no_finding():
+    tr, hist = _trained([0.3, 0.5, 0.6, 0.9], n_val=200)
+    assert not [f for f in model_findings(_model(checkpoint={"training": tr, "history": hist}), SETTINGS)
+                if "selected epoch" in f["text"]]
+
+
+@pytest.mark.parametrize("training,history", [
+    (None, None),
+    ({"source": "converted", "weights_file": "w.safetensors"}, None),
+    *[_trained([0.3, 0.7, 0.4], key="val_loss")],  # no per-image spread recorded: not judged
+    *[_trained([0.3, 0.9], n_val=64)],  # two epochs: nothing to compare
+    *[_trained([0.6, 0.9, 0.6], key="val_auc")],  # AUC without the class counts (older checkpoints)
+    *[_trained([0.3, 0.9, 0.3], n_val=None)],
+])
+def test_nothing_to_judge_is_no_finding(training, history):
+    from medaudit.findings import selection_noise
+
+    assert selection_noise(training, history) is None
+    assert not [f for f in model_findings(_model(checkpoint={"training": training, "history": history}), SETTINGS)
+                if "selected epoch" in f["text"]]
+
+
+def test_standard_errors_of_recall_and_auc():
+    from medaudit.findings import _hanley_mcneil_se, selection_noise
+
+    # Hand-computed Hanley-McNeil: A = 0.8, 50 + 50: Q1 = 2/3, Q2 = 1.28/1.8; SE^2 = (0.16 + 49 (Q1 - .64) +
+    # 49 (Q2 - .64)) / 2500 = 0.001981, SE = 0.0445.
+    assert _hanley_mcneil_se(0.8, 50, 50) == pytest.approx(0.04451, abs=5e-5)
+    # Recall of a class: binomial over that class's validation images (20 of 64).
+    tr, hist = _trained([0.5, 0.6, 0.55], key="val_recall[c1]", counts=[44, 20])
+    r = selection_noise(tr, hist)
+    assert r["n"] == 20 and r["se"] == pytest.approx(np.sqrt(0.6 * 0.4 / 20))
+    # Binary AUC: the positives are the second class (train.state.val_metrics scores probs[:, 1]).
+    tr, hist = _trained([0.7, 0.8, 0.75], key="val_auc", counts=[50, 14])
+    assert selection_noise(tr, hist)["se"] == pytest.approx(_hm(0.8, 14, 50))
+    assert _hm(0.8, 14, 50) != pytest.approx(_hm(0.8, 50, 14))  # the order matters
+    # Multiclass: one-vs-rest macro mean; SE of a mean of 3 terms, each at the mean AUC, as if independent.
+    tr, hist = _trained([0.7, 0.8, 0.75], key="val_auc", counts=[20, 20, 24])
+    ref = np.sqrt(sum(_hm(0.8, k, 64 - k) ** 2 for k in (20, 20, 24))) / 3
+    assert selection_noise(tr, hist)["se"] == pytest.approx(ref)
+
+
+def test_hanley_mcneil_matches_the_spread_of_simulated_aucs():
+    """HM's Q1, Q2 are exact for exponential scores; the simulated AUCs' standard deviation agrees."""
+    from scipy.stats import rankdata
+
+    from medaudit.findings import _hanley_mcneil_se
+
+    rng = np.random.default_rng(0)
+    a, n_pos, n_neg, reps = 0.8, 30, 60, 4000
+    pos = rng.exponential(1 / (1 / a - 1), size=(reps, n_pos))  # P(pos > neg) = 1 / (1 + rate) = 0.8
+    neg = rng.exponential(1.0, size=(reps, n_neg))
+    ranks = rankdata(np.hstack([pos, neg]), axis=1)[:, :n_pos]
+    aucs = (ranks.sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)  # Mann-Whitney U / (n_pos n_neg)
+    assert aucs.mean() == pytest.approx(a, abs=0.005)
+    assert aucs.std(ddof=1) == pytest.approx(_hanley_mcneil_se(a, n_pos, n_neg), rel=0.06)
+
+
+def _simulate(true_acc, n, reps, rng):
+    from medaudit.findings import selection_noise
+
+    osc = tie = 0
+    for _ in range(reps):
+        s = rng.binomial(n, true_acc) / n
+        tr, hist = _trained(list(s), n_val=n)
+        r = selection_noise(tr, hist)
+        osc += r["oscillates"]
+        tie += bool(r["ties"])
+    return osc / reps, tie / reps
+
+
+@pytest.mark.parametrize("epochs", [8, 30])
+def test_noise_alone_rarely_looks_like_oscillation(epochs):
+    """Flat and smoothly rising true curves, each epoch scored on its own 64 images (more noise than one shared
+    validation set gives): the Bonferroni swing threshold keeps false warnings under 5% at any run length, while
+    the flat curve's selected epoch is (rightly) tied with others almost always."""
+    rng = np.random.default_rng(1)
+    osc, tie = _simulate(np.full(epochs, 0.7), 64, 600, rng)
+    assert osc < 0.05 and tie > 0.9
+    rising = 0.3 + 0.45 * (1 - np.exp(-np.arange(epochs) / 2))
+    osc, _ = _simulate(rising, 64, 600, rng)
+    assert osc < 0.05
+
+
+def test_a_truly_oscillating_curve_is_caught():
+    """The brain-MRI curve taken as the truth: the warning comes in at least 90% of resampled validation sets."""
+    osc, _ = _simulate(np.array(BRAIN_MRI_ACC), 64, 600, np.random.default_rng(2))
+    assert osc > 0.9

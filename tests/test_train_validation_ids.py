@@ -48,7 +48,8 @@ def test_a_carved_split_records_its_sample_ids(carved):
     rec = recorded_validation(meta, "m.pt")
     assert rec["sample_ids"] == expected and rec["fingerprint"] == block["fingerprint"]
     # The per-class counts behind each val score's standard error (4 of each of 3 classes).
-    assert meta["training"]["val_class_counts"] == {c: 4 for c in ds.class_names}
+    assert meta["training"]["val_class_counts"] == {"classes": list(ds.class_names), "counts": [4, 4, 4],
+                                                    "multilabel": False}
 
 
 def test_a_real_val_split_is_named_and_fingerprinted(tmp_path):
@@ -60,7 +61,9 @@ def test_a_real_val_split_is_named_and_fingerprinted(tmp_path):
     assert block == {"source": "val", "split": "val", "n": 14, "fingerprint": _sha(val_ids)}
     assert recorded_validation(meta) == {**block, "sample_ids": None}
     y = np.asarray(ds.split("val").labels).ravel()
-    assert meta["training"]["val_class_counts"] == {c: int((y == k).sum()) for k, c in enumerate(ds.class_names)}
+    assert meta["training"]["val_class_counts"] == {"classes": list(ds.class_names),
+                                                    "counts": [int((y == k).sum()) for k in range(3)],
+                                                    "multilabel": False}
 
 
 def test_fingerprint_is_order_free_and_unambiguous():

@@ -338,12 +338,13 @@ def _training_weights(resume: dict) -> dict:
     return ema["model_state_dict"] if ema else resume["state_dict"]
 
 
-def _class_counts(labels, class_names: list[str], multilabel: bool) -> dict[str, int]:
+def _class_counts(labels, class_names: list[str], multilabel: bool) -> dict:
     """Validation images per class (multi-label: positives per label): the sample sizes behind each val score's
-    standard error (findings judge the noise of the selected epoch with them)."""
+    standard error (findings judge the noise of the selected epoch with them). Two lists in label order, not a
+    mapping: report.json sorts its keys, and a binary AUC's positive class is the second label."""
     y = np.asarray(labels)
     counts = y.sum(axis=0) if multilabel else np.bincount(y.astype(np.int64), minlength=len(class_names))
-    return {c: int(counts[k]) for k, c in enumerate(class_names)}
+    return {"classes": list(class_names), "counts": [int(c) for c in counts], "multilabel": multilabel}
 
 
 def _validation_block(splits, cfg: TrainConfig) -> dict:
