@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medaudit.clinical import (
+    ClinicalSettings,
+    clinical_comparison,
+    clinical_entry,
+    clinical_findings,
+)
 from medaudit.compare import compare_models
 from medaudit.errors import MedauditError
 from medaudit.findings import comparison_findings, dataset_findings, model_findings, settings_findings
@@ -49,6 +55,11 @@ class AuditSettings:
     negative_classes: list[str] | None = None  # None → auto-detect
     positive_class: str | None = None
     target_sensitivity: float = 0.95
+    clinical: ClinicalSettings = field(default_factory=ClinicalSettings)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.clinical, dict):  # read back from JSON (a saved snapshot's inputs)
+            object.__setattr__(self, "clinical", ClinicalSettings(**self.clinical))
 
 
 @dataclass
@@ -204,6 +215,9 @@ def model_entry(result: ModelResult, settings: AuditSettings, negatives: list[st
         "metrics": metrics,
         "fn_risk": risk,
         "operating_points": ops,
+        "clinical": clinical_entry(p, result.val_preds, negatives, settings.clinical,
+                                   target_sensitivity=settings.target_sensitivity, n_bootstrap=settings.bootstrap,
+                                   seed=settings.seed, n_bins=settings.ece_bins),
         "cam": result.cam,
     }
 
@@ -271,6 +285,7 @@ def assemble_snapshot(
         "negative_classes_note": NEGATIVE_SOURCE_NOTES[source],
         "positive_class": settings.positive_class,
         "target_sensitivity": settings.target_sensitivity,
+        "clinical": settings.clinical.as_dict(),
     }
     models = [model_entry(r, settings, negatives) for r in results]
     comparisons = None
@@ -282,6 +297,9 @@ def assemble_snapshot(
         findings.extend(model_findings(m, settings_block))
     if comparisons is not None:
         findings.extend(comparison_findings(comparisons, models))
+    clinical = clinical_comparison(aligned, negatives, settings.clinical, n_bootstrap=settings.bootstrap,
+                                   seed=settings.seed)
+    findings.extend(clinical_findings(models, clinical))
     return {
         "schema_version": SCHEMA_VERSION,
         "title": title,
@@ -290,6 +308,7 @@ def assemble_snapshot(
         "dataset": dataset,
         "models": models,
         "comparisons": comparisons,
+        "clinical": clinical,
         "findings": findings,
         "settings": settings_block,
         "figures": {},

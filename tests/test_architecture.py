@@ -35,6 +35,7 @@ TORCH_FREE = (
     "medaudit.metrics",
     "medaudit.compare",
     "medaudit.findings",
+    "medaudit.clinical",
     "medaudit.audit",
     "medaudit.snapshot",
     "medaudit.gate",

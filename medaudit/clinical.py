@@ -1,0 +1,298 @@
+"""The "Clinical use" analyses of a snapshot (issue 20): from scores to decisions.
+
+Per model (:func:`clinical_entry`) and across models (:func:`clinical_comparison`), from saved
+predictions only: thresholds with a guarantee, PPV/NPV at the deployment prevalence, expected cost,
+recalibration, conformal prediction sets, and referral to a human (selective prediction). Across
+models there are decision curves. The metric functions live in :mod:`medaudit.metrics`; this module
+decides what is run, on which split, and what is skipped.
+
+The rule it owns: **anything chosen is chosen on validation and applied to test.** Without a
+validation split nothing is chosen. The analyses that need a choice are skipped with a reason
+(and a finding), and the ones that need none (decision curves, the risk-coverage curve, calibration
+on test) still run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from medaudit.errors import MedauditError
+from medaudit.metrics.conformal import conformal_prediction
+from medaudit.metrics.decision import (
+    decision_curves,
+    decision_findings,
+    disease_outcome,
+    expected_cost,
+    ppv_npv_at_prevalence,
+)
+from medaudit.metrics.recalibration import recalibrate
+from medaudit.metrics.selective import selective_prediction
+from medaudit.metrics.thresholds import guaranteed_operating_points
+from medaudit.predictions import Predictions
+
+NO_VALIDATION = ("no validation split: thresholds, recalibration and conformal sets cannot be chosen honestly "
+                 "(choosing them on test would grade the choice on the data that made it), so they were skipped")
+CONFORMAL_METHODS = ("lac", "aps")
+
+
+@dataclass(frozen=True)
+class ClinicalSettings:
+    """What the clinical-use analyses assume about deployment.
+
+    Attributes
+    ----------
+    prevalence : float, optional
+        Share of disease where the model will be used, in (0, 1). None: the test split's own mix.
+    cost_fn, cost_fp : float, optional
+        Cost of a missed disease and of a false alarm (correct calls cost 0); both or neither.
+    conformal_alpha : float
+        Conformal sets aim at coverage ``1 - conformal_alpha`` for every class.
+    delta : float
+        A guaranteed threshold misses its target with probability at most ``delta``.
+    """
+
+    prevalence: float | None = None
+    cost_fn: float | None = None
+    cost_fp: float | None = None
+    conformal_alpha: float = 0.1
+    delta: float = 0.05
+
+    def __post_init__(self) -> None:
+        _unit(self.prevalence, "prevalence", "the share of disease where the model is used, e.g. 0.02",
+              optional=True)
+        _unit(self.conformal_alpha, "conformal_alpha", "1 - the coverage conformal sets aim at, e.g. 0.1")
+        _unit(self.delta, "delta", "the allowed probability that a guaranteed threshold misses, e.g. 0.05")
+        if (self.cost_fn is None) != (self.cost_fp is None):
+            raise MedauditError("cost needs both FN and FP, e.g. FN=10,FP=1", param="cost")
+        for key in ("cost_fn", "cost_fp"):
+            value = getattr(self, key)
+            if value is not None and not (np.isfinite(value) and value >= 0):
+                raise MedauditError(f"cost {key[-2:].upper()}={value!r}: costs must be finite and >= 0",
+                                    param="cost")
+        if self.cost_fn == 0 and self.cost_fp == 0:
+            raise MedauditError("cost FN=0,FP=0: at least one cost must be positive", param="cost")
+
+    def as_dict(self) -> dict:
+        return {"prevalence": self.prevalence, "cost": None if self.cost_fn is None else
+                {"FN": self.cost_fn, "FP": self.cost_fp}, "conformal_alpha": self.conformal_alpha,
+                "delta": self.delta}
+
+
+def _unit(value, param: str, meaning: str, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        raise MedauditError(f"{param} {value!r} must be in (0, 1): {meaning}", param=param)
+
+
+def parse_prevalence(text: str | None) -> float | None:
+    """``--prevalence 0.02`` (or ``2%``) → 0.02; ``None`` stays None. One-line error otherwise."""
+    if text is None:
+        return None
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise MedauditError(f"prevalence {text!r} is not a number; give the share of disease, e.g. 0.02 or 2%",
+                            param="prevalence") from None
+    if not raw.replace("%", "").replace(".", "", 1).isascii():
+        raise MedauditError(f"prevalence {text!r}: use ASCII digits", param="prevalence")
+    _unit(value, "prevalence", "the share of disease where the model is used, e.g. 0.02")
+    return value
+
+
+def parse_cost(text: str | None) -> tuple[float, float] | None:
+    """``--cost FN=10,FP=1`` → (10.0, 1.0). One-line error for anything else."""
+    if text is None:
+        return None
+    parts: dict[str, float] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip().upper()
+        if not sep or key not in ("FN", "FP") or key in parts:
+            raise MedauditError(f"cost {text!r}: give FN=<cost of a missed disease>,FP=<cost of a false alarm>, "
+                                "e.g. FN=10,FP=1", param="cost")
+        try:
+            parts[key] = float(value)
+        except ValueError:
+            raise MedauditError(f"cost {text!r}: {value.strip()!r} is not a number", param="cost") from None
+    if set(parts) != {"FN", "FP"}:
+        raise MedauditError(f"cost {text!r}: give both FN and FP, e.g. FN=10,FP=1", param="cost")
+    return parts["FN"], parts["FP"]
+
+
+# -- per model ----------------------------------------------------------------------------
+
+
+def _skipped(reason: str) -> dict:
+    return {"available": False, "reason": reason}
+
+
+def clinical_entry(test: Predictions, val: Predictions | None, negatives: list[str], settings: ClinicalSettings,
+                   *, target_sensitivity: float, n_bootstrap: int, seed: int, n_bins: int) -> dict:
+    """The ``models[i].clinical`` block: what one model's scores mean for decisions.
+
+    Parameters
+    ----------
+    test : Predictions
+        The evaluated split (N samples, C classes).
+    val : Predictions, optional
+        The validation split of the same model; everything chosen is chosen here.
+    negatives : list of str
+        The healthy classes; empty: no disease-vs-healthy analyses (thresholds, prevalence, cost).
+    settings : ClinicalSettings
+    target_sensitivity : float
+        The target of the naive and the guaranteed threshold.
+    n_bootstrap, seed, n_bins : int
+        As for the other metrics.
+
+    Returns
+    -------
+    dict
+        ``validation`` (split, n, or the reason there is none), ``thresholds``, ``prevalence``,
+        ``cost``, ``recalibration``, ``conformal`` (``lac`` and ``aps``, class-conditional),
+        ``selective``. Each is the metric function's block, or ``{"available": False, "reason"}``.
+    """
+    if test.multilabel:
+        reason = "clinical-use analyses cover single-label tasks; a multilabel task has no single decision"
+        return {"available": False, "reason": reason}
+    names = list(test.class_names)
+    boot = {"n_bootstrap": n_bootstrap, "seed": seed}
+    has_val = val is not None and val.n_samples > 0
+    entry: dict = {"available": True, "validation": {"split": "val", "n": val.n_samples} if has_val
+                   else {"split": None, "n": 0, "reason": NO_VALIDATION}}
+    no_disease = "no healthy class is known (give --negative-class), so there is no disease-vs-healthy decision"
+    if has_val and negatives:
+        thresholds = guaranteed_operating_points(val.y_true, val.probs, test.y_true, test.probs, names, negatives,
+                                                 target=target_sensitivity, delta=settings.delta)
+    else:
+        thresholds = _skipped(NO_VALIDATION if not has_val else no_disease)
+    entry["thresholds"] = thresholds
+    entry["prevalence"] = _prevalence_block(test, negatives, thresholds, settings, boot, no_disease)
+    entry["cost"] = _cost_block(test, val if has_val else None, negatives, settings, boot, no_disease)
+    if has_val:
+        summary, _ = recalibrate(val.y_true, val.probs, test.y_true, test.probs, names,
+                                 negative_classes=negatives or None, n_bins=n_bins, **boot)
+        entry["recalibration"] = summary
+        entry["conformal"] = {m: conformal_prediction(val.y_true, val.probs, test.y_true, test.probs, names,
+                                                      alpha=settings.conformal_alpha, method=m, mondrian=True,
+                                                      negative_classes=negatives, **boot)
+                              for m in CONFORMAL_METHODS}
+    else:
+        entry["recalibration"] = _skipped(NO_VALIDATION)
+        entry["conformal"] = _skipped(NO_VALIDATION)
+    entry["selective"] = selective_prediction(
+        test.y_true, test.probs, names, y_val=val.y_true if has_val else None,
+        probs_val=val.probs if has_val else None, negative_classes=negatives, delta=settings.delta, **boot)
+    return entry
+
+
+def _prevalence_block(test, negatives, thresholds, settings, boot, no_disease) -> dict | None:
+    if settings.prevalence is None:
+        return None
+    if not negatives:
+        return _skipped(no_disease)
+    if not thresholds.get("available", True) or "points" not in thresholds:
+        return _skipped(thresholds.get("reason") or NO_VALIDATION)
+    y, score, label = disease_outcome(test.y_true, test.probs, test.class_names, negative_classes=negatives)
+    points = {}
+    for point in thresholds["points"]:
+        t = point.get("threshold")
+        why = (point.get("on_validation") or {}).get("reason") or "no threshold was chosen on validation"
+        points[point["name"]] = (ppv_npv_at_prevalence(y, score, settings.prevalence, threshold=t, **boot)
+                                 if t is not None else _skipped(why))
+    return {"available": True, "positive": label, "prevalence": settings.prevalence, "points": points}
+
+
+def _cost_block(test, val, negatives, settings, boot, no_disease) -> dict | None:
+    if settings.cost_fn is None:
+        return None
+    if not negatives:
+        return _skipped(no_disease)
+    if val is None:
+        return _skipped(NO_VALIDATION)
+    y, score, _ = disease_outcome(test.y_true, test.probs, test.class_names, negative_classes=negatives)
+    yv, sv, _ = disease_outcome(val.y_true, val.probs, val.class_names, negative_classes=negatives)
+    return expected_cost(y, score, cost_fn=settings.cost_fn, cost_fp=settings.cost_fp, y_true_val=yv,
+                         score_val=sv, prevalence=settings.prevalence, **boot)
+
+
+def recalibrated_variant(test: Predictions, val: Predictions | None, negatives: list[str]) -> Predictions | None:
+    """The model's test predictions after the recalibration fitted on validation, as a *named variant*
+    (``"resnet18 (temperature-scaled)"``), never in place of the originals. None without validation
+    or for multilabel tasks."""
+    if val is None or val.n_samples == 0 or test.multilabel:
+        return None
+    summary, probs = recalibrate(val.y_true, val.probs, test.y_true, test.probs, test.class_names,
+                                 negative_classes=negatives or None, n_bootstrap=0)
+    if summary["parameters"].get("reason"):
+        return None
+    provenance = {**test.provenance, "variant": summary["variant"], "recalibration": summary["parameters"]}
+    return Predictions(model_name=f"{test.model_name} ({summary['variant']})", class_names=list(test.class_names),
+                       task=test.task, sample_ids=test.sample_ids, y_true=test.y_true, probs=probs,
+                       provenance=provenance)
+
+
+# -- across models ------------------------------------------------------------------------
+
+
+def clinical_comparison(tests: list[Predictions], negatives: list[str], settings: ClinicalSettings, *,
+                        n_bootstrap: int, seed: int) -> dict:
+    """The snapshot's ``clinical`` block: decision curves of every model (same test samples,
+    paired resamples) with treat-all and treat-none, and their findings in plain words."""
+    ref = tests[0]
+    if ref.multilabel:
+        return _skipped("decision curves cover single-label tasks")
+    if not negatives:
+        return _skipped("no healthy class is known (give --negative-class), so there is no disease to treat")
+    scores = {}
+    y = None
+    for p in tests:
+        y, scores[p.model_name], label = disease_outcome(p.y_true, p.probs, p.class_names,
+                                                         negative_classes=negatives)
+    curves = decision_curves(y, scores, prevalence=settings.prevalence, n_bootstrap=n_bootstrap, seed=seed)
+    findings = decision_findings(curves, basis="band" if n_bootstrap else "point")
+    return {"available": True, "positive": label, "decision_curves": curves, "findings": findings,
+            "settings": settings.as_dict()}
+
+
+def clinical_findings(models: list[dict], comparison: dict | None) -> list[dict]:
+    """Findings of the clinical-use section: skipped choices, guarantees not met, coverage gaps."""
+    out: list[dict] = []
+
+    def add(level, text, model=None):
+        out.append({"level": level, "text": text, "model": model})
+
+    for m in models:
+        c = m.get("clinical") or {}
+        name = m.get("name")
+        if not c.get("available"):
+            continue
+        if c["validation"]["split"] is None:
+            add("warning", f"{name}: {NO_VALIDATION}.", name)
+            continue
+        th = c.get("thresholds") or {}
+        for point in th.get("points") or []:
+            sens = ((point.get("on_test") or {}).get("sensitivity") or {}).get("value")
+            if point["name"].startswith("guaranteed") and point.get("threshold") is None:
+                why = (point.get("on_validation") or {}).get("reason") or "validation is too small"
+                add("info", f"{name}: no threshold with a guaranteed sensitivity ≥ {th['target']:.0%}: {why}.", name)
+            elif point["name"].startswith("naive") and sens is not None and sens < th["target"]:
+                add("info", f"{name}: the threshold chosen on validation for {th['target']:.0%} sensitivity "
+                            f"reaches {sens:.1%} on test; the guaranteed threshold is the one that keeps its promise.",
+                    name)
+        for method, block in (c.get("conformal") or {}).items():
+            if not isinstance(block, dict) or "coverage_per_class" not in block:
+                continue
+            target = block["target_coverage"]
+            low = [cls for cls, v in block["coverage_per_class"].items()
+                   if v.get("ci_high") is not None and v["ci_high"] < target]
+            if low:
+                add("warning", f"{name}: {method.upper()} conformal sets cover {', '.join(low)} less often than "
+                               f"{target:.0%} on test (whole 95 % interval below): test differs from validation.",
+                    name)
+    for f in (comparison or {}).get("findings") or []:
+        add("info", f["text"], f.get("model"))
+    return out
