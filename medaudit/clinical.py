@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medaudit.errors import MedauditError
+from medaudit.metrics.calibration import forecasts, reliability
 from medaudit.metrics.conformal import conformal_prediction
 from medaudit.metrics.decision import (
     decision_curves,
@@ -173,8 +174,12 @@ def clinical_entry(test: Predictions, val: Predictions | None, negatives: list[s
     entry["prevalence"] = _prevalence_block(test, negatives, thresholds, settings, boot, no_disease)
     entry["cost"] = _cost_block(test, val if has_val else None, negatives, settings, boot, no_disease)
     if has_val:
-        summary, _ = recalibrate(val.y_true, val.probs, test.y_true, test.probs, names,
-                                 negative_classes=negatives or None, n_bins=n_bins, **boot)
+        summary, after = recalibrate(val.y_true, val.probs, test.y_true, test.probs, names,
+                                     negative_classes=negatives or None, n_bins=n_bins, **boot)
+        # The reliability diagram before and after, on the same bins as metrics.calibration.
+        summary["reliability"] = {
+            when: reliability(*forecasts(test.y_true, probs, False)[:2], n_bins)
+            for when, probs in (("before", test.probs), ("after", after))}
         entry["recalibration"] = summary
         entry["conformal"] = {m: conformal_prediction(val.y_true, val.probs, test.y_true, test.probs, names,
                                                       alpha=settings.conformal_alpha, method=m, mondrian=True,
