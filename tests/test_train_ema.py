@@ -171,3 +171,15 @@ def test_loop_validates_selects_and_saves_the_average(tmp_path):
     assert rec["first_step_weight"] == pytest.approx(math.prod(ema_decay_at(t, 0.9, True)
                                                                for t in range(2, rec["updates"] + 1)))
     assert load_checkpoint(plain.best_path).meta["training"]["ema_record"] is None
+
+
+def test_cli_offers_ema_and_refuses_a_bad_decay_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from medaudit.cli import main
+
+    r = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "none.npz"), "--model", "test_resnet", "--ema",
+                                  "--ema-decay", "1.5", "-o", str(tmp_path / "m.pt")])
+    assert r.exit_code == 2 and r.output.strip() == "Error: --ema-decay must be in (0, 1) (got 1.5)"
+    help_text = CliRunner().invoke(main, ["train", "--help"], terminal_width=200).output
+    assert "--ema " in help_text and "--ema-warmup / --no-ema-warmup" in help_text
