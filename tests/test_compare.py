@@ -232,7 +232,7 @@ def test_cli_compare_mismatched_samples_exit_2(tmp_path):
     res = CliRunner().invoke(main, ["compare", str(pa)])
     assert res.exit_code == 2 and "at least two" in res.output
     res = CliRunner().invoke(main, ["compare", str(pa), str(tmp_path / "missing.npz")])
-    assert res.exit_code == 2 and "not found" in res.output
+    assert res.exit_code == 2 and "no such file" in res.output
 
 
 def test_cli_compare_unknown_negative_class_names_the_option(tmp_path):
