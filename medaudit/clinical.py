@@ -32,6 +32,7 @@ from medaudit.metrics.recalibration import recalibrate
 from medaudit.metrics.selective import selective_prediction
 from medaudit.metrics.thresholds import guaranteed_operating_points
 from medaudit.predictions import Predictions
+from medaudit.validation import ids_fingerprint
 
 NO_VALIDATION = ("no validation split: thresholds, recalibration and conformal sets cannot be chosen honestly "
                  "(choosing them on test would grade the choice on the data that made it), so they were skipped")
@@ -162,8 +163,10 @@ def clinical_entry(test: Predictions, val: Predictions | None, negatives: list[s
     names = list(test.class_names)
     boot = {"n_bootstrap": n_bootstrap, "seed": seed}
     has_val = val is not None and val.n_samples > 0
-    entry: dict = {"available": True, "validation": {"split": "val", "n": val.n_samples} if has_val
-                   else {"split": None, "n": 0, "reason": NO_VALIDATION}}
+    entry: dict = {"available": True, "validation": {
+        "split": val.provenance.get("split") or "val", "n": val.n_samples,
+        "fingerprint": ids_fingerprint(val.sample_ids.tolist())} if has_val
+        else {"split": None, "n": 0, "reason": NO_VALIDATION}}
     no_disease = "no healthy class is known (give --negative-class), so there is no disease-vs-healthy decision"
     if has_val and negatives:
         thresholds = guaranteed_operating_points(val.y_true, val.probs, test.y_true, test.probs, names, negatives,
@@ -298,6 +301,16 @@ def clinical_findings(models: list[dict], comparison: dict | None) -> list[dict]
                 add("warning", f"{name}: {method.upper()} conformal sets cover {', '.join(low)} less often than "
                                f"{target:.0%} on test (whole 95 % interval below): test differs from validation.",
                     name)
+    used = {m.get("name"): (m.get("clinical") or {}).get("validation") or {} for m in models}
+    carved = {n: v for n, v in used.items() if str(v.get("split") or "").startswith("val (carved")}
+    for n, v in carved.items():
+        add("info", f"{n}: choices are made on the {v['n']} validation samples carved at training ({v['split']}), "
+                    "as recorded in its checkpoint.", n)
+    prints = {v.get("fingerprint") for v in used.values() if v.get("fingerprint")}
+    if len(prints) > 1:
+        add("info", "The models were validated on different samples (" + ", ".join(
+            f"{n}: {v.get('split')}, n={v.get('n')}" for n, v in used.items() if v.get("fingerprint")) +
+            "); each model's thresholds are chosen on its own, so compare their choices with care.")
     for f in (comparison or {}).get("findings") or []:
         add("info", f["text"], f.get("model"))
     return out

@@ -15,6 +15,7 @@ import shlex
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from medaudit import __version__
 from medaudit.audit import AuditSettings, ModelResult, assemble_snapshot, resolve_negative_classes
 from medaudit.bench import benchmark_models, count_flops
 from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
-from medaudit.errors import MedauditError
+from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.explain import cam_tiles_for_report
 from medaudit.fileio import require_regular_file, staging_dir
 from medaudit.models.checkpoint import Loaded, load_checkpoint
@@ -34,6 +35,7 @@ from medaudit.models.factory import model_summary
 from medaudit.naming import file_stems, model_names
 from medaudit.predict import check_classes_match, predict_cached
 from medaudit.report import check_formats, check_output_dir, write_report
+from medaudit.validation import recorded_validation
 
 
 @dataclass
@@ -247,17 +249,18 @@ def _predict_models(opts: ReportOptions, inputs: _Inputs, staging: Path,
     pass ran for ``run.predictions``, ``{name in the report: staged file}``).
     """
     ds, split, split_name = inputs.dataset, inputs.split, opts.settings.split
-    # Operating points are chosen on the validation split, never on the one evaluated.
-    val_name = "val" if "val" in ds.splits and split_name != "val" else None
     results: list[ModelResult] = []
     inference: dict[str, dict] = {}
     extra_files: dict[str, Path] = {}
     for name, stem, ld in zip(inputs.names, inputs.stems, inputs.loaded, strict=True):
         kw = dict(dataset_spec=opts.data_spec, model_name=name, cache_dir=opts.cache_dir, use_cache=opts.use_cache,
                   device=opts.device, batch_size=opts.batch_size, amp=opts.amp, progress=opts.progress)
+        # Everything chosen (operating points, thresholds, recalibration, conformal sets) is chosen
+        # on validation: the data's own split, else the carve this model was selected on.
+        val_split, val_name = validation_split(ds, ld, split_name, opts.data_spec)
         with _timed(timings, f"predict:{name}"):
             preds, cached = predict_cached(ld, split, split_name=split_name, **kw)
-            val_preds = predict_cached(ld, ds.split(val_name), split_name=val_name, **kw)[0] if val_name else None
+            val_preds = predict_cached(ld, val_split, split_name=val_name, **kw)[0] if val_split is not None else None
         preds.save(staging / f"{stem}.npz")
         preds.to_csv(staging / f"{stem}.csv")
         for ext in ("npz", "csv"):
@@ -269,6 +272,39 @@ def _predict_models(opts: ReportOptions, inputs: _Inputs, staging: Path,
         results.append(ModelResult(preds=preds, val_preds=val_preds, checkpoint=checkpoint_block(ld),
                                    prediction_info=info))
     return results, inference, extra_files
+
+
+def validation_split(ds, loaded: Loaded, split_name: str, data_spec: str) -> tuple[Split | None, str | None]:
+    """The split a model's choices are made on, and its name for the predictions (None, None: none).
+
+    The dataset's ``val`` split when it has one (and it is not the evaluated split). Otherwise the
+    validation samples ``medaudit train`` carved from ``train`` and recorded in the checkpoint
+    (:func:`medaudit.validation.recorded_validation`), so thresholds are chosen on the samples the
+    model was selected on, not on test. A recorded carve that the data no longer holds, or one
+    carved from the evaluated split itself, gives none (with a warning saying why).
+    """
+    if "val" in ds.splits and split_name != "val":
+        return ds.split("val"), "val"
+    rec = recorded_validation(loaded.meta, str(loaded.path))
+    if rec is None or rec["source"] != "carved":
+        return None, None
+    source = rec["split"]
+    if source == split_name or source not in ds.splits:
+        why = ("it was carved from the evaluated split itself" if source == split_name
+               else f"{data_spec} has no '{source}' split")
+        warnings.warn(f"{loaded.path}: its recorded validation samples cannot be used ({why}); nothing is chosen on "
+                      "validation for it", MedauditWarning, stacklevel=2)
+        return None, None
+    pool = ds.split(source)
+    index = {sid: i for i, sid in enumerate(pool.sample_ids)}
+    missing = [sid for sid in rec["sample_ids"] if sid not in index]
+    if missing:
+        warnings.warn(f"{loaded.path}: {len(missing)} of the {rec['n']} validation samples recorded at training "
+                      f"(e.g. {missing[0]!r}) are not in split '{source}' of {data_spec}; the data changed since "
+                      "training, so nothing is chosen on validation for it", MedauditWarning, stacklevel=2)
+        return None, None
+    name = f"val (carved from {source})"
+    return pool.subset([index[sid] for sid in rec["sample_ids"]], name=name), name
 
 
 def _measure_efficiency(opts: ReportOptions, inputs: _Inputs, results: list[ModelResult]) -> dict:
@@ -369,7 +405,17 @@ def checkpoint_block(loaded: Loaded) -> dict:
         "patch_size": summary["patch_size"],
         "depth": summary["depth"],
         "selected_on": loaded.meta.get("selected_on", "unknown"),
-        "training": loaded.meta.get("training"),
+        "training": _training_record(loaded.meta.get("training")),
         "history": loaded.meta.get("history"),
         "dataset_fingerprint": loaded.meta.get("dataset_fingerprint"),
     }
+
+
+def _training_record(training: dict | None) -> dict | None:
+    """The training block for the snapshot: a carve's sample ids stay in the checkpoint (the report
+    shows their count and fingerprint, not thousands of file names)."""
+    if not isinstance(training, dict) or not isinstance(training.get("validation"), dict):
+        return training
+    validation = {k: v for k, v in training["validation"].items() if k != "sample_ids"}
+    return {**training, "validation": validation}
+

@@ -84,6 +84,17 @@ class Split:
     def __len__(self) -> int:
         return len(self.sample_ids)
 
+    def subset(self, indices, name: str) -> Split:
+        """The samples at ``indices`` (in that order) as a split of their own named ``name``.
+
+        Array-backed splits copy only the chosen rows; file-backed ones share the paths.
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        return Split(name=name, sample_ids=[self.sample_ids[i] for i in idx], labels=self.labels[idx],
+                     class_names=list(self.class_names),
+                     paths=[self.paths[i] for i in idx] if self.paths is not None else None,
+                     array=self.array[idx] if self.array is not None else None)
+
     def __repr__(self) -> str:
         kind = "array" if self.array is not None else "files"
         return f"Split(name={self.name!r}, n={len(self)}, {kind})"
