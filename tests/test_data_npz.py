@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -82,6 +83,22 @@ def test_pickled_npz_refused(tmp_path):
     np.savez(tmp_path / "p.npz", train_images=np.array([object()], dtype=object), train_labels=np.array([0]))
     with pytest.raises(MedauditError, match="pickled"):
         load_dataset(str(tmp_path / "p.npz"))
+
+
+def test_garbage_empty_and_truncated_npz_are_not_called_pickled(tmp_path):
+    good = tmp_path / "good.npz"
+    rng = np.random.default_rng(0)
+    np.savez_compressed(good, train_images=rng.integers(0, 256, (8, 8, 8), dtype=np.uint8),
+                        train_labels=np.arange(8) % 2)
+    data = good.read_bytes()
+    cases = {"garbage.npz": (b"\x00garbage" * 50, "not a valid .npz (zip) file"),
+             "empty.npz": (b"", "is empty (0 bytes)"),
+             "truncated.npz": (data[: len(data) // 2], "not a readable .npz file")}
+    for name, (content, fragment) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(MedauditError, match=re.escape(fragment)) as exc:
+            load_dataset(str(tmp_path / name))
+        assert "pickled" not in str(exc.value) and "\n" not in str(exc.value)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,22 @@ from medaudit.errors import MedauditError, MedauditWarning
 SPLITS = ("train", "val", "test")
 
 
+def _check_magic(path: Path) -> None:
+    """np.load reads anything that is neither a zip nor a .npy as a pickle and then refuses it as
+    "pickled data": random bytes or a truncated download would be blamed on object arrays."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise MedauditError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not head:
+        raise MedauditError(f"{path}: is empty (0 bytes); expected an .npz archive with *_images/*_labels")
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        raise MedauditError(f"{path}: is not a valid .npz (zip) file; re-save it with np.savez")
+
+
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    _check_magic(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             if not hasattr(f, "files"):
@@ -45,7 +61,9 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                 "re-save with plain numeric arrays (np.savez with uint8 images and integer labels)"
             ) from None
         raise MedauditError(f"{path}: cannot read .npz ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+        # zipfile raises NotImplementedError/RuntimeError for damaged method/flag bytes, zlib.error for
+        # a damaged member.
         raise MedauditError(f"{path}: not a readable .npz file ({exc})") from None
 
 
