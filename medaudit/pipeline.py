@@ -26,6 +26,7 @@ import torch
 from medaudit import __version__
 from medaudit.audit import AuditSettings, ModelResult, assemble_snapshot, resolve_negative_classes
 from medaudit.bench import benchmark_models, count_flops
+from medaudit.clinical import recalibrated_variant
 from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.explain import cam_tiles_for_report
@@ -266,6 +267,16 @@ def _predict_models(opts: ReportOptions, inputs: _Inputs, staging: Path,
         for ext in ("npz", "csv"):
             extra_files[f"predictions/{stem}.{ext}"] = staging / f"{stem}.{ext}"
         info = {"n": preds.n_samples, "file": f"predictions/{stem}.npz", "csv": f"predictions/{stem}.csv"}
+        # The recalibrated probabilities are a named variant beside the originals, never in their place.
+        variant = recalibrated_variant(preds, val_preds, [])
+        if variant is not None:
+            vstem = f"{stem}.{variant.provenance['variant']}"
+            variant.save(staging / f"{vstem}.npz")
+            variant.to_csv(staging / f"{vstem}.csv")
+            for ext in ("npz", "csv"):
+                extra_files[f"predictions/{vstem}.{ext}"] = staging / f"{vstem}.{ext}"
+            info["variants"] = [{"name": variant.model_name, "kind": variant.provenance["variant"],
+                                 "file": f"predictions/{vstem}.npz", "csv": f"predictions/{vstem}.csv"}]
         # How the pass ran (device, time, cache hit) is a measurement: it goes into `run`.
         inference[name] = {"device": preds.provenance.get("device"), "wall_s": preds.provenance.get("wall_s"),
                            "cached": cached}

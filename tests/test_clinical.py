@@ -177,6 +177,12 @@ def test_the_report_chooses_on_the_validation_samples_carved_at_training(kaggle_
     assert {p["chosen_on"] for p in m["operating_points"]["points"] if p["name"] != "default_0.5"} == {"val"}
     assert "sample_ids" not in m["checkpoint"]["training"]["validation"], "ids stay in the checkpoint"
     assert any("carved at training" in f["text"] for f in snap["findings"])
+    # the recalibrated predictions are a named variant file beside the originals, usable by compare
+    (variant,) = m["predictions"]["variants"]
+    loaded = Predictions.load(tmp_path / "rep" / variant["file"])
+    original = Predictions.load(tmp_path / "rep" / m["predictions"]["file"])
+    assert loaded.model_name == "r18 (temperature-scaled)" and loaded.provenance["variant"] == "temperature-scaled"
+    assert (loaded.sample_ids == original.sample_ids).all() and not np.allclose(loaded.probs, original.probs)
 
 
 def test_a_carve_the_data_no_longer_holds_is_not_used(kaggle_layout, tmp_path):
