@@ -165,7 +165,9 @@ def test_interval_needs_at_least_half_of_the_resamples_defined():
             defined = int((published_resamples(y, n_bootstrap, seed) == 0).any(axis=1).sum())
             assert r["diff"] == -1.0
             if 2 * defined >= n_bootstrap:
-                assert (r["ci_low"], r["ci_high"], r["reason"]) == (-1.0, -1.0, None), (n_bootstrap, seed)
+                # defined often enough, but from 2 samples of the class: withheld (the engine's min-n rule)
+                assert (r["ci_low"], r["ci_high"]) == (None, None), (n_bootstrap, seed)
+                assert r["reason"] == "no bootstrap interval from 2 samples of class 'd' (fewer than 10)"
             else:
                 assert r["ci_low"] is None and "undefined in most bootstrap resamples" in r["reason"]
             seen.add((n_bootstrap, defined))
@@ -222,8 +224,11 @@ def test_no_samples_and_one_sample():
     assert r["recall"]["d"]["reason"] == "no samples of class 'd' in y_true"
     one = paired_bootstrap_diff(np.array([1]), np.array([1]), np.array([0]), ["normal", "d"],
                                 negative_classes=["normal"], n_bootstrap=10)
-    assert one["accuracy"] == {"diff": 1.0, "ci_low": 1.0, "ci_high": 1.0, "reason": None}
-    assert one["missed_disease_rate"] == {"diff": -1.0, "ci_low": -1.0, "ci_high": -1.0, "reason": None}
+    # one image: the bootstrap can only repeat it, so "100 % to 100 %" would be a false certainty
+    assert one["accuracy"] == {"diff": 1.0, "ci_low": None, "ci_high": None,
+                               "reason": "no bootstrap interval from 1 samples (fewer than 10)"}
+    assert one["missed_disease_rate"] == {"diff": -1.0, "ci_low": None, "ci_high": None,
+                                          "reason": "no bootstrap interval from 1 disease samples (fewer than 10)"}
     assert "undefined on these samples" in one["specificity"]["d"]["reason"]  # no negatives of class d
 
 
@@ -242,3 +247,16 @@ def test_bad_inputs_raise_medaudit_errors_naming_the_parameter():
     assert err.value.param == "n_bootstrap"
     with pytest.raises(MedauditError, match="integer"):
         paired_bootstrap_diff(np.array([0.5, 1.0, 1.0]), y, y, ["a", "b"])
+
+
+def test_intervals_from_few_samples_are_withheld_and_from_enough_are_kept():
+    """The single-model rule (intervals.interval_withheld) applies to paired differences too."""
+    rng = np.random.default_rng(3)
+    for n_per_class, withheld in ((3, True), (9, True), (40, False)):
+        y = np.repeat([0, 1], n_per_class)
+        a, b = _noisy(rng, y, 0.8, 2), _noisy(rng, y, 0.6, 2)
+        r = paired_bootstrap_diff(y, a, b, ["normal", "d"], negative_classes=["normal"], n_bootstrap=200, seed=0)
+        for entry in (r["recall"]["d"], r["missed_disease_rate"], r["macro_f1"]):
+            assert (entry["ci_low"] is None) == withheld, (n_per_class, entry)
+            assert entry["diff"] is not None
+

@@ -30,7 +30,7 @@ from medaudit.metrics.classification import (
     nanmean,
     ratio,
 )
-from medaudit.metrics.intervals import percentile_ci
+from medaudit.metrics.intervals import interval_withheld, percentile_ci
 from medaudit.metrics.resample import SumDesign, point_and_bootstrap
 from medaudit.metrics.risk import missed_disease_counts
 
@@ -120,8 +120,12 @@ def _evaluator(
     return evaluate
 
 
-def _interval(point: float, ci: np.ndarray, what: str, n_bootstrap: int) -> dict:
-    """One ``{"diff", "ci_low", "ci_high", "reason"}`` entry from a point and its (2,) interval."""
+def _interval(point: float, ci: np.ndarray, what: str, n_bootstrap: int, count: int, counted: str) -> dict:
+    """One ``{"diff", "ci_low", "ci_high", "reason"}`` entry from a point and its (2,) interval.
+
+    ``count`` is the statistic's governing count (``counted`` says of what): an interval from too
+    few samples is withheld by the engine's one rule (:func:`~medaudit.metrics.intervals.interval_withheld`),
+    as the single-model intervals are — three images gave "100 % to 100 %"."""
     if not np.isfinite(point):
         return {"diff": None, "ci_low": None, "ci_high": None, "reason": f"{what} is undefined on these samples"}
     if n_bootstrap == 0:
@@ -129,6 +133,9 @@ def _interval(point: float, ci: np.ndarray, what: str, n_bootstrap: int) -> dict
     if not np.isfinite(ci).all():
         return {"diff": float(point), "ci_low": None, "ci_high": None,
                 "reason": f"{what} is undefined in most bootstrap resamples"}
+    withheld = interval_withheld((float(ci[0]), float(ci[1])), count, f"{count} {counted}")
+    if withheld:
+        return {"diff": float(point), "ci_low": None, "ci_high": None, "reason": withheld}
     return {"diff": float(point), "ci_low": float(ci[0]), "ci_high": float(ci[1]), "reason": None}
 
 
@@ -221,7 +228,17 @@ def paired_bootstrap_diff(
     point, boot = point_and_bootstrap(design, evaluate, strata, resamples, seed, keys, chunk=historical_chunk(n))
     ci = {k: percentile_ci(boot[k].reshape(resamples, int(np.prod(np.shape(point[k])))), alpha) for k in keys}
 
-    out = {k: _interval(point[k], ci[k][:, 0], k.replace("_", "-"), n_bootstrap) for k in SCALAR_DIFFS}
+    if multilabel:
+        support = y_true.sum(axis=0).astype(np.int64)
+        smallest = int(min(support[present].min(initial=n), n - support.max(initial=0))) if n else 0
+    else:
+        smallest = int(support[present].min()) if present.any() else 0
+    n_disease = int((~np.isin(y_true, negative_idx)).sum()) if negative_idx else 0
+    governing = {"accuracy": (n, "samples"), "balanced_accuracy": (smallest, "samples in the smallest class"),
+                 "macro_f1": (smallest, "samples in the smallest class"),
+                 "missed_disease_rate": (n_disease, "disease samples")}
+    out = {k: _interval(point[k], ci[k][:, 0], k.replace("_", "-"), n_bootstrap, *governing[k])
+           for k in SCALAR_DIFFS}
     if not negative_idx or n == 0:
         why = ("multilabel task" if multilabel else "no samples" if n == 0 and negative_idx
                else "no negative (healthy) class configured")
@@ -234,7 +251,10 @@ def paired_bootstrap_diff(
                 out[metric][name] = {"diff": None, "ci_low": None, "ci_high": None,
                                      "reason": f"no samples of class '{name}' in y_true"}
             else:
-                out[metric][name] = _interval(point[metric][k], ci[metric][:, k], f"{metric} of '{name}'", n_bootstrap)
+                count, counted = ((n - int(support[k]), "samples outside the class") if metric == "specificity"
+                                  else (int(support[k]), f"samples of class '{name}'"))
+                out[metric][name] = _interval(point[metric][k], ci[metric][:, k], f"{metric} of '{name}'",
+                                              n_bootstrap, count, counted)
     out["settings"] = {
         "n_bootstrap": int(n_bootstrap),
         "seed": int(seed),
