@@ -22,6 +22,7 @@ from medaudit.errors import MedauditError
 from medaudit.metrics.calibration import forecasts, reliability
 from medaudit.metrics.conformal import conformal_prediction
 from medaudit.metrics.decision import (
+    cost_matrix_decisions,
     decision_curves,
     decision_findings,
     disease_outcome,
@@ -60,6 +61,7 @@ class ClinicalSettings:
     cost_fp: float | None = None
     conformal_alpha: float = 0.1
     delta: float = 0.05
+    cost_matrix: dict | None = None  # {true class: {decided class: cost}} (read_cost_matrix)
 
     def __post_init__(self) -> None:
         _unit(self.prevalence, "prevalence", "the share of disease where the model is used, e.g. 0.02",
@@ -79,7 +81,60 @@ class ClinicalSettings:
     def as_dict(self) -> dict:
         return {"prevalence": self.prevalence, "cost": None if self.cost_fn is None else
                 {"FN": self.cost_fn, "FP": self.cost_fp}, "conformal_alpha": self.conformal_alpha,
-                "delta": self.delta}
+                "delta": self.delta, "cost_matrix": self.cost_matrix}
+
+    def check_classes(self, class_names: list[str]) -> None:
+        """Before any inference: a cost matrix must name exactly the data's classes."""
+        if self.cost_matrix is not None:
+            cost_matrix_array(self.cost_matrix, class_names)
+
+
+def cost_matrix_array(matrix: dict, class_names: list[str]) -> np.ndarray:
+    """``{true: {decided: cost}}`` as a (C, C) array in class order; one-line error naming what differs."""
+    names = list(class_names)
+    for where, got in [("rows (true class)", set(matrix))] + [
+            (f"row {r!r} (decided class)", set(cols)) for r, cols in matrix.items()]:
+        if got != set(names):
+            missing, extra = sorted(set(names) - got), sorted(got - set(names))
+            raise MedauditError(f"cost_matrix: its {where} must be the classes {', '.join(names)}"
+                                + (f"; missing {', '.join(missing)}" if missing else "")
+                                + (f"; unknown {', '.join(extra)}" if extra else ""), param="cost_matrix")
+    return np.array([[matrix[t][d] for d in names] for t in names], dtype=np.float64)
+
+
+def read_cost_matrix(path) -> dict:
+    """A cost-matrix CSV: header ``true,<decided class>...``, one row per true class, costs >= 0.
+
+    Returns ``{true class: {decided class: cost}}``; one-line errors naming the file otherwise.
+    """
+    import csv
+    from pathlib import Path
+
+    from medaudit.fileio import require_regular_file
+
+    path = require_regular_file(Path(path), param="cost_matrix")
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MedauditError(f"{path}: cannot be read as UTF-8 CSV ({exc})", param="cost_matrix") from None
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if len(rows) < 3:
+        raise MedauditError(f"{path}: expected a header 'true,<class>,...' and one row per true class",
+                            param="cost_matrix")
+    decided = [c.strip() for c in rows[0][1:]]
+    out: dict = {}
+    for r in rows[1:]:
+        if len(r) != len(decided) + 1:
+            raise MedauditError(f"{path}: row {r[0]!r} has {len(r) - 1} costs for {len(decided)} classes",
+                                param="cost_matrix")
+        try:
+            costs = [float(c) for c in r[1:]]
+        except ValueError:
+            raise MedauditError(f"{path}: row {r[0]!r} holds a value that is not a number", param="cost_matrix") from None
+        if not all(np.isfinite(c) and c >= 0 for c in costs):
+            raise MedauditError(f"{path}: row {r[0]!r}: costs must be finite and >= 0", param="cost_matrix")
+        out[r[0].strip()] = dict(zip(decided, costs, strict=True))
+    return out
 
 
 def _unit(value, param: str, meaning: str, optional: bool = False) -> None:
@@ -176,6 +231,10 @@ def clinical_entry(test: Predictions, val: Predictions | None, negatives: list[s
     entry["thresholds"] = thresholds
     entry["prevalence"] = _prevalence_block(test, negatives, thresholds, settings, boot, no_disease)
     entry["cost"] = _cost_block(test, val if has_val else None, negatives, settings, boot, no_disease)
+    # A full cost matrix needs no choice (the Bayes decision under the model's probabilities), so it
+    # runs without validation too.
+    entry["cost_matrix"] = None if settings.cost_matrix is None else cost_matrix_decisions(
+        test.y_true, test.probs, names, cost_matrix_array(settings.cost_matrix, names), **boot)
     if has_val:
         summary, after = recalibrate(val.y_true, val.probs, test.y_true, test.probs, names,
                                      negative_classes=negatives or None, n_bins=n_bins, **boot)

@@ -238,6 +238,7 @@ def _load_inputs(opts: ReportOptions, names: list[str]) -> _Inputs:
     loaded = [load_checkpoint(p) for p in opts.checkpoints]
     for ld in loaded:
         check_classes_match(ld, dataset.class_names)
+    opts.settings.clinical.check_classes(dataset.class_names)  # before inference, not after
     return _Inputs(dataset, split, names, file_stems(names), loaded)
 
 

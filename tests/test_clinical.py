@@ -199,3 +199,28 @@ def test_a_carve_the_data_no_longer_holds_is_not_used(kaggle_layout, tmp_path):
     assert "validation samples recorded at training" in output and "data changed since training" in output
     assert snap["models"][0]["clinical"]["validation"]["split"] is None
     assert {p["chosen_on"] for p in snap["models"][0]["operating_points"]["points"]} <= {"fixed", "test"}
+
+
+def test_a_cost_matrix_csv_is_read_in_class_order_and_checked(tmp_path):
+    from medaudit.clinical import cost_matrix_array, read_cost_matrix
+    from medaudit.metrics.decision import cost_matrix_decisions
+
+    path = tmp_path / "costs.csv"
+    # columns in another order than the classes: read by name, not by position
+    path.write_text("true,pituitary,glioma,meningioma,notumor\n"
+                    "glioma,1,0,1,10\nmeningioma,1,1,0,10\nnotumor,1,1,1,0\npituitary,0,1,1,10\n")
+    matrix = read_cost_matrix(path)
+    array = cost_matrix_array(matrix, CLASSES)
+    assert array[CLASSES.index("glioma"), CLASSES.index("notumor")] == 10 and array[2, 2] == 0
+    test = _preds(200, 9)
+    entry = clinical_entry(test, None, ["notumor"], ClinicalSettings(cost_matrix=matrix), **KW)
+    direct = cost_matrix_decisions(test.y_true, test.probs, CLASSES, array, n_bootstrap=50, seed=0)
+    assert entry["cost_matrix"] == direct, "needs no validation: nothing is chosen"
+    for text, fragment in (("true,glioma,notumor\nglioma,0,1\nnotumor,1,0\n", "missing meningioma, pituitary"),
+                           ("true,a\nx,1\n", "expected a header"),
+                           ("true,glioma,x\nglioma,0,-1\nx,1,0\n", "costs must be finite and >= 0"),
+                           ("true,glioma,x\nglioma,0,y\nx,1,0\n", "not a number")):
+        path.write_text(text)
+        with pytest.raises(MedauditError, match=fragment) as exc:
+            ClinicalSettings(cost_matrix=read_cost_matrix(path)).check_classes(CLASSES)
+        assert exc.value.param == "cost_matrix"

@@ -36,6 +36,7 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--target-sensitivity", default=0.95, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True))
 @click.option("--prevalence", default=None, help="Share of disease where the model will be used (e.g. 0.02 or 2%): PPV/NPV, decision curves and costs at that prevalence. Default: the test split's own.")
 @click.option("--cost", default=None, help="Cost of a missed disease and of a false alarm, e.g. FN=10,FP=1: expected cost per patient at the cost-optimal threshold chosen on validation.")
+@click.option("--cost-matrix", type=click.Path(path_type=Path), default=None, help="CSV of costs, header 'true,<class>,...', one row per true class: expected cost of the argmax and of the cost-optimal (Bayes) decision.")
 @click.option("--conformal-alpha", default=0.1, show_default=True, type=float, help="Conformal prediction sets aim at coverage 1 - alpha for every class.")
 @click.option("--delta", default=0.05, show_default=True, type=float, help="A guaranteed threshold (and a risk target for referral) fails with probability at most delta.")
 @click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(0, 100000), help="Bootstrap resamples for CIs (0 = none).")
@@ -62,7 +63,7 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--quiet", is_flag=True)
 @handle_errors
 def report(models, more_models, data_spec, split, out_dir, names, classes, negative_classes, positive_class,
-           target_sensitivity, prevalence, cost, conformal_alpha, delta, bootstrap, seed, ece_bins, device, batch_size, no_cache, amp, no_bench, bench_repeats, bench_batch_sizes,
+           target_sensitivity, prevalence, cost, cost_matrix, conformal_alpha, delta, bootstrap, seed, ece_bins, device, batch_size, no_cache, amp, no_bench, bench_repeats, bench_batch_sizes,
            no_cam, cam_method, cam_layer, cam_per_group, formats, title, author, notes_path, template_dir, gates,
            gate_on, quiet):
     """Audit checkpoints on a dataset and write report.html, report.pdf and report.json.
@@ -75,12 +76,13 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
     from the saved predictions. With --gate, exit code 1 when a gate fails (the report is still written).
     """
     from medaudit.audit import AuditSettings
-    from medaudit.clinical import ClinicalSettings, parse_cost, parse_prevalence
+    from medaudit.clinical import ClinicalSettings, parse_cost, parse_prevalence, read_cost_matrix
     from medaudit.pipeline import ReportOptions, run_report
 
     costs = parse_cost(cost)
     clinical = ClinicalSettings(prevalence=parse_prevalence(prevalence), cost_fn=costs and costs[0],
-                                cost_fp=costs and costs[1], conformal_alpha=conformal_alpha, delta=delta)
+                                cost_fp=costs and costs[1], conformal_alpha=conformal_alpha, delta=delta,
+                                cost_matrix=read_cost_matrix(cost_matrix) if cost_matrix else None)
     settings = AuditSettings(
         split=split, bootstrap=bootstrap, seed=seed, ece_bins=ece_bins,
         negative_classes=list(negative_classes) or None, positive_class=positive_class,
