@@ -57,6 +57,11 @@ class Split:
         Absolute file paths (file-backed splits).
     array : ndarray of uint8, shape (N, H, W) or (N, H, W, 3), optional
         Pixel data (array-backed splits); never copied or converted to float.
+    metadata : dict of str to ndarray, optional
+        Per-sample context (patient, sex, age, site, scanner, ...), one array of length N per
+        column: float64 for numeric columns (NaN = missing), str for categorical ones ("" =
+        missing, shown as "unknown"). Identifier columns hold salted hashes
+        (:func:`medaudit.phi.hash_identifiers`), never the raw values.
     """
 
     name: str
@@ -65,6 +70,7 @@ class Split:
     class_names: list[str]
     paths: list[Path] | None = None
     array: np.ndarray | None = None
+    metadata: dict[str, np.ndarray] | None = None
     _scan: dict | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +86,9 @@ class Split:
         if len(set(self.sample_ids)) != n:
             dup = next(s for s, c in Counter(self.sample_ids).items() if c > 1)
             raise MedauditError(f"split '{self.name}': sample '{dup}' is listed more than once")
+        for col, values in (self.metadata or {}).items():
+            if len(values) != n or np.asarray(values).dtype.kind not in "fU":
+                raise ValueError(f"metadata column {col!r}: need {n} float64 or str values")
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -93,7 +102,8 @@ class Split:
         return Split(name=name, sample_ids=[self.sample_ids[i] for i in idx], labels=self.labels[idx],
                      class_names=list(self.class_names),
                      paths=[self.paths[i] for i in idx] if self.paths is not None else None,
-                     array=self.array[idx] if self.array is not None else None)
+                     array=self.array[idx] if self.array is not None else None,
+                     metadata={k: v[idx] for k, v in self.metadata.items()} if self.metadata else None)
 
     def __repr__(self) -> str:
         kind = "array" if self.array is not None else "files"
@@ -194,12 +204,15 @@ class Dataset:
     task : {"binary", "multiclass", "multilabel", "ordinal"}
     splits : dict of str to Split
         Keys among ``train``, ``val``, ``test`` or the single ``all``.
+    patient_column : str, optional
+        The metadata column holding (hashed) patient ids, when the data has one.
     """
 
     spec: str
     class_names: list[str]
     task: str
     splits: dict[str, Split]
+    patient_column: str | None = None
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
