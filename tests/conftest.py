@@ -15,6 +15,8 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # Never touch the user's ~/.cache from tests; keep progress bars quiet.
     monkeypatch.setenv("MEDAUDIT_CACHE", str(tmp_path_factory.getbasetemp() / "medaudit-cache"))
     monkeypatch.setenv("MEDAUDIT_QUIET", "1")
+    # Patient-id hashing: a fixed test salt, never the user's ~/.config/medaudit/salt.
+    monkeypatch.setenv("MEDAUDIT_SALT", "medaudit-test-salt-0123456789")
 
 
 @pytest.fixture(scope="session", autouse=True)
