@@ -21,6 +21,7 @@ from medaudit.compare import compare_models
 from medaudit.errors import MedauditError
 from medaudit.findings import comparison_findings, dataset_findings, model_findings, settings_findings
 from medaudit.metrics import compute_metrics, detect_negative_classes, fn_risk, operating_points
+from medaudit.metrics.decision import disease_outcome
 from medaudit.predictions import Predictions, align
 from medaudit.snapshot import SCHEMA_VERSION
 
@@ -162,11 +163,9 @@ NEGATIVE_SOURCE_NOTES = {
 
 
 def _disease_scores(preds: Predictions, negatives: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Collapse to disease-vs-negative: y = 1 for disease, score = P(not a negative class)."""
-    neg_idx = [preds.class_names.index(c) for c in negatives]
-    y = (~np.isin(preds.y_true, neg_idx)).astype(np.int64)
-    score = 1.0 - preds.probs[:, neg_idx].sum(axis=1)
-    return y, np.clip(score, 0.0, 1.0)
+    """Disease-vs-negative labels (1 = disease) and scores, by the one rule (metrics.decision)."""
+    y, score, _ = disease_outcome(preds.y_true, preds.probs, preds.class_names, negative_classes=negatives)
+    return y, score
 
 
 def model_entry(result: ModelResult, settings: AuditSettings, negatives: list[str]) -> dict:
