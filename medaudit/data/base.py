@@ -120,7 +120,11 @@ class Split:
         """
         if self.array is not None:
             return Image.fromarray(self.array[i])
-        return decode_image(self.paths[i], display=self._display(i))[0]
+        return self._decode(i)[0]
+
+    def _decode(self, i: int) -> tuple[Image.Image, str]:
+        """(normalised image, original mode) of file ``i``; the one decoder hook (DICOM splits override it)."""
+        return decode_image(self.paths[i], display=self._display(i))
 
     def _display(self, i: int) -> str:
         return str(self.paths[i]) if self.paths is not None else self.sample_ids[i]
@@ -143,9 +147,9 @@ class Split:
         sizes: Counter = Counter()
         modes: Counter = Counter()
         errors: list[str] = []
-        for i, path in enumerate(self.paths):
+        for i in range(len(self.paths)):
             try:
-                im, original = decode_image(path, display=self._display(i))
+                im, original = self._decode(i)
             except MedauditError as exc:
                 errors.append(str(exc))
                 hashes.append("")
