@@ -145,7 +145,7 @@ def _in_range(x: float | None, bounds: tuple[float, float] | None, where: _Where
 
 def _check_value_object(v: dict, where: _Where, key: str) -> None:
     """A metric value object: finite numbers in the metric's range, ordered bounds, consistent counts."""
-    bounds = METRIC_RANGES.get(key)
+    bounds = _bounds(key)
     value = _finite(v.get("value"), where / "value")
     low, high = _finite(v.get("ci_low"), where / "ci_low"), _finite(v.get("ci_high"), where / "ci_high")
     for name, x in (("value", value), ("ci_low", low), ("ci_high", high)):
@@ -172,13 +172,26 @@ def _is_value_object(x: object) -> bool:
     return isinstance(x, dict) and "value" in x and ("ci_low" in x or "ci_high" in x)
 
 
+# A ``change`` (after - before, e.g. of the Brier score under recalibration) is a difference of two
+# values of its metric: [lo - hi, hi - lo], so it may be negative.
+_CHANGE = " change"
+
+
+def _bounds(key: str) -> tuple[float, float] | None:
+    if key.endswith(_CHANGE) and key[:-len(_CHANGE)] in METRIC_RANGES:
+        lo, hi = METRIC_RANGES[key[:-len(_CHANGE)]]
+        return lo - hi, hi - lo
+    return METRIC_RANGES.get(key)
+
+
 def _walk_values(x: object, where: _Where, key: str) -> None:
     """Every value object under ``x``; ``key`` is the name its range is looked up by."""
     if _is_value_object(x):
         _check_value_object(x, where, key)
     elif isinstance(x, dict):
         for k, v in x.items():
-            _walk_values(v, where / k, k if k in METRIC_RANGES else key)
+            child = k if k in METRIC_RANGES else key + _CHANGE if k == "change" and key in METRIC_RANGES else key
+            _walk_values(v, where / k, child)
     elif isinstance(x, list):
         for i, v in enumerate(x):
             _walk_values(v, where / i, key)

@@ -14,6 +14,8 @@ import operator
 from dataclasses import dataclass
 
 from medaudit.errors import MedauditError
+from medaudit.gate.clinical import FORMS as CLINICAL_FORMS
+from medaudit.gate.clinical import model_slots, net_benefit_slot, prevalence_slot
 from medaudit.gate.parse import (
     CLASS_ALIASES,
     GLOBAL_ALIASES,
@@ -75,7 +77,8 @@ def _resolve(model: dict, metric: str, cls: str | None, every: bool, where: str)
         per_class_names = set().union(*(_value_keys(r) for r in per_class.values())) | set(CLASS_ALIASES)
         if metric not in per_class_names:
             valid = sorted(set(_value_keys(metrics)) | set(GLOBAL_ALIASES) | per_class_names)
-            raise MedauditError(f"{where}: unknown metric {metric!r}; valid: {', '.join(valid)}")
+            raise MedauditError(f"{where}: unknown metric {metric!r}; valid: {', '.join(valid)}; "
+                                f"clinical use: {', '.join(CLINICAL_FORMS)}")
     if not per_class:
         raise MedauditError(f"{where}: {metric!r} is a per-class metric but the snapshot has no per_class block")
     # Expanding over classes skips entries that are null (not applicable, e.g. the
@@ -149,15 +152,33 @@ def _models(snapshot: dict, name: str | None, where: str) -> list[dict]:
     return chosen
 
 
+def _clinical_slots(gate: Gate, snapshot: dict, model: dict, where: str) -> list[tuple[_Slot, str | None]]:
+    """The slots of a clinical-use check (medaudit.gate.clinical knows where each number lives)."""
+    if gate.metric == "net_benefit":
+        found = [net_benefit_slot(snapshot, model, gate.at, gate.versus, where)]
+    elif gate.prevalence is not None:
+        found = [prevalence_slot(snapshot, model, gate.metric, gate.cls, gate.every_class, gate.prevalence,
+                                 gate.rule, where)]
+    else:
+        found = model_slots(snapshot, model, gate.metric, gate.cls, gate.every_class, where)
+    return [(_Slot(label, None, entry), note or None) for label, entry, note in found]
+
+
 def _require(gate: Gate, snapshot: dict, on: str, option: str, allow_partial: bool) -> list[GateResult]:
     out = []
     where = f"{option} {gate.text!r}"
     # `report --gate` has no --allow-partial of its own: name the command that has.
     hint = "--allow-partial to accept" if option == "--require" else "`medaudit gate --allow-partial` accepts it"
     for model in _models(snapshot, gate.model, where):
-        for slot in _resolve(model, gate.metric, gate.cls, gate.every_class, where):
+        if gate.clinical:
+            slots = _clinical_slots(gate, snapshot, model, where)
+        else:
+            slots = [(s, None) for s in _resolve(model, gate.metric, gate.cls, gate.every_class, where)]
+        for slot, note in slots:
             bound = _bound(on, gate.op in (">=", ">"))
             value, reason, info = _read(slot, bound, where, allow_partial, hint)
+            # What a clinical value is of (operating point, method, prevalence) travels as its note.
+            info["note"] = info.get("note") or note
             passed = value is not None and OPS[gate.op](value, gate.threshold)
             out.append(GateResult(gate.text, "require", model["name"], slot.label, bound, value, gate.op,
                                   gate.threshold, passed, reason, **info))

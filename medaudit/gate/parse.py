@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass
 
 from medaudit.errors import MedauditError
+from medaudit.gate.clinical import NAMES as CLINICAL_NAMES
+from medaudit.gate.clinical import PER_CLASS, RULES, VERSUS
+from medaudit.gate.clinical import RANGES as CLINICAL_RANGES
 from medaudit.snapshot import METRIC_RANGES
 
 # Names without a class that mean a global (macro) metric; documented in docs/gates.md.
@@ -25,14 +28,19 @@ HIGHER_IS_BETTER = frozenset({
     "kappa", "kappa_quadratic", "mcc", "precision", "recall", "specificity", "npv", "f1", "auc", "ap"})
 # A threshold outside its metric's range (medaudit.snapshot.METRIC_RANGES, the same table that
 # refuses such a value in a snapshot) is a typo (0.95 written as 95), not a gate.
-_FORM = "form: [MODEL:]METRIC[CLASS] OP VALUE, e.g. recall[glioma]>=0.95"
+_FORM = "form: [MODEL:]METRIC[CLASS][@QUALIFIER] OP VALUE, e.g. recall[glioma]>=0.95 or net_benefit@0.1>treat_all"
+# What may follow '@': a threshold probability (net benefit) or a deployment prevalence (PPV/NPV).
+_AT_METRICS = "net_benefit@T (a threshold probability, e.g. net_benefit@0.1) and ppv@prev=P / npv@prev=P"
 
 
 @dataclass(frozen=True)
 class Gate:
     """A parsed requirement ``[MODEL:]METRIC[CLASS] OP VALUE``.
 
-    ``cls`` None with ``every_class`` False means "global metric, else every class"."""
+    ``cls`` None with ``every_class`` False means "global metric, else every class".
+    Clinical-use checks (docs/gates.md) also carry ``at`` (``net_benefit@T``), ``prevalence`` and
+    ``rule`` (``ppv@prev=P,naive``) and ``versus`` (``... > treat_all``: then ``threshold`` is 0
+    and the difference to that policy is compared)."""
 
     text: str
     metric: str
@@ -41,6 +49,15 @@ class Gate:
     model: str | None = None
     cls: str | None = None
     every_class: bool = False
+    at: float | None = None
+    prevalence: float | None = None
+    rule: str | None = None
+    versus: str | None = None
+
+    @property
+    def clinical(self) -> bool:
+        """Read from the clinical-use blocks (not from ``models[i].metrics``)."""
+        return self.metric in CLINICAL_NAMES or self.prevalence is not None
 
 
 @dataclass(frozen=True)
@@ -165,7 +182,66 @@ def _parse_target(cur: _Cursor) -> tuple[str | None, str, str | None, bool]:
     return model, metric, cls, every
 
 
+def _parse_qualifier(cur: _Cursor) -> tuple[float | None, float | None, str | None]:
+    """``@T`` or ``@prev=P[,RULE]`` after the target -> (at, prevalence, rule); nothing: Nones."""
+    if cur.peek() != "@":
+        return None, None, None
+    cur.pos += 1
+    cur.ws()
+    m = cur.match(_IDENT)
+    if m is None:
+        at = cur.number("a threshold probability (net_benefit@0.1) or prev=P")
+        cur.ws()
+        return at, None, None
+    if m.group(0).lower() != "prev":
+        cur.pos = m.start()
+        raise cur.error("a threshold probability (net_benefit@0.1) or prev=P (ppv@prev=0.02)")
+    cur.ws()
+    if cur.peek() != "=":
+        raise cur.error("'=' after prev")
+    cur.pos += 1
+    cur.ws()
+    prevalence, rule = cur.number("a prevalence, e.g. 0.02 or 2%"), None
+    cur.ws()
+    if cur.peek() == ",":
+        cur.pos += 1
+        cur.ws()
+        m = cur.match(_IDENT)
+        if m is None or m.group(0).lower() not in RULES:
+            raise cur.error(f"an operating point: {' or '.join(RULES)}")
+        rule = m.group(0).lower()
+        cur.ws()
+    return None, prevalence, rule
+
+
+def _check_qualifier(metric: str, cls: str | None, every: bool, at: float | None, prevalence: float | None,
+                     cur: _Cursor) -> None:
+    """Which names take '@', and that T and P are probabilities."""
+    where = f"{cur.option} {cur.text!r}"
+    if metric == "net_benefit":
+        if at is None:
+            raise MedauditError(f"{where}: net_benefit needs a threshold probability, e.g. net_benefit@0.1>treat_all")
+        if cls is not None or every:
+            raise MedauditError(f"{where}: net benefit is of disease against the healthy classes as a whole; "
+                                "drop the [CLASS]")
+    elif metric in CLINICAL_NAMES and metric not in PER_CLASS and (cls is not None or every):
+        raise MedauditError(f"{where}: {metric} has no per-class value; drop the [CLASS]")
+    elif metric in ("ppv", "npv") and at is not None:
+        raise MedauditError(f"{where}: {metric} takes a deployment prevalence, {metric}@prev=P (e.g. @prev=0.02)")
+    elif (at is not None or prevalence is not None) and metric not in ("ppv", "npv"):
+        raise MedauditError(f"{where}: only {_AT_METRICS} take '@'")
+    for name, x in (("threshold probability", at), ("prevalence", prevalence)):
+        if x is not None and not 0.0 < x < 1.0:
+            raise MedauditError(f"{where}: the {name} {x:g} must be in (0, 1); write 0.1 or 10%")
+
+
 def _check_range(metric: str, value: float, cur: _Cursor) -> None:
+    if metric in CLINICAL_RANGES:
+        lo, hi = CLINICAL_RANGES[metric]
+        if not lo <= value <= hi:
+            raise MedauditError(f"{cur.option} {cur.text!r}: {value:g} is outside [{lo:g}, {hi:g}] for {metric}; "
+                                "write proportions as fractions (0.95) or percentages (95%)")
+        return
     canonical = GLOBAL_ALIASES.get(metric) or CLASS_ALIASES.get(metric) or metric
     if canonical not in HIGHER_IS_BETTER | LOWER_IS_BETTER:
         return
@@ -181,6 +257,8 @@ def parse_gate(text: str, option: str = "--require") -> Gate:
     Names may be quoted ('a]b', "no tumor") with backslash escapes; ``[*]`` means every
     class; ``VALUE`` may end in ``%``. Whitespace between tokens is ignored. Names are not
     checked against a snapshot here (:func:`medaudit.gate.evaluate.run_gates` does).
+    Clinical-use checks add a qualifier and a policy on the right: ``net_benefit@0.1>treat_all``,
+    ``ppv@prev=0.02>=0.3``, ``npv@prev=2%,naive>=0.99`` (docs/gates.md).
 
     Parameters
     ----------
@@ -201,16 +279,26 @@ def parse_gate(text: str, option: str = "--require") -> Gate:
     """
     cur = _Cursor(text, option, _FORM)
     model, metric, cls, every = _parse_target(cur)
+    at, prevalence, rule = _parse_qualifier(cur)
     m = cur.match(_OP)
     if not m:
         raise cur.error("an operator (>=, >, <=, <)")
     cur.ws()
-    threshold = cur.number("a number")
+    versus = cur.match(_IDENT)
+    if versus is not None:
+        versus = versus.group(0).lower()
+        if metric != "net_benefit" or versus not in VERSUS:
+            cur.pos -= len(versus)
+            raise cur.error("a number" + (" or treat_all / treat_none" if metric == "net_benefit" else ""))
+        threshold = 0.0  # the difference to the policy is compared with 0
+    else:
+        threshold = cur.number("a number" + (" or treat_all / treat_none" if metric == "net_benefit" else ""))
     cur.ws()
     if cur.pos != len(text):
         raise cur.error("end of expression")
+    _check_qualifier(metric, cls, every, at, prevalence, cur)
     _check_range(metric, threshold, cur)
-    return Gate(text.strip(), metric, m.group(0), threshold, model, cls, every)
+    return Gate(text.strip(), metric, m.group(0), threshold, model, cls, every, at, prevalence, rule, versus)
 
 
 def parse_max_drop(text: str, option: str = "--max-drop") -> MaxDrop:
@@ -234,6 +322,9 @@ def parse_max_drop(text: str, option: str = "--max-drop") -> MaxDrop:
     """
     cur = _Cursor(text, option, "form: [MODEL:]METRIC[CLASS]=MAX_DROP, e.g. recall=0.02")
     model, metric, cls, every = _parse_target(cur)
+    if metric in CLINICAL_NAMES or cur.peek() == "@":
+        raise MedauditError(f"{option} {text!r}: the clinical-use numbers are checked with --require only "
+                            "(a baseline drop of them is not supported)")
     if cur.peek() != "=":
         raise cur.error("'='")
     cur.pos += 1
