@@ -95,3 +95,63 @@ def test_on_choices_are_the_gates_list():
 
     (on,) = [p for p in gate.params if p.name == "on"]
     assert list(on.type.choices) == list(ON_CHOICES)
+
+
+# -- clinical-use checks (issue 20) on a snapshot made by the audit path ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def clinical_files(tmp_path_factory):
+    from tests.test_gate_clinical import clinical_snapshot
+
+    d = tmp_path_factory.mktemp("clinical")
+    full, no_val = d / "report.json", d / "no_val.json"
+    full.write_text(json.dumps(clinical_snapshot()[0]), encoding="utf-8")
+    no_val.write_text(json.dumps(clinical_snapshot(val=0, bootstrap=0)[0]), encoding="utf-8")
+    return full, no_val
+
+
+def test_cli_clinical_checks_pass(clinical_files):
+    res = _cli(clinical_files[0], "-r", "net_benefit@0.01>treat_none", "-r", "coverage>=0.5", "-r", "aurc<=0.5",
+               "--on", "conservative")
+    assert res.exit_code == 0, res.output
+    rows = [line.split() for line in res.output.splitlines()[1:-1]]
+    assert [(r[0], r[3], r[4]) for r in rows] == [
+        ("PASS", "net_benefit@0.01", "lower"), ("PASS", "net_benefit@0.01", "lower"), ("PASS", "coverage", "lower"),
+        ("PASS", "coverage", "lower"), ("PASS", "aurc", "upper"), ("PASS", "aurc", "upper")]
+    assert res.output.rstrip().endswith("gate passed: 6 of 6 checks passed")
+
+
+def test_cli_clinical_failures_and_their_files(clinical_files, tmp_path):
+    junit, md, js = tmp_path / "gate.xml", tmp_path / "gate.md", tmp_path / "gate.json"
+    res = _cli(clinical_files[1], "-r", "a:sensitivity_guaranteed>=0.9", "-r", "a:net_benefit@0.1>treat_all",
+               "-r", "a:coverage[glioma]>1", "--on", "lower", "--junit", junit, "--markdown", md, "--json", js)
+    assert res.exit_code == 1, res.output
+    assert res.output.rstrip().endswith("gate FAILED: 3 of 3 checks failed")
+    assert "the choice of thresholds was skipped: no validation split" in res.output
+    assert "no confidence interval (the report has no bootstrap band here (made with --bootstrap 0))" in res.output
+    xml = junit.read_text(encoding="utf-8")
+    assert xml.count("<failure") == 3 and "net_benefit@0.1&gt;treat_all [net_benefit@0.1-treat_all]" in xml
+    assert "a: sensitivity_guaranteed (lower 95% bound) FAILED: the choice of thresholds was skipped" in xml
+    text = md.read_text(encoding="utf-8")
+    assert "| ❌ | a:net_benefit@0.1&gt;treat_all | a | net_benefit@0.1-treat_all | lower |" in text
+    assert "| ❌ | a:coverage[glioma]&gt;1 |" in text  # no validation: the sets were not made, so undefined
+    data = json.loads(js.read_text(encoding="utf-8"))
+    assert [r["metric"] for r in data["results"]] == ["sensitivity_guaranteed", "net_benefit@0.1-treat_all",
+                                                      "coverage[glioma]"]
+    assert data["results"][1]["point"] is not None and data["results"][1]["value"] is None
+
+
+@pytest.mark.parametrize("expr, fragment", [
+    ("ppv@prev=0.05>=0.3", "the report was made at prevalence 0.02; rerun `medaudit report` with --prevalence 0.05"),
+    ("net_benefit@0.333>treat_all", "0.333 is not a threshold probability of the report's decision curves "
+                                    "(0.01 to 0.5 in steps of 0.01)"),
+    ("net_benefit@0.1>>treat_all", "expected a number or treat_all / treat_none"),
+    ("aurc[glioma]<=0.1", "aurc has no per-class value"),
+    ("coverage_lax>=0.9", "clinical use: net_benefit@T, ppv@prev=P"),
+])
+def test_cli_clinical_bad_expressions_exit_2(clinical_files, expr, fragment):
+    res = _cli(clinical_files[0], "-r", expr)
+    assert res.exit_code == 2, res.output
+    assert fragment in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1

@@ -42,7 +42,7 @@ def _preds(name, seed, n, first_id, classes=CLASSES, strength=2.0):
     return Predictions(name, list(classes), task, [f"s{first_id + i:04d}" for i in range(len(y))], y, p)
 
 
-def _make(*, val=400, prevalence=PI, cost=(COST_FN, COST_FP), bootstrap=200, classes=CLASSES, negatives=None):
+def clinical_snapshot(*, val=400, prevalence=PI, cost=(COST_FN, COST_FP), bootstrap=200, classes=CLASSES, negatives=None):
     """(snapshot read back from JSON, {model: (test Predictions, val Predictions or None)})."""
     results = []
     for name, seed in (("a", 0), ("b", 1)):
@@ -58,7 +58,7 @@ def _make(*, val=400, prevalence=PI, cost=(COST_FN, COST_FP), bootstrap=200, cla
 
 @pytest.fixture(scope="module")
 def full():
-    return _make()
+    return clinical_snapshot()
 
 
 def _one(snap, expr, model="a", on="point", **kw):
@@ -123,7 +123,7 @@ def test_net_benefit_against_the_hand_formula_and_treat_all_treat_none(full, t):
 
 
 def test_net_benefit_at_the_test_sample_prevalence_and_a_percent_threshold():
-    snap, preds = _make(prevalence=None, cost=None)
+    snap, preds = clinical_snapshot(prevalence=None, cost=None)
     y, score = _disease(preds["a"][0])
     r = _one(snap, "net_benefit@10%>=-1")
     assert r.value == pytest.approx(_nb(y, score, 0.1, None), abs=1e-12)
@@ -161,7 +161,7 @@ def test_a_threshold_probability_off_the_grid_is_an_error_naming_the_grid(full):
 
 
 def test_net_benefit_without_a_band_fails_a_bound_but_not_the_point():
-    snap, _ = _make(bootstrap=0)
+    snap, _ = clinical_snapshot(bootstrap=0)
     assert _one(snap, "net_benefit@0.01>treat_none").passed  # NB(0.01) = 0.0101 on these scores
     r = _one(snap, "net_benefit@0.01>treat_none", on="lower")
     assert not r.passed and r.value is None
@@ -206,13 +206,13 @@ def test_prevalence_errors(full, expr, fragment):
 
 
 def test_ppv_at_prevalence_of_a_report_made_without_one_is_an_error():
-    snap, _ = _make(prevalence=None, cost=None, bootstrap=0)
+    snap, _ = clinical_snapshot(prevalence=None, cost=None, bootstrap=0)
     with pytest.raises(MedauditError, match=r"made without a deployment prevalence.*--prevalence 0\.02"):
         run_gates(snap, ["ppv@prev=0.02>=0.3"])
 
 
 def test_binary_task_accepts_its_disease_class_in_brackets():
-    snap, preds = _make(classes=["normal", "pneumonia"], bootstrap=0, cost=None)
+    snap, preds = clinical_snapshot(classes=["normal", "pneumonia"], bootstrap=0, cost=None)
     r = _one(snap, "ppv[pneumonia]@prev=0.02>=0")
     test = preds["a"][0]
     called = test.probs[:, 1] >= _point(snap, "a", "guaranteed")
@@ -352,7 +352,7 @@ def test_conservative_picks_the_failing_side_per_check(full):
 
 @pytest.fixture(scope="module")
 def no_val():
-    return _make(val=0, bootstrap=50)
+    return clinical_snapshot(val=0, bootstrap=50)
 
 
 @pytest.mark.parametrize("expr", ["sensitivity_guaranteed>=0", "specificity_naive>=0", "ppv@prev=0.02>=0",
@@ -375,7 +375,7 @@ def test_without_validation_the_unchosen_numbers_still_gate(no_val):
 
 
 def test_a_guarantee_validation_cannot_give_fails_with_its_reason():
-    snap, _ = _make(val=40, bootstrap=0)  # 30 disease samples in validation: 59 needed for 95% at delta 0.05
+    snap, _ = clinical_snapshot(val=40, bootstrap=0)  # 30 disease samples in validation: 59 needed for 95% at delta 0.05
     for expr in ("sensitivity_guaranteed>=0", "ppv@prev=0.02>=0", "ppv@prev=0.02,guaranteed>=0"):
         r = _one(snap, expr)
         assert not r.passed and r.value is None and "needs at least 59" in r.reason, (expr, r.reason)
@@ -383,7 +383,7 @@ def test_a_guarantee_validation_cannot_give_fails_with_its_reason():
 
 
 def test_no_healthy_class_fails_closed():
-    snap, _ = _make(classes=["x", "y", "z"], prevalence=None, cost=None, bootstrap=0, val=300)
+    snap, _ = clinical_snapshot(classes=["x", "y", "z"], prevalence=None, cost=None, bootstrap=0, val=300)
     for expr in ("net_benefit@0.1>treat_all", "sensitivity_guaranteed>=0"):
         r = _one(snap, expr)
         assert not r.passed and "no healthy class is known" in r.reason, r.reason
@@ -424,7 +424,7 @@ def test_unknown_names_list_the_valid_ones(full, expr, fragment):
 
 
 def test_a_report_without_costs_has_no_cost_to_gate():
-    snap, _ = _make(cost=None, bootstrap=0)
+    snap, _ = clinical_snapshot(cost=None, bootstrap=0)
     with pytest.raises(MedauditError, match=r"made without costs.*--cost FN=10,FP=1"):
         run_gates(snap, ["expected_cost<=0.1"])
 
@@ -477,3 +477,40 @@ def test_report_gate_names_its_own_option(full):
     assert r.value is not None
     with pytest.raises(MedauditError, match=r"^--gate 'ppv@prev=0\.05>=0\.3': the report was made at prevalence"):
         run_gates(full[0], ["ppv@prev=0.05>=0.3"], option="--gate")
+
+
+def test_report_gate_accepts_the_clinical_expressions(tmp_path):
+    """``medaudit report --gate`` parses with the same parser and evaluates on the snapshot it just wrote."""
+    torch = pytest.importorskip("torch")
+    from click.testing import CliRunner
+
+    from medaudit.cli import main
+    from medaudit.data import make_demo_dataset
+    from medaudit.models.checkpoint import save_checkpoint
+    from medaudit.models.factory import create_model
+    from medaudit.models.preprocess import Recipe
+
+    data = make_demo_dataset(tmp_path / "data", n_train=3, n_val=3, n_test=4, size=32)
+    torch.manual_seed(1)
+    ckpt = tmp_path / "resnet18.pt"
+    save_checkpoint(ckpt, create_model("resnet18", 4, img_size=32), arch="resnet18", class_names=CLASSES,
+                    task="multiclass", recipe=Recipe(img_size=32), small_stem=True, selected_on="val")
+
+    def report(out, *gates):
+        args = ["report", "--models", str(ckpt), "--data", str(data), "--bootstrap", "0", "--no-bench", "--no-cam",
+                "--format", "json", "--prevalence", "2%", "-o", str(tmp_path / out)]
+        return CliRunner().invoke(main, [*args, *(x for g in gates for x in ("--gate", g))])
+
+    early = report("early", "net_benefit@0.1>=-1", "net_benefit@2>0")
+    assert early.exit_code == 2 and "--gate 'net_benefit@2>0': the threshold probability 2 must be in (0, 1)" \
+        in early.output
+    assert not (tmp_path / "early").exists()  # refused before any work
+    # NB(0.1) >= -(1 - pi) t / (1 - t) > -1 always; 3 validation samples per class give conformal sets of
+    # every class (threshold infinite), so glioma's coverage is 1.
+    res = report("ok", "net_benefit@0.1>=-1", "coverage[glioma]>=1", "aurc<=1")
+    assert res.exit_code == 0, res.output
+    assert [line.split()[3] for line in res.output.splitlines() if line.startswith("PASS")] == [
+        "net_benefit@0.1", "coverage[glioma]", "aurc"]
+    res = report("other", "ppv@prev=0.05>=0")
+    assert res.exit_code == 2 and "the report was made at prevalence 0.02; rerun" in res.output
+    assert (tmp_path / "other" / "report.json").exists()  # the report is written either way
