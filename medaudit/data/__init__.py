@@ -8,7 +8,9 @@
 * ``medmnist:NAME`` or ``medmnist:NAME@SIZE`` — :mod:`medaudit.data.medmnist`;
 * a ``.csv`` manifest ``path,label[,split]`` — :mod:`medaudit.data.manifest`.
 
-Every loader returns a :class:`Dataset` of :class:`Split` objects.
+Every loader returns a :class:`Dataset` of :class:`Split` objects. Splits may carry per-sample
+``metadata`` (a CSV manifest's other columns); ``Dataset.patient_column`` names the column of
+patient ids, which loaders hash as they read them (:mod:`medaudit.phi`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from medaudit.tasks import TASKS, check_task
 __all__ = ["Dataset", "Split", "TASKS", "load_dataset", "make_demo_dataset", "inspect_dataset"]
 
 
-def load_dataset(spec: str, *, classes: list[str] | None = None, task: str | None = None) -> Dataset:
+def load_dataset(spec: str, *, classes: list[str] | None = None, task: str | None = None,
+                 patient_col: str | None = None) -> Dataset:
     """Load the dataset named by ``spec`` (see the module docstring).
 
     Parameters
@@ -36,14 +39,16 @@ def load_dataset(spec: str, *, classes: list[str] | None = None, task: str | Non
         Class names in label order (overrides folder names / label maps).
     task : {"binary", "multiclass", "multilabel", "ordinal"}, optional
         Declared task; detected from labels when omitted (``ordinal`` is never detected).
+    patient_col : str, optional
+        The metadata column of patient ids (case-insensitive), hashed on load; default
+        ``patient_id`` when the data has one. Only sources with metadata (CSV manifests) have one.
 
     Raises
     ------
     MedauditError
-        Any bad input: missing path, empty split, unreadable layout, bad labels, ...
+        Any bad input: missing path, empty split, unreadable layout, bad labels, a ``patient_col``
+        the data does not have (``param="patient_col"``), ...
     """
-    from medaudit.data import folders, manifest, medmnist, npz
-
     if classes is not None:
         classes = [c.strip() for c in classes]
         if not all(classes):
@@ -53,11 +58,27 @@ def load_dataset(spec: str, *, classes: list[str] | None = None, task: str | Non
             raise MedauditError(f"{','.join(classes)}: give at least 2 distinct class names", param="classes")
     if task is not None:
         check_task(task, str(spec), param="task")
-    spec = str(spec)
+    if patient_col is not None and not patient_col.strip():
+        raise MedauditError("patient_col is empty; name the column of patient ids", param="patient_col")
+    ds = _load(str(spec), classes, task, patient_col)
+    if patient_col is not None and (ds.patient_column or "").lower() != patient_col.strip().lower():
+        # a source that reads no patient column (folders, .npz, MedMNIST)
+        columns = sorted({c for s in ds.splits.values() for c in (s.metadata or {})})
+        have = ", ".join(repr(c) for c in columns) if columns else "none"
+        raise MedauditError(f"patient_col '{patient_col}': {spec} has no such column (its metadata columns: {have})",
+                            param="patient_col")
+    return ds
+
+
+def _load(spec: str, classes: list[str] | None, task: str | None, patient_col: str | None) -> Dataset:
+    from medaudit.data import dicom, folders, manifest, medmnist, npz
+
     if spec.lower().startswith("medmnist:"):
         name, size = medmnist.parse_spec(spec)
         path = medmnist.fetch(name, size)
         return npz.load_npz(path, spec=spec, classes=classes, task=task, known=name)
+    if dicom.claims(spec):  # dicom:FOLDER[?options] or a folder holding .dcm files
+        return dicom.load_dicom(spec, classes=classes, task=task)
     path = Path(spec).expanduser()
     if not path.exists():
         raise MedauditError(f"{spec}: no such file or folder", param="data")
@@ -69,7 +90,8 @@ def load_dataset(spec: str, *, classes: list[str] | None = None, task: str | Non
     if suffix == ".npz":
         return npz.load_npz(path, spec=spec, classes=classes, task=task)
     if suffix == ".csv":
-        return manifest.load_manifest(path.absolute(), spec=spec, classes=classes, task=task)
+        return manifest.load_manifest(path.absolute(), spec=spec, classes=classes, task=task,
+                                      patient_col=patient_col)
     raise MedauditError(
         f"--data {spec}: unsupported file type '{suffix}'; use an image folder, a .npz, a .csv manifest "
         "or medmnist:NAME"

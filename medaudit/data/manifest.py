@@ -7,6 +7,23 @@
   every label is an integer (``"2"`` before ``"10"``).
 * ``split`` (optional) uses the same aliases as folders (``Training`` → ``train``);
   without it every row belongs to the split ``all``. Sample ids are the normalised paths.
+
+Every other column is **metadata**, kept with the samples through to the predictions file
+(``Split.metadata``), under its name as written (names are unique case-insensitively):
+
+* a column whose every value present parses as a finite float is numeric (float64, NaN =
+  missing), any other is categorical (str, "" = missing); empty, ``NA``, ``N/A``, ``NaN`` and
+  ``null`` are missing (:func:`medaudit.metadata.parse_column`);
+* the **patient column** (``patient_col``, default ``patient_id`` when there is one) is hashed as
+  soon as it is read (:func:`medaudit.phi.hash_identifiers`): raw patient ids never leave this
+  module. A patient may have images in several classes or in one; images of one patient in two
+  splits are leakage, which the audit reports (this loader only carries the ids);
+* any other column that identifies a person (``name``, ``patient_name``, ``birth_date``, ``dob``,
+  ``mrn``, ``ssn``, ``address``, ``phone``, ``email``, a second patient id, ...:
+  :data:`medaudit.metadata.IDENTIFIER_NAMES`) is **refused** with an error, not dropped: a
+  manifest that holds names or birth dates should not be passed around, so the fix belongs in the
+  file. To use such a column as the patient id, name it as the patient column;
+* a column without a name is ignored when it is empty throughout (a trailing comma), else refused.
 """
 
 from __future__ import annotations
@@ -18,6 +35,11 @@ import numpy as np
 
 from medaudit.data.base import Dataset, Split, normalise_split_name, order_splits, resolve_task, warn_missing_classes
 from medaudit.errors import MedauditError
+from medaudit.metadata import is_identifier_name, parse_column, resolve_column
+from medaudit.phi import hash_identifiers, load_salt
+
+RESERVED = ("path", "label", "split")
+DEFAULT_PATIENT_COLUMN = "patient_id"
 
 
 def _safe_relative(root: Path, raw: str, where: str) -> tuple[str, Path]:
@@ -54,7 +76,38 @@ def _class_names(labels: list[str], classes: list[str] | None, csv_path: Path) -
     return names, {c: k for k, c in enumerate(names)}
 
 
-def load_manifest(path: Path, *, spec: str, classes: list[str] | None = None, task: str | None = None) -> Dataset:
+def _columns(header: list[str], rows: list[tuple[int, list[str]]], path: Path,
+             patient_col: str | None) -> tuple[dict[str, int], dict[str, int], str | None]:
+    """(``path``/``label``/``split`` → index, metadata name → index, patient column or None), all checked."""
+    lower = [h.lower() for h in header]
+    for name in dict.fromkeys(n for n in lower if n):
+        if lower.count(name) > 1:
+            raise MedauditError(f"{path}: column '{name}' appears {lower.count(name)} times in the header; "
+                                "give every column its own name")
+    if "path" not in lower or "label" not in lower:
+        raise MedauditError(f"{path}: header must name columns 'path' and 'label' (optional 'split'); found {header}")
+    for i, name in enumerate(header):
+        if not name and any(i < len(r) and r[i].strip() for _, r in rows):
+            raise MedauditError(f"{path}: column {i + 1} has values but no name in the header; name it or remove it")
+    col = {name: lower.index(name) for name in RESERVED if name in lower}
+    meta = {name: i for i, name in enumerate(header) if name and lower[i] not in RESERVED}
+    if patient_col is None:
+        patient = next((n for n in meta if n.lower() == DEFAULT_PATIENT_COLUMN), None)
+    elif patient_col.strip().lower() in RESERVED:
+        raise MedauditError(f"patient_col '{patient_col}': that is the manifest's {patient_col.strip().lower()} "
+                            "column, not a patient id", param="patient_col")
+    else:
+        patient = resolve_column(meta, patient_col, param="patient_col", where=str(path))
+    for name in meta:
+        if name != patient and is_identifier_name(name):
+            raise MedauditError(f"{path}: remove column '{name}' from the manifest; medaudit never reads names, birth "
+                                "dates or other identifiers (a patient id column is read as the patient column, "
+                                "hashed: name it with patient_col)")
+    return col, meta, patient
+
+
+def load_manifest(path: Path, *, spec: str, classes: list[str] | None = None, task: str | None = None,
+                  patient_col: str | None = None) -> Dataset:
     """Load a CSV manifest (see the module docstring).
 
     Parameters
@@ -67,24 +120,39 @@ def load_manifest(path: Path, *, spec: str, classes: list[str] | None = None, ta
         Class names in label order; labels must be among them (or integer indices).
     task : str, optional
         Declared task.
+    patient_col : str, optional
+        The column of patient ids (case-insensitive); default ``patient_id`` when the manifest has
+        one. Its values are hashed on load.
+
+    Returns
+    -------
+    Dataset
+        Splits carry ``metadata`` (one array of length N per column, None without metadata columns),
+        ``patient_column`` names the hashed column.
+
+    Raises
+    ------
+    MedauditError
+        Bad header (duplicate, unnamed or identifying columns; ``patient_col`` not a column, with
+        ``param="patient_col"``), bad rows, paths or labels.
     """
     root = path.parent
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
-            header = [h.strip().lower() for h in next(reader, [])]
+            header = [h.strip() for h in next(reader, [])]
             rows = [(n, r) for n, r in enumerate(reader, start=2) if any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise MedauditError(f"{path}: cannot read CSV manifest ({exc})") from None
-    if "path" not in header or "label" not in header:
-        raise MedauditError(f"{path}: header must name columns 'path' and 'label' (optional 'split'); found {header}")
-    col = {name: header.index(name) for name in ("path", "label", "split") if name in header}
+    col, meta, patient = _columns(header, rows, path, patient_col)
+    width = 1 + max(i for i, name in enumerate(header) if name)  # unnamed empty columns may be absent
 
     entries: list[tuple[str, str, Path, str]] = []  # split, id, file, label
+    raw_meta: dict[str, list[str]] = {name: [] for name in meta}
     for line, row in rows:
         where = f"{path}:{line}"
-        if len(row) < len(header):
-            raise MedauditError(f"{where}: expected {len(header)} columns, found {len(row)}")
+        if len(row) < width:
+            raise MedauditError(f"{where}: expected {width} columns, found {len(row)}")
         label = row[col["label"]].strip()
         if not label:
             raise MedauditError(f"{where}: empty label")
@@ -95,8 +163,15 @@ def load_manifest(path: Path, *, spec: str, classes: list[str] | None = None, ta
                 raise MedauditError(f"{where}: split '{row[col['split']]}' is not train/val/test")
         sid, full = _safe_relative(root, row[col["path"]], where)
         entries.append((split, sid, full, label))
+        for name, i in meta.items():
+            raw_meta[name].append(row[i])
     if not entries:
         raise MedauditError(f"{path}: manifest has no rows")
+    # Typed over the whole file, so that a column has one kind in every split; the patient ids are
+    # replaced by their hashes here, and the raw ones go out of scope with raw_meta.
+    columns = {name: hash_identifiers(values, load_salt()) if name == patient else parse_column(values)
+               for name, values in raw_meta.items()}
+    del raw_meta
 
     class_names, index = _class_names([e[3] for e in entries], classes, path)
     for _split, sid, _, label in entries:
@@ -106,15 +181,17 @@ def load_manifest(path: Path, *, spec: str, classes: list[str] | None = None, ta
             )
     splits: dict[str, Split] = {}
     for name in dict.fromkeys(e[0] for e in entries):
-        rows_s = sorted((e for e in entries if e[0] == name), key=lambda e: e[1])
+        idx = np.array(sorted((k for k, e in enumerate(entries) if e[0] == name), key=lambda k: entries[k][1]),
+                       dtype=np.int64)
         splits[name] = Split(
             name=name,
-            sample_ids=[e[1] for e in rows_s],
-            labels=np.array([index[e[3]] for e in rows_s], dtype=np.int64),
+            sample_ids=[entries[k][1] for k in idx],
+            labels=np.array([index[entries[k][3]] for k in idx], dtype=np.int64),
             class_names=class_names,
-            paths=[e[2] for e in rows_s],
+            paths=[entries[k][2] for k in idx],
+            metadata={c: v[idx] for c, v in columns.items()} if columns else None,
         )
     splits = order_splits(splits)
     resolved = resolve_task(task, [s.labels for s in splits.values()], len(class_names), None, str(path))
     warn_missing_classes(splits)
-    return Dataset(spec=spec, class_names=class_names, task=resolved, splits=splits)
+    return Dataset(spec=spec, class_names=class_names, task=resolved, splits=splits, patient_column=patient)
