@@ -227,6 +227,11 @@ def _sizes(n):
             "most_common": {"size": [64, 64], "count": n}}
 
 
+# (n_models, n, seed) -> (y, sample ids, {model: probs}): the seeded test predictions behind a
+# cached snapshot, kept beside it (not in it) for make_clinical_snapshot.
+_SEEDED: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = {}
+
+
 def make_snapshot(n_models: int = 2, n: int = 120, seed: int = 0) -> dict:
     """Return a schema-2.0 snapshot dict with ``n_models`` models on ``n`` test samples.
 
@@ -254,6 +259,7 @@ def _cached_snapshot(n_models: int, n: int, seed: int) -> dict:
             warnings.simplefilter("ignore", UserWarning)
             metrics, pred = _model_metrics(y, probs, rng)
         preds[name] = pred
+        _SEEDED.setdefault((n_models, n, seed), (y, ids, {}))[2][name] = probs
         fn = _fn_risk(y, pred, ids)
         metrics["missed_disease_rate"] = fn["overall"]
         for cname, blk in fn["per_class"].items():
@@ -315,6 +321,54 @@ def _cached_snapshot(n_models: int, n: int, seed: int) -> dict:
                 "versions": {"medaudit": "0.1.0", "torch": "2.14.1", "python": "3.11.9"},
                 "predictions": passes, "efficiency": _run_efficiency(effs, times)},
     }
+    return json.loads(json.dumps(snap))  # plain JSON types only
+
+
+VAL_COUNTS = (40, 20, 8, 10)  # the val split of make_snapshot's dataset block, in class order
+
+
+def make_clinical_snapshot(n_models: int = 2, n: int = 120, seed: int = 0, *, prevalence: float | None = 0.02,
+                           cost: tuple[float, float] | None = (10.0, 1.0), n_bootstrap: int = 40,
+                           with_validation: bool = True) -> dict:
+    """:func:`make_snapshot` plus the clinical-use blocks, computed by the real :mod:`medaudit.clinical`.
+
+    The test predictions are the snapshot's own seeded ones; validation predictions (the dataset
+    block's val counts, every class present) come from the same generator with their own seed.
+    ``with_validation=False`` gives every model the no-validation blocks (skipped with a reason).
+    Each call returns a fresh deep copy.
+    """
+    return copy.deepcopy(_cached_clinical(n_models, n, seed, prevalence, cost, n_bootstrap, with_validation))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_clinical(n_models, n, seed, prevalence, cost, n_bootstrap, with_validation) -> dict:
+    from medaudit.clinical import ClinicalSettings, clinical_comparison, clinical_entry, clinical_findings
+    from medaudit.predictions import Predictions
+
+    snap = make_snapshot(n_models, n, seed)
+    y, ids, probs = _SEEDED[(n_models, n, seed)]
+    settings = ClinicalSettings(prevalence=prevalence, cost_fn=None if cost is None else cost[0],
+                                cost_fp=None if cost is None else cost[1])
+    rng = np.random.default_rng(seed + 1000)
+    y_val = np.repeat(np.arange(len(CLASSES)), VAL_COUNTS)
+    tests = []
+    for i, m in enumerate(snap["models"]):
+        name = m["name"]
+        test = Predictions(model_name=name, class_names=list(CLASSES), task="multiclass", sample_ids=ids, y_true=y,
+                           probs=probs[name], provenance={"split": "test"})
+        logits = rng.normal(0, 1, (y_val.size, len(CLASSES)))
+        logits[np.arange(y_val.size), y_val] += 1.6 + 0.4 * i
+        val = Predictions(model_name=name, class_names=list(CLASSES), task="multiclass",
+                          sample_ids=np.array([f"val/{k}" for k in range(y_val.size)]), y_true=y_val,
+                          probs=np.exp(logits) / np.exp(logits).sum(1, keepdims=True), provenance={"split": "val"})
+        with warnings.catch_warnings():  # the absent test class warns in places, by design
+            warnings.simplefilter("ignore")
+            m["clinical"] = clinical_entry(test, val if with_validation else None, NEG, settings,
+                                           target_sensitivity=0.95, n_bootstrap=n_bootstrap, seed=seed, n_bins=15)
+        tests.append(test)
+    snap["clinical"] = clinical_comparison(tests, NEG, settings, n_bootstrap=n_bootstrap, seed=seed)
+    snap["findings"] = snap["findings"] + clinical_findings(snap["models"], snap["clinical"])
+    snap["settings"]["clinical"] = settings.as_dict()
     return json.loads(json.dumps(snap))  # plain JSON types only
 
 

@@ -1,4 +1,4 @@
-"""Template context for section 6, model comparison (schema owned by :mod:`medaudit.compare`).
+"""Template context for section 7, model comparison (schema owned by :mod:`medaudit.compare`).
 
 Same rules as :mod:`medaudit.report.context`: values are read and formatted, never
 recomputed; an undefined p-value or interval prints as "undefined" with the snapshot's

@@ -15,6 +15,7 @@ from typing import Any
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml as escape_html
 
+from medaudit.report.clinical_context import clinical_section
 from medaudit.report.compare_context import comparison_section
 from medaudit.report.eff_context import efficiency_section
 from medaudit.report.format import (
@@ -42,6 +43,7 @@ SECTIONS = [
     ("models", "Models"),
     ("performance", "Performance"),
     ("risk", "Missed-disease risk and operating points"),
+    ("clinical", "Clinical use"),
     ("comparison", "Model comparison"),
     ("gallery", "Grad-CAM and prediction galleries"),
     ("efficiency", "Efficiency"),
@@ -112,6 +114,7 @@ def build_context(snapshot: dict, embed: Embed, *, target: str = "html") -> dict
     ctx["models"] = _models(models, names, colors, figs)
     ctx["performance"] = _performance(models, names, colors, figs)
     ctx["risk"] = risk_section(models, figs, snapshot.get("settings"))
+    ctx["clinical"] = clinical_section(snapshot, models, figs, colors)
     ctx["comparison"] = comparison_section(snapshot.get("comparisons"), len(models), figs, colors)
     ctx["gallery"] = gallery_section(models, embed)
     ctx["efficiency"] = efficiency_section(models, measured_efficiency(snapshot))

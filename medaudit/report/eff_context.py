@@ -1,4 +1,4 @@
-"""Template context for section 8, efficiency (schema owned by :mod:`medaudit.bench`).
+"""Template context for section 9, efficiency (schema owned by :mod:`medaudit.bench`).
 
 Three compact blocks instead of a flattened dump: one table with the models side by
 side, the measurement environment once, and the paired time ratios as sentences.

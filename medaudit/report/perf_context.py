@@ -1,4 +1,4 @@
-"""Template context for sections 5 and 7: missed-disease risk and Grad-CAM galleries.
+"""Template context for sections 5 and 8: missed-disease risk and Grad-CAM galleries.
 
 Split from :mod:`medaudit.report.context` to keep modules small; same rules: read the
 snapshot, format, and turn every ``null`` into an explicit "undefined"/"not available".

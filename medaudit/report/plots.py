@@ -93,6 +93,10 @@ def make_figures(snapshot: dict, fig_dir: Path, *, dpi: int = DPI) -> dict[str, 
     ]
     for i, m in enumerate(models):
         builders.append((f"confusion_m{i}", lambda m=m: _confusion(m)))
+    builders += [("decision_curves", lambda: _decision_curves(snapshot.get("clinical"), colors)),
+                 ("risk_coverage", lambda: _risk_coverage(models, colors))]
+    for i, m in enumerate(models):
+        builders.append((f"recalibration_m{i}", lambda m=m: _recalibration(m, colors)))
     out: dict[str, str] = {}
     with matplotlib.rc_context(STYLE):
         for key, build in builders:
@@ -342,5 +346,119 @@ def _upset(names: list[str], inter: list[dict], colors: dict) -> Figure:
     bot.grid(False)
     for s in ("left", "bottom"):
         bot.spines[s].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+# -- clinical use ---------------------------------------------------------------------------
+
+
+def _values(xs: Any) -> np.ndarray:
+    """A snapshot list with nulls -> float array with NaN."""
+    return np.array([np.nan if v is None else v for v in xs or []], dtype=float)
+
+
+def _clinical(model: dict, key: str) -> dict | None:
+    block = (model.get("clinical") or {}).get(key)
+    return block if isinstance(block, dict) and block.get("available") is not False else None
+
+
+def decision_ylim(curves: dict) -> tuple[float, float]:
+    """y-range of the decision-curve plot: the models' curves and bands and treat all where it helps.
+
+    Treat all falls to ``-(1 - p) t / (1 - t)`` and, at a low prevalence, dwarfs every model curve;
+    it is cut at the bottom, the models' own curves are kept down to ``-top`` (a model that does
+    harm stays visible), and 0 (treat none) is always in range.
+    """
+    models = [_values(v.get(k)) for v in (curves.get("models") or {}).values()
+              for k in ("net_benefit", "ci_low", "ci_high")]
+    allv = _values((curves.get("treat_all") or {}).get("net_benefit"))
+    finite = [a[np.isfinite(a)] for a in [*models, allv] if np.isfinite(a).any()]
+    top = max([float(a.max()) for a in finite] + [0.0])
+    if top <= 0:
+        top = float((curves.get("prevalence") or {}).get("value") or 0.1)
+    model_pts = [a[np.isfinite(a)] for a in models if np.isfinite(a).any()]
+    low = min([float(a.min()) for a in model_pts] + [0.0])
+    low = max(low, -top)
+    span = top - min(low, -0.1 * top)
+    return min(low, -0.1 * top) - 0.05 * span, top + 0.08 * span
+
+
+def _decision_curves(clinical: dict | None, colors: dict) -> Figure | None:
+    curves = (clinical or {}).get("decision_curves") if (clinical or {}).get("available") is not False else None
+    if not curves or not curves.get("thresholds") or not curves.get("models"):
+        return None
+    t = 100 * _values(curves["thresholds"])
+    fig, ax = _figure(figsize=(WIDTH_IN, 3.2))
+    lo, hi = decision_ylim(curves)
+    ax.axhline(0.0, color="#333333", lw=1.0, label="treat no one")
+    allc = curves.get("treat_all") or {}
+    ax.plot(t, _values(allc.get("net_benefit")), color="#777777", lw=1.2, ls="--", label="treat everyone")
+    for name, c in curves["models"].items():
+        color = colors.get(name, "#333333")
+        ax.fill_between(t, _values(c.get("ci_low")), _values(c.get("ci_high")), color=color, alpha=0.18, lw=0)
+        ax.plot(t, _values(c.get("net_benefit")), color=color, lw=1.5, label=_label(name))
+    ax.set_ylim(lo, hi)
+    ax.set_xlim(float(np.nanmin(t)), float(np.nanmax(t)))
+    prev = curves.get("prevalence") or {}
+    at = "deployment" if str(prev.get("source", "")).startswith("deployment") else "test-sample"
+    ax.set(xlabel="threshold probability (%): treat when p(disease) \u2265 threshold",
+           ylabel=f"net benefit ({at} prevalence {100 * (prev.get('value') or float('nan')):.3g}%)",
+           title="Decision curves" + (" (shaded: 95% bootstrap band)" if curves.get("band") else ""))
+    # Below the axes: inside, the legend would cover the curves near 0.
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncols=min(6, 2 + len(curves["models"])),
+               frameon=False)
+    return fig
+
+
+def _risk_coverage(models: list[dict], colors: dict) -> Figure | None:
+    rows = [(m["name"], blk) for m in models
+            if (blk := _clinical(m, "selective")) and (blk.get("curve") or {}).get("coverage")]
+    if not rows:
+        return None
+    fig, ax = _figure(figsize=(4.6, 3.2))
+    for name, blk in rows:
+        curve, color = blk["curve"], colors.get(name, "#333333")
+        aurc = (blk.get("aurc") or {}).get("value")
+        label = _label(name) + (f" (AURC {aurc:.3f})" if aurc is not None else " (AURC undefined)")
+        ax.plot(_values(curve["coverage"]), _values(curve.get("selective_risk")), color=color, lw=1.4, label=label,
+                drawstyle="steps-post")
+        pts = [((p.get("coverage") or {}).get("value"), (p.get("selective_risk") or {}).get("value"))
+               for p in blk.get("operating_points") or []]
+        pts = [(x, y) for x, y in pts if x is not None and y is not None]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), s=18, color=color, edgecolor="white", zorder=3)
+    ax.set(xlim=(0, 1.0), ylim=(0, None), xlabel="coverage (share answered by the model; the rest are referred)",
+           ylabel="selective risk (error rate when answered)",
+           title="Risk-coverage (dots: thresholds chosen on validation)")
+    ax.legend(frameon=False, loc="upper left", fontsize=6.5)
+    fig.tight_layout()
+    return fig
+
+
+def _recalibration(model: dict, colors: dict) -> Figure | None:
+    blk = _clinical(model, "recalibration")
+    rel = (blk or {}).get("reliability") or {}
+    if not rel.get("before") or not rel.get("after"):
+        return None
+    color = colors.get(model["name"], "#0072B2")
+    fig, (a1, a2) = _figure(2, 1, figsize=(3.6, 3.8), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    a1.plot([0, 1], [0, 1], color="#999999", lw=0.7, ls=":", label="perfect calibration")
+    after = f"after ({blk.get('variant') or blk.get('method') or 'recalibrated'})"
+    for j, (when, c, col, mk) in enumerate((("before", rel["before"], "#777777", "o--"),
+                                            (after, rel["after"], color, "s-"))):
+        conf, acc = _values(c.get("bin_confidence")), _values(c.get("bin_accuracy"))
+        ok = np.isfinite(conf) & np.isfinite(acc)
+        if ok.any():
+            a1.plot(conf[ok], acc[ok], mk, ms=3, lw=1.2, color=col, label=when)
+        edges = _values(c.get("bin_edges"))
+        if edges.size >= 2:
+            widths = np.diff(edges)
+            a2.bar(edges[:-1] + widths * 0.5 * j, _values(c.get("bin_count")), widths * 0.5, align="edge", color=col,
+                   alpha=0.85)
+    a1.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed accuracy", title=_short(model["name"], 30) + ": reliability")
+    a1.legend(frameon=False, loc="upper left")
+    a2.set(xlabel="predicted confidence (max probability)", ylabel="test samples")
     fig.tight_layout()
     return fig
