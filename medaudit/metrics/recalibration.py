@@ -53,6 +53,8 @@ METHODS = ("temperature", "platt")
 VARIANT_SUFFIX = {"temperature": "temperature-scaled", "platt": "Platt-scaled"}
 TABLE = ("nll", "brier", "ece", "adaptive_ece", "classwise_ece", "slope", "intercept", "citl")
 _ECE_LIKE = ("ece", "adaptive_ece", "classwise_ece")
+FITTED = ("slope", "intercept", "citl")
+SUMMED = tuple(k for k in TABLE if k not in FITTED)  # functions of sums over samples: bootstrapped
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -198,24 +200,19 @@ def classwise_ece(y_true, probs, n_bins: int = 15) -> dict:
 
 
 def _logistic_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, slope_fixed: bool = False,
-                  start: tuple[float, float] | None = None, max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
+                  max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Maximum-likelihood ``logit P(y=1) = a + b x`` for each weight column; NaN where it has no finite optimum.
 
-    Newton's method, vectorised over the m weight columns. From the default start (0, 1) each
-    step is halved until the log-likelihood does not fall (it is concave, so this always
-    succeeds). Bootstrap refits start from the full-data estimate, ``O(1 / sqrt(N))`` from their
-    optimum, where Newton's full steps converge quadratically; they skip the line search, whose
-    log-likelihood evaluations would double the cost, and a refit that does not converge is NaN
-    (a skipped replicate). ``slope_fixed`` fits ``a`` with ``b = 1``.
+    Newton's method from (0, 1), vectorised over the m weight columns; each step is halved until
+    the log-likelihood does not fall (it is concave, so this always succeeds). ``slope_fixed``
+    fits ``a`` with ``b = 1``.
 
     Parameters
     ----------
     x, y : ndarray, shape (N,)
     w : ndarray, shape (N, m)
-        Sample weights of m fits (bootstrap counts; ones for the point estimate).
+        Sample weights of m fits (ones for the point estimate).
     slope_fixed : bool
-    start : (float, float), optional
-        Starting ``(a, b)``, e.g. the full-data estimate; NaN in it gives NaN fits.
     max_iter : int
 
     Returns
@@ -225,33 +222,20 @@ def _logistic_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, slope_fixed: bool
     w = np.asarray(w, dtype=np.float64)
     m = w.shape[1]
     xx, yy = x[:, None], y[:, None]
-    line_search = start is None
-    a, b = (np.zeros(m), np.ones(m)) if start is None else (np.full(m, start[0]), np.full(m, start[1]))
-    if not np.isfinite(a + b).all():
-        return np.full(m, np.nan), np.full(m, np.nan)
+    a, b = np.zeros(m), np.ones(m)
 
     def loglik(a_, b_):
         eta = a_ + b_ * xx
         return (w * (yy * eta - np.logaddexp(0.0, eta))).sum(0)
 
-    current = loglik(a, b) if line_search else None
-    # Newton converges quadratically: after a step of relative size d the error is O(d^2), so a
-    # warm-started refit stops at d < 1e-5 (error ~1e-10) and saves the confirming iteration.
-    tol = 1e-10 if line_search else 1e-5
+    current = loglik(a, b)
     done = np.zeros(m, dtype=bool)
     singular = np.zeros(m, dtype=bool)
     design = np.stack([np.ones_like(x), x, x * x])  # (3, N): sums of r and v times 1, x, x^2
     for _ in range(max_iter):
-        # In place and with the sums over samples as matrix-vector products: the (N, m) arrays
-        # are the cost, so each is made once.
-        p = np.multiply(xx, b)
-        p += a
-        special.expit(p, out=p)
-        r = np.subtract(yy, p)
-        r *= w
-        v = np.subtract(1.0, p)
-        v *= p
-        v *= w
+        p = special.expit(xx * b + a)
+        r = (yy - p) * w
+        v = p * (1.0 - p) * w
         if slope_fixed:
             ga, haa = r.sum(0), v.sum(0)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -264,16 +248,15 @@ def _logistic_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, slope_fixed: bool
         singular |= ~(np.isfinite(da) & np.isfinite(db)) & ~done
         step = ~singular & ~done
         da, db = np.where(step, da, 0.0), np.where(step, db, 0.0)
-        if line_search:
-            for _ in range(30):  # halve until the likelihood does not fall
-                trial = loglik(a + da, b + db)
-                worse = trial < current - 1e-12 * np.abs(current)
-                if not worse.any():
-                    break
-                da, db = np.where(worse, da / 2, da), np.where(worse, db / 2, db)
-            current = np.maximum(current, trial)
+        for _ in range(30):  # halve until the likelihood does not fall
+            trial = loglik(a + da, b + db)
+            worse = trial < current - 1e-12 * np.abs(current)
+            if not worse.any():
+                break
+            da, db = np.where(worse, da / 2, da), np.where(worse, db / 2, db)
+        current = np.maximum(current, trial)
         a, b = a + da, b + db
-        done |= (np.abs(da) + np.abs(db) < tol * (1.0 + np.abs(a) + np.abs(b))) | singular
+        done |= (np.abs(da) + np.abs(db) < 1e-10 * (1.0 + np.abs(a) + np.abs(b))) | singular
         if done.all():
             break
     # A singular information matrix (one class only, constant x) or a run-away fit (separable
@@ -488,6 +471,59 @@ def apply_platt(probs, intercept: float, slope: float, positive: int = 1) -> np.
 # -- before/after table ---------------------------------------------------------------------------
 
 
+class _Fit:
+    """The full-data logistic recalibration of one version (before or after): its fits and their
+    per-sample influence functions.
+
+    Parameters
+    ----------
+    outcome : ndarray of 0/1, shape (N,)
+    x : ndarray, shape (N,)
+        ``logit`` of the forecast.
+    """
+
+    def __init__(self, outcome: np.ndarray, x: np.ndarray) -> None:
+        ones = np.ones((len(x), 1))
+        a, b = _logistic_fit(x, outcome, ones)
+        self.a, self.b = float(a[0]), float(b[0])
+        self.c = float(_logistic_fit(x, outcome, ones, slope_fixed=True)[0][0])
+        self.outcome, self.x = outcome, x
+
+    def values(self) -> dict[str, float]:
+        return {"intercept": self.a, "slope": self.b, "citl": self.c}
+
+    def influence(self) -> dict[str, np.ndarray]:
+        """Each sample's influence on each estimate, ``H^-1 s_i``, shape (N,) each.
+
+        ``s_i`` is the sample's score (``r [1, x]`` with ``r = y - p``; ``r`` for the slope-1
+        fit) and ``H`` the observed Fisher information at the fit (``sum v [[1, x], [x, x^2]]``
+        with ``v = p (1 - p)``; ``sum v``). The estimate minus its target is ``sum_i`` of these to
+        first order, so ``sum_i IF_i^2`` is the sandwich variance ``H^-1 M H^-1``. NaN where the
+        fit is undefined or ``H`` singular.
+        """
+        y, x = self.outcome, self.x
+        out = dict.fromkeys(("intercept", "slope", "citl"), np.full(len(x), np.nan))
+        p = special.expit(self.a + self.b * x)
+        r, v = y - p, p * (1.0 - p)
+        haa, hab, hbb = v.sum(), v @ x, v @ (x * x)
+        det = haa * hbb - hab * hab
+        if np.isfinite(self.a + self.b) and det > 0:
+            out["intercept"] = r * (hbb - hab * x) / det
+            out["slope"] = r * (haa * x - hab) / det
+        p1 = special.expit(self.c + x)
+        h1 = (p1 * (1.0 - p1)).sum()
+        if np.isfinite(self.c) and h1 > 0:
+            out["citl"] = (y - p1) / h1
+        return out
+
+
+def _sandwich_ci(value: float, influence: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Wald interval ``value +- z_{1 - alpha/2} sqrt(sum IF_i^2)`` (NaN bounds when IF is NaN)."""
+    se = math.sqrt(float(influence @ influence))
+    z = stats.norm.ppf(1.0 - alpha / 2)
+    return value - z * se, value + z * se
+
+
 def _version_blocks(tag: str, y: np.ndarray, p: np.ndarray, n_bins: int) -> list[Block]:
     n, c = p.shape
     ids = np.arange(n)
@@ -505,35 +541,18 @@ def _version_blocks(tag: str, y: np.ndarray, p: np.ndarray, n_bins: int) -> list
     ]
 
 
-def _evaluator(c: int, n_bins: int, forecasts: dict[str, tuple[np.ndarray, np.ndarray]]):
-    # The full-data fits, computed once: bootstrap refits start from them.
-    starts = {}
-    for tag, (outcome, x) in forecasts.items():
-        ones = np.ones((len(x), 1))
-        a, b = _logistic_fit(x, outcome, ones)
-        starts[tag] = ((a[0], b[0]), (_logistic_fit(x, outcome, ones, slope_fixed=True)[0][0], 1.0))
-
+def _evaluator(c: int, n_bins: int):
     def evaluate(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        # The weights of every resample come back through the identity block "w" (N, m): the
-        # logistic fits are not sums over samples, so they are refitted on each resample.
-        w = s["w"].astype(np.float64)
-        total = w.sum(0)
+        total = s["n"][0].astype(np.float64)
         out = {}
-        for tag, (outcome, x) in forecasts.items():
+        for tag in ("before", "after"):
             out[f"nll_{tag}"] = s[f"nll_{tag}"][0] / total
             out[f"brier_{tag}"] = s[f"brier_{tag}"][0] / total
             for key in ("ece", "adaptive_ece"):
                 out[f"{key}_{tag}"] = cal.ece_from_sums(s[f"{key}_{tag}"], total)
             per = np.abs(s[f"classwise_ece_{tag}"]).reshape(c, n_bins, -1).sum(1) / total
             out[f"classwise_ece_{tag}"] = per.mean(0)
-            if w.shape[1] == 1 and (w == 1).all():  # the point estimate: the fits above
-                (a0, b0), (c0, _) = starts[tag]
-                a, b, citl = np.array([a0]), np.array([b0]), np.array([c0])
-            else:
-                a, b = _logistic_fit(x, outcome, w, start=starts[tag][0])
-                citl = _logistic_fit(x, outcome, w, slope_fixed=True, start=starts[tag][1])[0]
-            out[f"intercept_{tag}"], out[f"slope_{tag}"], out[f"citl_{tag}"] = a, b, citl
-        for key in TABLE:
+        for key in SUMMED:
             out[f"{key}_change"] = out[f"{key}_after"] - out[f"{key}_before"]
         return out
 
@@ -596,35 +615,44 @@ def recalibration_table(
     # The outcome of a top-label forecast ("correct") is the version's own: recalibration may move the argmax.
     binary = {tag: _binary_forecast(y, p, names, negative_classes) for tag, p in (("before", before),
                                                                                    ("after", after))}
-    blocks = [Block("w", np.arange(n), np.arange(n), n)]
+    blocks = [Block("n", np.zeros(n, np.int64), np.arange(n), 1)]
     for tag, p in (("before", before), ("after", after)):
         blocks += _version_blocks(tag, y, p, n_bins)
-    evaluate = _evaluator(c, n_bins, {tag: (f[0], _logit(f[1])) for tag, f in binary.items()})
-    keys = [f"{k}_{tag}" for k in TABLE for tag in ("before", "after", "change")]
+    keys = [f"{k}_{tag}" for k in SUMMED for tag in ("before", "after", "change")]
     strata = np.bincount(y, minlength=c).tolist()
-    point, boot = point_and_bootstrap(SumDesign(n, blocks), evaluate, strata, n_bootstrap, seed, keys)
-    reasons = {tag: _slope_reason(f[0], f[1]) for tag, f in binary.items()}
+    point, boot = point_and_bootstrap(SumDesign(n, blocks), _evaluator(c, n_bins), strata, n_bootstrap, seed, keys)
     metrics = {}
-    for key in TABLE:
-        fitted = key in ("slope", "intercept", "citl")
+    for key in SUMMED:
         row = {}
         for tag in ("before", "after", "change"):
             name = f"{key}_{tag}"
             samples = boot[name].reshape(n_bootstrap, 1)
-            ci = percentile_ci(samples, alpha)
-            recentre = key in _ECE_LIKE and tag != "change"
-            if recentre:
-                ci = recentred_ci(ci, samples, np.atleast_1d(point[name]))
-            if not fitted:
-                why = "no samples"
-            elif tag == "change":
-                side = "before" if not np.isfinite(point[f"{key}_before"]) else "after"
-                why = f"undefined {side} recalibration: {reasons[side]}"
-            else:
-                why = reasons[tag]
-            row[tag] = estimate(float(point[name]), tuple(ci[:, 0]), why,
-                                "bootstrap-recentred" if recentre else "bootstrap")
+            ci, method = percentile_ci(samples, alpha), "bootstrap"
+            if key in _ECE_LIKE and tag != "change":
+                ci, method = recentred_ci(ci, samples, np.atleast_1d(point[name])), "bootstrap-recentred"
+            row[tag] = estimate(float(point[name]), tuple(ci[:, 0]), "no samples", method)
         metrics[key] = row
+    # Slope, intercept and CITL are not sums over samples: a bootstrap would refit them on every
+    # resample. Their sandwich Wald intervals cost one pass over the samples, and the change
+    # (after - before, the same samples) differences the two fits' influence functions, which
+    # keeps their correlation. The class-stratified bootstrap would also hold the prevalence
+    # fixed, which intercept and CITL depend on: its CITL-change interval covered 90% for 95%
+    # in simulation (tests/test_metrics_recalibration.py).
+    fits = {tag: _Fit(f[0], _logit(f[1])) for tag, f in binary.items()}
+    influence = {tag: fit.influence() for tag, fit in fits.items()}
+    reasons = {tag: _slope_reason(f[0], f[1]) for tag, f in binary.items()}
+    for key in FITTED:
+        value = {tag: fits[tag].values()[key] for tag in fits}
+        value["change"] = value["after"] - value["before"]
+        influence_change = influence["after"][key] - influence["before"][key]
+        side = "before" if not np.isfinite(value["before"]) else "after"
+        row = {}
+        for tag in ("before", "after", "change"):
+            why = reasons[tag] if tag != "change" else f"undefined {side} recalibration: {reasons[side]}"
+            ci = _sandwich_ci(value[tag], influence[tag][key] if tag != "change" else influence_change, alpha)
+            row[tag] = estimate(value[tag], ci, why, "wald-sandwich")
+        metrics[key] = row
+    metrics = {key: metrics[key] for key in TABLE}
     return {
         "n": int(n),
         "n_bins": n_bins,
