@@ -23,7 +23,9 @@ _PATH = click.Path(dir_okay=False, path_type=Path)
 @click.command()
 @click.argument("report", type=_PATH)
 @click.option("--require", "-r", "requires", multiple=True, metavar="EXPR",
-              help='Requirement [MODEL:]METRIC[CLASS] OP VALUE, e.g. "recall[glioma]>=0.95". Repeatable.')
+              help='Requirement [MODEL:]METRIC[CLASS] OP VALUE, e.g. "recall[glioma]>=0.95"; clinical use: '
+                   '"net_benefit@0.1>treat_all", "ppv@prev=0.02>=0.3", "coverage[glioma]>=0.9" (docs/gates.md). '
+                   'Repeatable.')
 @click.option("--on", "on", type=click.Choice(ON_CHOICES), default="point",
               show_default=True,
               help="Compare the point estimate or a 95% CI bound (lower: robust recall floors; "
@@ -44,14 +46,17 @@ def gate(report: Path, requires: tuple[str, ...], on: str, baseline: Path | None
     """Check REPORT.json against requirements and/or a baseline report.
 
     \b
-    Exit codes: 0 all checks pass, 1 a check failed (an undefined value fails;
-    so does an average over only some classes, unless --allow-partial),
-    2 bad input (unknown model/class/metric, unreadable file, schema mismatch).
+    Exit codes: 0 all checks pass, 1 a check failed (an undefined value fails,
+    and so does a skipped clinical-use block or an average over only some
+    classes, unless --allow-partial), 2 bad input (unknown model/class/metric,
+    unreadable file, schema mismatch, a number the report was not asked for:
+    another @prev=P, no --cost, a net_benefit@T off the grid).
     \b
     Examples:
       medaudit gate report.json -r "recall[glioma]>=0.95" --on lower
       medaudit gate report.json -r "resnet18:auc>=0.9" -r "missed_disease_rate<=0.02"
       medaudit gate report.json --baseline released/report.json --max-drop recall=0.02
+      medaudit gate report.json -r "net_benefit@0.1>treat_all" -r "ppv@prev=0.02>=0.3" --on conservative
     """
     snapshot = load_snapshot(report)
     old = load_snapshot(baseline) if baseline is not None else None
