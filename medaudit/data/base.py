@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medaudit.data.images import array_hash, decode_image, pixel_hash
+from medaudit.data.images import (
+    THUMBNAIL_SIDE,
+    array_hash,
+    array_perceptual_signature,
+    decode_image,
+    perceptual_signature,
+    pixel_hash,
+)
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.tasks import check_task
 
@@ -133,11 +140,21 @@ class Split:
         """Decode every sample once: content hashes, sizes, original modes, failures (cached)."""
         if self._scan is not None:
             return self._scan
+        # The perceptual hash and thumbnail (near-duplicates) come from this same pass: a second
+        # decode of every image would double the cost of ``report``.
+        n = len(self)
+        phashes = np.zeros(n, dtype=np.uint64)
+        thumbs = np.zeros((n, THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.uint8)
         if self.array is not None:
-            n, h, w = self.array.shape[:3]
+            _, h, w = self.array.shape[:3]
             mode = "L" if self.array.ndim == 3 else "RGB"
+            for i, img in enumerate(self.array):
+                phashes[i], thumb = array_perceptual_signature(img)
+                thumbs[i] = thumb.ravel()
             self._scan = {
                 "hashes": [array_hash(img) for img in self.array],
+                "phashes": phashes,
+                "thumbs": thumbs,
                 "sizes": Counter({(w, h): n}),
                 "modes": Counter({mode: n}),
                 "errors": [],
@@ -155,9 +172,12 @@ class Split:
                 hashes.append("")
                 continue
             hashes.append(pixel_hash(im))
+            phashes[i], thumb = perceptual_signature(im)
+            thumbs[i] = thumb.ravel()
             sizes[im.size] += 1
             modes[original] += 1
-        self._scan = {"hashes": hashes, "sizes": sizes, "modes": modes, "errors": errors}
+        self._scan = {"hashes": hashes, "phashes": phashes, "thumbs": thumbs, "sizes": sizes, "modes": modes,
+                      "errors": errors}
         return self._scan
 
     def verify(self) -> None:
@@ -174,6 +194,23 @@ class Split:
         """
         self.verify()
         return list(self._scan["hashes"])
+
+    def perceptual_hashes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sample 64-bit pHash and 16x16 grey thumbnail (near-duplicates); cached.
+
+        Computed in the same decode pass as :meth:`content_hashes`
+        (:func:`medaudit.data.images.perceptual_signature`).
+
+        Returns
+        -------
+        phashes : ndarray of uint64, shape (N,)
+        thumbnails : ndarray of uint8, shape (N, 256)
+            Row-major 16x16 thumbnails.
+
+        Raises MedauditError when an image cannot be decoded (see :meth:`verify`).
+        """
+        self.verify()
+        return self._scan["phashes"].copy(), self._scan["thumbs"].copy()
 
     def image_stats(self) -> tuple[Counter, Counter]:
         """(Counter of (width, height), Counter of original modes) over all samples."""

@@ -184,3 +184,60 @@ def array_hash(img: np.ndarray) -> str:
     mode = "L" if img.ndim == 2 else "RGB"
     h, w = img.shape[:2]
     return hashlib.sha256(f"{mode}:{w}x{h}:".encode() + np.ascontiguousarray(img).tobytes()).hexdigest()
+
+
+# -- perceptual hash (near-duplicates) ----------------------------------------------------------
+
+_PHASH_RESIZE = 32  # imagehash.phash: hash_size 8 x highfreq_factor 4
+_PHASH_BITS = 8
+#: Side of the grey thumbnail kept beside the pHash (2x2 means of the 32x32 resize), used to
+#: confirm pHash candidates (:mod:`medaudit.data.neardup`).
+THUMBNAIL_SIDE = 16
+# Unnormalised DCT-II rows 0..7 for length 32, as scipy.fftpack.dct(type=2, norm=None):
+# X[k] = 2 sum_n x[n] cos(pi k (2n + 1) / 2N). Only the 8 lowest frequencies are needed, so two
+# small matrix products replace the full 2-D DCT.
+_DCT8 = 2.0 * np.cos(np.pi * np.arange(_PHASH_BITS)[:, None] * (2 * np.arange(_PHASH_RESIZE)[None, :] + 1)
+                     / (2 * _PHASH_RESIZE))
+_BIT_WEIGHTS = np.left_shift(np.uint64(1), np.arange(63, -1, -1, dtype=np.uint64))
+
+
+def perceptual_signature(im: Image.Image) -> tuple[int, np.ndarray]:
+    """64-bit DCT perceptual hash (pHash) of an image, and the grey thumbnail that confirms matches.
+
+    The hash is ``imagehash.phash`` (Zauner 2010 / hackerfactor "Looks Like It"): the image in
+    grey (PIL ``"L"``), resized to 32x32 with Lanczos, 2-D DCT-II, the top-left 8x8 coefficients
+    (DC included), each bit ``coefficient > median`` of those 64, packed row-major with the first
+    bit as the most significant, so ``int(str(imagehash.phash(im)), 16)`` gives the same number.
+    Coefficients within 1e-6 of zero are set to zero first, so a flat image (all AC coefficients
+    zero) hashes deterministically instead of by floating-point noise.
+
+    Parameters
+    ----------
+    im : PIL.Image.Image
+        Mode ``"L"`` or ``"RGB"`` (any mode PIL can convert to ``"L"``).
+
+    Returns
+    -------
+    phash : int
+        In ``[0, 2**64)``.
+    thumbnail : ndarray of uint8, shape (16, 16)
+        Means of 2x2 blocks of the 32x32 grey resize (rounded).
+    """
+    grey = np.asarray(im.convert("L").resize((_PHASH_RESIZE, _PHASH_RESIZE), Image.LANCZOS), dtype=np.float64)
+    coef = _DCT8 @ grey @ _DCT8.T
+    coef[np.abs(coef) < 1e-6] = 0.0
+    bits = (coef > np.median(coef)).ravel()
+    phash = int(np.bitwise_or.reduce(_BIT_WEIGHTS[bits])) if bits.any() else 0
+    s = _PHASH_RESIZE // THUMBNAIL_SIDE
+    thumb = grey.reshape(THUMBNAIL_SIDE, s, THUMBNAIL_SIDE, s).mean(axis=(1, 3))
+    return phash, np.rint(thumb).astype(np.uint8)
+
+
+def array_perceptual_signature(img: np.ndarray) -> tuple[int, np.ndarray]:
+    """:func:`perceptual_signature` of one uint8 image array (as ``Image.fromarray(img)``).
+
+    Parameters
+    ----------
+    img : ndarray of uint8, shape (H, W) or (H, W, 3)
+    """
+    return perceptual_signature(Image.fromarray(img))

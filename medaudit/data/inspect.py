@@ -12,6 +12,10 @@ Counting rule:
   inflates model selection, sharing with test inflates the reported metrics);
 * ``examples``: up to ``max_examples`` ``[first_id, duplicate_id]`` pairs, across-split
   pairs first.
+
+Near-duplicates (re-encoded, resized, brightened copies) are in ``near_duplicates``
+(:mod:`medaudit.data.neardup`), and patients found in two splits in ``patients``
+(:func:`patient_leakage`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from itertools import combinations
 
+import numpy as np
+
 from medaudit.data.base import Dataset, Split
+from medaudit.data.neardup import find_near_duplicates
 
 
 def _size_summary(sizes: Counter) -> dict:
@@ -66,6 +73,55 @@ def find_duplicates(splits: dict[str, Split], *, max_examples: int = 20) -> dict
     }
 
 
+def patient_leakage(splits: dict[str, Split], column: str | None, *, max_examples: int = 20) -> dict:
+    """Patients whose samples are in more than one split (their hashed ids, never raw ones).
+
+    A model that saw a patient's other images in training is tested on a familiar patient, so
+    test metrics overstate performance on new patients, even without any duplicate image.
+    Missing ids ("") are unknown, never counted as one shared patient.
+
+    Parameters
+    ----------
+    splits : dict of str to Split
+        In canonical order (train, val, test, all).
+    column : str or None
+        The metadata column of hashed patient ids (``Dataset.patient_column``).
+    max_examples : int
+        Most hashed ids listed per split pair.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable. Without a column: ``{"column": None, "reason"}``. Otherwise
+        ``{"column", "n_per_split": {split: distinct patients, or None where the split lacks the
+        column}, "n_missing": {split: samples without an id}, "across": {"a/b": {"n": patients in
+        both, "n_samples": samples of b from those patients, "examples": up to max_examples
+        sorted hashed ids}}, "leakage": bool}``, for each earlier split ``a`` and later ``b``.
+    """
+    if column is None:
+        return {"column": None, "reason": "the data names no patient column, so patients across splits were not "
+                                          "checked"}
+    ids: dict[str, np.ndarray | None] = {}
+    for name, split in splits.items():
+        col = (split.metadata or {}).get(column)
+        ids[name] = None if col is None else np.asarray(col, dtype=str)
+    known = {name: (set(v[v != ""].tolist()) if v is not None else None) for name, v in ids.items()}
+    across: dict[str, dict] = {}
+    for a, b in combinations(list(splits), 2):
+        if known[a] is None or known[b] is None:
+            continue
+        shared = known[a] & known[b]
+        across[f"{a}/{b}"] = {"n": len(shared), "n_samples": int(np.isin(ids[b], list(shared)).sum()) if shared else 0,
+                              "examples": sorted(shared)[:max_examples]}
+    return {
+        "column": column,
+        "n_per_split": {name: (len(v) if v is not None else None) for name, v in known.items()},
+        "n_missing": {name: (int((v == "").sum()) if v is not None else None) for name, v in ids.items()},
+        "across": across,
+        "leakage": any(v["n"] for v in across.values()),
+    }
+
+
 def inspect_dataset(ds: Dataset, *, max_examples: int = 20) -> dict:
     """Summarise a dataset: splits, class counts, image sizes/modes and duplicates.
 
@@ -76,7 +132,9 @@ def inspect_dataset(ds: Dataset, *, max_examples: int = 20) -> dict:
     -------
     dict
         ``{"spec", "fingerprint", "task", "class_names", "splits": {name: {"n",
-        "class_counts", "image_sizes", "modes"}}, "duplicates": {...}}``; JSON-serialisable.
+        "class_counts", "image_sizes", "modes"}}, "duplicates": {...}, "near_duplicates":
+        {...}, "patients": {...}}``; JSON-serialisable (:func:`find_duplicates`,
+        :func:`medaudit.data.neardup.find_near_duplicates`, :func:`patient_leakage`).
         ``modes`` counts the files' original modes (``"I;16"``, ``"RGBA"``...) before
         normalisation.
     """
@@ -97,6 +155,8 @@ def inspect_dataset(ds: Dataset, *, max_examples: int = 20) -> dict:
         "class_names": list(ds.class_names),
         "splits": splits,
         "duplicates": find_duplicates(ds.splits, max_examples=max_examples),
+        "near_duplicates": find_near_duplicates(ds.splits, max_examples=max_examples),
+        "patients": patient_leakage(ds.splits, ds.patient_column, max_examples=max_examples),
     }
 
 
@@ -134,4 +194,43 @@ def format_inspection(summary: dict) -> str:
         # --json), so it stays with the rest of the report on stdout; "WARNING" only makes it stand out.
         lines.append("WARNING: the same image occurs in more than one split (leakage); e.g. "
                      + "; ".join(f"{a} = {b}" for a, b in dup["examples"][:3]))  # fmt: skip
+    lines += _near_duplicate_lines(summary.get("near_duplicates"))
+    lines += _patient_lines(summary.get("patients"))
     return "\n".join(lines)
+
+
+def _near_duplicate_lines(near: dict | None) -> list[str]:
+    if not near:
+        return []
+    lines = ["", f"near-duplicates ({near['method']})",
+             "  pairs within: " + ", ".join(f"{k} {v['n_pairs']}" for k, v in near["within"].items())]
+    if near["across"]:
+        lines.append("  across splits (samples of the later split): " + ", ".join(
+            f"{k} {v['n']} ({v['n_pixel_identical']} pixel-identical)" for k, v in near["across"].items()))
+    if near["leakage"]:
+        lines.append("WARNING: near-identical images occur in more than one split (leakage)")
+        if not any(v["examples"] for v in near["across"].values()):
+            lines.append("  all of them pixel-identical (listed under duplicates)")
+        for key, v in near["across"].items():
+            for e in v["examples"][:5]:
+                lines.append(f"  {key}: {e['a']} ~ {e['b']} (pHash distance {e['distance']}, "
+                             f"thumbnail r {e['correlation']:.3f})")
+    return lines
+
+
+def _patient_lines(patients: dict | None) -> list[str]:
+    if not patients:
+        return []
+    if patients["column"] is None:
+        return ["", f"patients: not checked ({patients['reason']})"]
+    counts = ", ".join(f"{k} {'no column' if v is None else v}" for k, v in patients["n_per_split"].items())
+    lines = ["", f"patients (column '{patients['column']}'): {counts}"]
+    if patients["leakage"]:
+        lines.append("WARNING: the same patient occurs in more than one split (patient leakage)")
+        for key, v in patients["across"].items():
+            if v["n"]:
+                shown = v["examples"][:10]
+                rest = f" and {v['n'] - len(shown)} more" if v["n"] > len(shown) else ""
+                lines.append(f"  {key}: {v['n']} patients ({v['n_samples']} samples of the later split): "
+                             + ", ".join(shown) + rest)
+    return lines
