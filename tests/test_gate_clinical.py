@@ -514,3 +514,18 @@ def test_report_gate_accepts_the_clinical_expressions(tmp_path):
     res = report("other", "ppv@prev=0.05>=0")
     assert res.exit_code == 2 and "the report was made at prevalence 0.02; rerun" in res.output
     assert (tmp_path / "other" / "report.json").exists()  # the report is written either way
+
+
+def test_the_pinned_demo_snapshot_is_gated_on_its_clinical_numbers():
+    from pathlib import Path
+
+    demo = json.loads((Path(__file__).parent / "golden" / "demo_snapshot.json").read_text(encoding="utf-8"))
+    check_snapshot(demo, "demo_snapshot.json")  # refused before: a negative recalibration change
+    exprs = ["net_benefit@0.1>treat_all", "coverage[glioma]>=0.9", "aurc<=0.5", "sensitivity_guaranteed>=0.9",
+             "ece_after_recalibration<=0.05", "mean_set_size<=2"]
+    report = run_gates(demo, exprs, on="conservative")
+    assert len(report.results) == len(exprs) * len(demo["models"])
+    assert all(r.reason for r in report.results if r.value is None)  # every undefined one says why
+    # The demo's validation split holds 8 images: far from the 59 disease samples a 95% guarantee needs.
+    guaranteed = [r for r in report.results if r.metric == "sensitivity_guaranteed"]
+    assert guaranteed and all(not r.passed and "needs at least 59" in r.reason for r in guaranteed)
