@@ -410,6 +410,19 @@ def test_fitted_intervals_cover_the_true_values_slow(n):
             assert stats.binomtest(h, 2000, 0.95).pvalue > 0.001, (name, h)
 
 
+def test_fitted_rows_without_a_fit_are_undefined_with_the_reason():
+    rng = np.random.default_rng(19)
+    y, p, _ = simulate(200, 3, rng, sharpen=1.5)
+    y = np.where(y == 0, 1, y)  # no "normal" sample left: every outcome is "disease"
+    m = recalibration_table(y, p, apply_temperature(p, 1.5), ["normal", "b", "c"], negative_classes=["normal"],
+                            n_bootstrap=20)["metrics"]
+    for key in ("slope", "intercept", "citl"):
+        for tag in ("before", "after", "change"):
+            v = m[key][tag]
+            assert v["value"] is None and v["ci_low"] is None and "every outcome is 1" in v["reason"]
+    assert m["nll"]["before"]["value"] is not None and m["nll"]["before"]["ci_low"] is not None
+
+
 def test_platt_without_a_fit_keeps_the_probabilities():
     p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])
     summary, after = recalibrate([0, 0, 0], p, [0, 1, 1], p, ["a", "b"], method="platt", n_bootstrap=0)
