@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medaudit.data import inspect_dataset, load_dataset
+from medaudit.data import Split, inspect_dataset, load_dataset
 from medaudit.data.inspect import format_inspection
 from medaudit.errors import MedauditError
 
@@ -74,3 +74,65 @@ def test_inspect_reports_unreadable_file(tmp_path):
     (root / "b" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nxx")
     with pytest.raises(MedauditError, match=r"b/bad\.png"):
         inspect_dataset(load_dataset(str(root)))
+
+
+def test_near_duplicates_of_pixel_copies_are_counted_not_listed(tmp_path):
+    _npz_with_duplicates(tmp_path / "d.npz")
+    near = inspect_dataset(load_dataset(str(tmp_path / "d.npz")))["near_duplicates"]
+    # Random 6x6 pictures are near-duplicates only of their own pixel copies: the same counts as
+    # "duplicates" (train/val: B, train/test: A), none listed as a near-but-different example.
+    assert {k: (v["n"], v["n_pixel_identical"]) for k, v in near["across"].items()} == {
+        "train/val": (1, 1), "train/test": (1, 1), "val/test": (0, 0)}
+    assert near["within"] == {"train": {"n_pairs": 3, "n_samples": 3}, "val": {"n_pairs": 0, "n_samples": 0},
+                              "test": {"n_pairs": 1, "n_samples": 2}}  # A A A: 3 pairs; D D: 1
+    assert near["examples"] == [] and near["leakage"] is True
+    assert "all of them pixel-identical (listed under duplicates)" in format_inspection(
+        inspect_dataset(load_dataset(str(tmp_path / "d.npz"))))
+
+
+def _split(name, patients, start=0):
+    n = len(patients)
+    rng = np.random.default_rng(start)
+    return Split(name=name, sample_ids=[f"{name}/{i}" for i in range(n)], labels=np.arange(n) % 2,
+                 class_names=["a", "b"], array=rng.integers(0, 256, (n, 8, 8), dtype=np.uint8),
+                 metadata={"patient": np.asarray(patients, dtype=str), "age": np.arange(n, dtype=np.float64)})
+
+
+def test_patient_leakage_by_hand():
+    from medaudit.data.inspect import patient_leakage
+
+    splits = {"train": _split("train", ["p-1", "p-2", "p-2", "p-3", ""]),
+              "val": _split("val", ["p-4", "", ""], 1),
+              "test": _split("test", ["p-2", "p-2", "p-3", "p-5", "", "p-4"], 2)}
+    out = patient_leakage(splits, "patient")
+    assert out["n_per_split"] == {"train": 3, "val": 1, "test": 4}
+    assert out["n_missing"] == {"train": 1, "val": 2, "test": 1}
+    # Missing ids ("") are unknown, never one shared patient.
+    assert out["across"] == {"train/val": {"n": 0, "n_samples": 0, "examples": []},
+                             "train/test": {"n": 2, "n_samples": 3, "examples": ["p-2", "p-3"]},
+                             "val/test": {"n": 1, "n_samples": 1, "examples": ["p-4"]}}
+    assert out["leakage"] is True
+    assert patient_leakage(splits, "patient", max_examples=1)["across"]["train/test"]["examples"] == ["p-2"]
+    # A split without the column is not compared; no column at all is said, not guessed.
+    splits["val"].metadata = None
+    out = patient_leakage(splits, "patient")
+    assert out["n_per_split"]["val"] is None and list(out["across"]) == ["train/test"]
+    none = patient_leakage(splits, None)
+    assert none["column"] is None and "no patient column" in none["reason"]
+
+
+def test_patients_in_the_summary_and_the_text():
+    from medaudit.data import Dataset
+    from medaudit.phi import hash_identifiers
+
+    ids = hash_identifiers(["MRN001", "MRN002", "MRN003"], b"a-test-salt-of-16+ chars")
+    splits = {"train": _split("train", [ids[0], ids[1]]), "test": _split("test", [ids[1], ids[1], ids[2]], 1)}
+    s = inspect_dataset(Dataset(spec="x", class_names=["a", "b"], task="binary", splits=splits,
+                                patient_column="patient"))
+    assert s["patients"]["across"]["train/test"] == {"n": 1, "n_samples": 2, "examples": [ids[1]]}
+    json.dumps(s)
+    text = format_inspection(s)
+    assert "patients (column 'patient'): train 2, test 2" in text
+    assert "WARNING: the same patient occurs in more than one split (patient leakage)" in text
+    assert f"train/test: 1 patients (2 samples of the later split): {ids[1]}" in text
+    assert "MRN" not in text
