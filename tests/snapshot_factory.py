@@ -329,26 +329,30 @@ VAL_COUNTS = (40, 20, 8, 10)  # the val split of make_snapshot's dataset block, 
 
 def make_clinical_snapshot(n_models: int = 2, n: int = 120, seed: int = 0, *, prevalence: float | None = 0.02,
                            cost: tuple[float, float] | None = (10.0, 1.0), n_bootstrap: int = 40,
-                           with_validation: bool = True) -> dict:
+                           with_validation: bool = True, with_cost_matrix: bool = False) -> dict:
     """:func:`make_snapshot` plus the clinical-use blocks, computed by the real :mod:`medaudit.clinical`.
 
     The test predictions are the snapshot's own seeded ones; validation predictions (the dataset
     block's val counts, every class present) come from the same generator with their own seed.
-    ``with_validation=False`` gives every model the no-validation blocks (skipped with a reason).
+    ``with_validation=False`` gives every model the no-validation blocks (skipped with a reason);
+    ``with_cost_matrix`` adds a cost matrix (a missed disease costs 10, any other error 1).
     Each call returns a fresh deep copy.
     """
-    return copy.deepcopy(_cached_clinical(n_models, n, seed, prevalence, cost, n_bootstrap, with_validation))
+    return copy.deepcopy(_cached_clinical(n_models, n, seed, prevalence, cost, n_bootstrap, with_validation,
+                                          with_cost_matrix))
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_clinical(n_models, n, seed, prevalence, cost, n_bootstrap, with_validation) -> dict:
+def _cached_clinical(n_models, n, seed, prevalence, cost, n_bootstrap, with_validation, with_cost_matrix) -> dict:
     from medaudit.clinical import ClinicalSettings, clinical_comparison, clinical_entry, clinical_findings
     from medaudit.predictions import Predictions
 
     snap = make_snapshot(n_models, n, seed)
     y, ids, probs = _SEEDED[(n_models, n, seed)]
+    matrix = {t: {d: 0.0 if d == t else 10.0 if d in NEG and t not in NEG else 1.0 for d in CLASSES} for t in CLASSES}
     settings = ClinicalSettings(prevalence=prevalence, cost_fn=None if cost is None else cost[0],
-                                cost_fp=None if cost is None else cost[1])
+                                cost_fp=None if cost is None else cost[1],
+                                cost_matrix=matrix if with_cost_matrix else None)
     rng = np.random.default_rng(seed + 1000)
     y_val = np.repeat(np.arange(len(CLASSES)), VAL_COUNTS)
     tests = []

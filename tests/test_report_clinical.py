@@ -55,7 +55,7 @@ def _lookup(doc, key: str):
 
 @pytest.fixture(scope="module")
 def snap2():
-    return make_clinical_snapshot(2)
+    return make_clinical_snapshot(2, with_cost_matrix=True)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_every_number_shown_is_the_snapshot_value(snap2, html2):
     assert len(cells) == len(found)  # each key shown once
     assert len(cells) > 80
     keys = {k.split(".clinical.")[1].split(".")[0] for k in cells}
-    assert keys == {"cost", "prevalence", "thresholds", "recalibration", "conformal", "selective"}
+    assert keys == {"cost", "cost_matrix", "prevalence", "thresholds", "recalibration", "conformal", "selective"}
     checked = undefined = 0
     for key, text in cells.items():
         value = _lookup(snap2, key)
@@ -156,6 +156,7 @@ def test_options_not_given_say_so(tmp_path):
     assert ctx["prevalence"]["rows"] == [] and ctx["cost"]["groups"] == []
     text = _text(_section(render_html(snap, tmp_path)))
     assert NOT_REQUESTED["prevalence"] in text and NOT_REQUESTED["cost"] in text
+    assert NOT_REQUESTED["cost_matrix"] in text
     assert "at the test sample's prevalence" in text  # decision curves then use the test mix
 
 
@@ -192,7 +193,7 @@ def test_unavailable_across_models_and_multilabel(tmp_path):
         m["clinical"] = {"available": False, "reason": why}
     snap["clinical"] = {"available": False, "reason": "decision curves cover single-label tasks"}
     ctx = _ctx(snap)
-    for part in ("thresholds", "cost", "prevalence", "recalibration", "conformal", "selective"):
+    for part in ("thresholds", "cost", "cost_matrix", "prevalence", "recalibration", "conformal", "selective"):
         assert ctx[part]["reason"] == f"not available: {why}", part
     assert ctx["decision"] == {"reason": "not available: decision curves cover single-label tasks"}
     sec = _section(render_html(snap, tmp_path))

@@ -18,6 +18,7 @@ OLD_SNAPSHOT = ("not available in this snapshot: it was written before medaudit'
 NOT_REQUESTED = {
     "prevalence": "not computed: no deployment prevalence was given (medaudit report --prevalence 2%)",
     "cost": "not computed: no costs were given (medaudit report --cost FN=10,FP=1)",
+    "cost_matrix": "not computed: no cost matrix was given (medaudit report --cost-matrix costs.csv)",
 }
 MAX_COLUMNS = 3  # models side by side in a transposed table; more would not fit an A4 page
 
@@ -91,7 +92,7 @@ def clinical_section(snapshot: dict, models: list[dict], figs: dict, colors: dic
                 if e["block"] and (e["block"].get("validation") or {}).get("split") is None]
     return {"reason": None, "settings": _settings(snapshot, top, entries), "warnings": warnings,
             "decision": _decision(top, figs, colors),
-            "cost": _cost(entries), "prevalence": _prevalence(entries), "thresholds": _thresholds(entries),
+            "cost": _cost(entries), "cost_matrix": _cost_matrix(entries), "prevalence": _prevalence(entries), "thresholds": _thresholds(entries),
             "recalibration": _recalibration(entries, figs), "conformal": _conformal(entries),
             "selective": _selective(entries, figs)}
 
@@ -212,6 +213,29 @@ def _cost(entries: list[dict]) -> dict:
     return {"reason": reason, "missing": missing, "groups": _group(entries, labels, cells) if cells else [],
             "notes": notes.reasons, "basis": basis, "bayes": fmt_float(bayes) if bayes is not None else None,
             "costs": costs}
+
+
+def _cost_matrix(entries: list[dict]) -> dict:
+    have, missing, reason = _part(entries, "cost_matrix")
+    notes = Footnotes()
+    labels = ["Most probable class: expected cost", "\u2026 / cheapest constant decision",
+              "Lowest expected cost under the model's probabilities", "\u2026 / cheapest constant decision",
+              "Cheapest constant decision (on test)", "\u2026 its cost"]
+    cells: dict[str, list[Cell]] = {}
+    for e, blk in have:
+        key = f"models.{e['i']}.clinical.cost_matrix"
+        pol = blk.get("policies") or {}
+        best = blk.get("best_constant")
+        row = []
+        for name in ("argmax", "min_expected_cost"):
+            for k in ("expected_cost", "normalised_cost"):
+                row.append(notes.metric((pol.get(name) or {}).get(k), f"{key}.policies.{name}.{k}"))
+        row.append(Cell(f"always \u201c{best}\u201d" if best is not None else "undefined", None, None, "text"))
+        row.append(notes.metric((blk.get("constant") or {}).get(best), f"{key}.constant.{best}")
+                   if best is not None else Cell("undefined", None, None, "undef"))
+        cells[e["name"]] = row
+    return {"reason": reason, "missing": missing, "groups": _group(entries, labels, cells) if cells else [],
+            "notes": notes.reasons}
 
 
 def _point_label(name: str | None) -> str:
