@@ -199,7 +199,11 @@ def _blocks(tag: str, col: _Column | None, v: _View, n_bins: int, rest: bool) ->
     for g in range(g_count):
         member = codes == g
         for mask in (member, ~member) if rest else (member,):
-            d = ranking_design(v.score[mask], v.disease[mask])
+            # Rows grow with the distinct scores of the positives: rank the smaller class as the
+            # positives (AUC(s; disease) = AUC(-s; healthy), ties included).
+            pos = v.disease[mask]
+            flip = 2 * int(pos.sum()) > pos.size
+            d = ranking_design(-v.score[mask], ~pos) if flip else ranking_design(v.score[mask], pos)
             rows.append(d.rows + offset)
             cols.append(ids[mask])
             units.append((offset, d))
@@ -253,8 +257,9 @@ def _prepare(y, probs_list, class_names, negative_classes, groups, clusters, int
         raise MedauditError(f"alpha must be in (0, 1), got {alpha}", param="alpha")
     # Canonical order (contents, not input position) so that the seeded resamples do not depend on
     # how the caller ordered the samples.
-    keys = [c for p in probs_list for c in p.T[::-1]] + [y] + ([cl] if cl is not None else [])
-    keys += [cols_in[k] for k in sorted(cols_in)]
+    # Strings are sorted once, as integer codes (sorting strings in lexsort is slow).
+    text = ([cl] if cl is not None else []) + [cols_in[k] for k in sorted(cols_in)]
+    keys = [c for p in probs_list for c in p.T] + [y] + [np.unique(t, return_inverse=True)[1] for t in text]
     order = np.lexsort(keys[::-1])
     y = y[order]
     probs_list = [p[order] for p in probs_list]
@@ -269,35 +274,33 @@ def _prepare(y, probs_list, class_names, negative_classes, groups, clusters, int
 # -- counts that govern estimability ----------------------------------------------------------------
 
 
-def _distinct(clusters: Clusters, codes: np.ndarray, mask: np.ndarray, g_count: int) -> np.ndarray:
-    """Per group, distinct clusters among its samples where ``mask``: (G,) int."""
+def _distinct(clusters: Clusters, codes: np.ndarray, mask: np.ndarray, g_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct clusters among the masked samples, per group and in each group's rest: two (G,) int.
+
+    A cluster is in the rest of ``g`` when one of its masked samples is outside ``g``, i.e. unless
+    all of them are in ``g``: rest = all masked clusters - those only seen in ``g``.
+    """
     k = max(clusters.n_clusters, 1)
-    pairs = np.unique(codes[mask].astype(np.int64) * k + clusters.index[mask])
-    return np.bincount(pairs // k, minlength=g_count)
+    pairs = np.unique(codes[mask] * k + clusters.index[mask])
+    group, cluster = pairs // k, pairs % k
+    per_group = np.bincount(group, minlength=g_count)
+    seen = np.bincount(cluster, minlength=k)  # distinct groups each cluster shows up in
+    only = np.bincount(group[seen[cluster] == 1], minlength=g_count)
+    return per_group, int((seen > 0).sum()) - only
 
 
-def _governing_counts(clusters: Clusters, codes: np.ndarray, g_count: int, views: list[_View],
-                      rest: bool) -> list[dict]:
-    """Per group (and its rest), the units (patients or images) behind each governing count."""
+def _governing_counts(clusters: Clusters, codes: np.ndarray, g_count: int, views: list[_View]) -> list[dict]:
+    """Per group, the units (patients or images) behind each governing count: ``group`` and ``rest`` dicts."""
     v = views[0]
-
-    def counts(codes_, g_):
-        c = {"n": _distinct(clusters, codes_, np.ones_like(v.disease), g_),
-             "pos": _distinct(clusters, codes_, v.disease, g_),
-             "neg": _distinct(clusters, codes_, ~v.disease, g_)}
-        # Predicted counts differ between models: the smallest governs a comparison.
-        c["pred_pos"] = np.min([_distinct(clusters, codes_, w.called, g_) for w in views], axis=0)
-        c["pred_neg"] = np.min([_distinct(clusters, codes_, ~w.called, g_) for w in views], axis=0)
-        c["auc"] = np.minimum(c["pos"], c["neg"])
-        return c
-
-    group = counts(codes, g_count)
-    out = [{"group": {k: int(x[g]) for k, x in group.items()}} for g in range(g_count)]
-    if rest:
-        for g in range(g_count):
-            other = counts((codes == g).astype(np.int64), 2)  # code 0 = the rest
-            out[g]["rest"] = {k: int(x[0]) for k, x in other.items()}
-    return out
+    masks = {"n": np.ones_like(v.disease), "pos": v.disease, "neg": ~v.disease}
+    found = {key: _distinct(clusters, codes, mask, g_count) for key, mask in masks.items()}
+    # Predicted counts differ between models: the smallest governs a comparison.
+    for key, sign in (("pred_pos", True), ("pred_neg", False)):
+        each = [_distinct(clusters, codes, w.called == sign, g_count) for w in views]
+        found[key] = tuple(np.min([e[j] for e in each], axis=0) for j in range(2))
+    found["auc"] = tuple(np.minimum(found["pos"][j], found["neg"][j]) for j in range(2))
+    return [{side: {key: int(x[j][g]) for key, x in found.items()} for j, side in enumerate(("group", "rest"))}
+            for g in range(g_count)]
 
 
 def _count_words(kind: str, count: int, unit: str) -> str:
@@ -555,14 +558,14 @@ def subgroup_metrics(
     point, boot, sums = _run(views, columns, cl, ece_bins, n_bootstrap, seed, rest=True)
     b = _Builder(cl.given, n_bootstrap, alpha, min_group_n)
     n_all = np.zeros(len(views[0].disease), np.int64)
-    gov_all = _governing_counts(cl, n_all, 1, views, rest=False)[0]["group"]
+    gov_all = _governing_counts(cl, n_all, 1, views)[0]["group"]
     overall = {**_group_counts(cl, n_all, 1, views[0])[0],
                **{m: b.value(m, point[f"0|*|{m}"][0], boot[f"0|*|{m}"][:, 0], gov_all, _counts_int(sums[(0, None)], 0))
                   for m in METRICS}}
     out_cols, gaps = {}, []
     for col in columns:
         g_count = len(col.labels)
-        govs = _governing_counts(cl, col.codes, g_count, views, rest=True)
+        govs = _governing_counts(cl, col.codes, g_count, views)
         basics = _group_counts(cl, col.codes, g_count, views[0])
         groups_out = {}
         for g, label in enumerate(col.labels):
@@ -632,12 +635,12 @@ def subgroup_differences(
         return entry
 
     zeros = np.zeros(len(views[0].disease), np.int64)
-    gov_all = _governing_counts(cl, zeros, 1, views, rest=False)[0]["group"]
+    gov_all = _governing_counts(cl, zeros, 1, views)[0]["group"]
     overall = {m: diff("*", 0, m, gov_all, "all samples") for m in GAP_METRICS}
     family, out_cols = [], {}
     for col in columns:
         g_count = len(col.labels)
-        govs = _governing_counts(cl, col.codes, g_count, views, rest=False)
+        govs = _governing_counts(cl, col.codes, g_count, views)
         basics = _group_counts(cl, col.codes, g_count, views[0])
         groups_out = {}
         for g, label in enumerate(col.labels):
