@@ -24,7 +24,7 @@ from PIL import Image
 from medaudit.data.images import (
     THUMBNAIL_SIDE,
     array_hash,
-    array_perceptual_signature,
+    array_perceptual_signatures,
     decode_image,
     perceptual_signature,
     pixel_hash,
@@ -140,26 +140,25 @@ class Split:
         """Decode every sample once: content hashes, sizes, original modes, failures (cached)."""
         if self._scan is not None:
             return self._scan
-        # The perceptual hash and thumbnail (near-duplicates) come from this same pass: a second
-        # decode of every image would double the cost of ``report``.
         n = len(self)
-        phashes = np.zeros(n, dtype=np.uint64)
-        thumbs = np.zeros((n, THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.uint8)
         if self.array is not None:
+            # Arrays need no decoding, so their perceptual hashes wait for perceptual_hashes():
+            # content hashes (fingerprints) stay a fast sha256 pass.
             _, h, w = self.array.shape[:3]
             mode = "L" if self.array.ndim == 3 else "RGB"
-            for i, img in enumerate(self.array):
-                phashes[i], thumb = array_perceptual_signature(img)
-                thumbs[i] = thumb.ravel()
             self._scan = {
                 "hashes": [array_hash(img) for img in self.array],
-                "phashes": phashes,
-                "thumbs": thumbs,
+                "phashes": None,
+                "thumbs": None,
                 "sizes": Counter({(w, h): n}),
                 "modes": Counter({mode: n}),
                 "errors": [],
             }
             return self._scan
+        # The perceptual hash and thumbnail (near-duplicates) come from this same pass: a second
+        # decode of every image would double the cost of ``report``.
+        phashes = np.zeros(n, dtype=np.uint64)
+        thumbs = np.zeros((n, THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.uint8)
         hashes: list[str] = []
         sizes: Counter = Counter()
         modes: Counter = Counter()
@@ -198,8 +197,8 @@ class Split:
     def perceptual_hashes(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-sample 64-bit pHash and 16x16 grey thumbnail (near-duplicates); cached.
 
-        Computed in the same decode pass as :meth:`content_hashes`
-        (:func:`medaudit.data.images.perceptual_signature`).
+        Files: computed in the same decode pass as :meth:`content_hashes`
+        (:func:`medaudit.data.images.perceptual_signature`); arrays: on first call, batched.
 
         Returns
         -------
@@ -210,6 +209,8 @@ class Split:
         Raises MedauditError when an image cannot be decoded (see :meth:`verify`).
         """
         self.verify()
+        if self._scan["phashes"] is None:
+            self._scan["phashes"], self._scan["thumbs"] = array_perceptual_signatures(self.array)
         return self._scan["phashes"].copy(), self._scan["thumbs"].copy()
 
     def image_stats(self) -> tuple[Counter, Counter]:

@@ -223,21 +223,46 @@ def perceptual_signature(im: Image.Image) -> tuple[int, np.ndarray]:
     thumbnail : ndarray of uint8, shape (16, 16)
         Means of 2x2 blocks of the 32x32 grey resize (rounded).
     """
-    grey = np.asarray(im.convert("L").resize((_PHASH_RESIZE, _PHASH_RESIZE), Image.LANCZOS), dtype=np.float64)
-    coef = _DCT8 @ grey @ _DCT8.T
-    coef[np.abs(coef) < 1e-6] = 0.0
-    bits = (coef > np.median(coef)).ravel()
-    phash = int(np.bitwise_or.reduce(_BIT_WEIGHTS[bits])) if bits.any() else 0
-    s = _PHASH_RESIZE // THUMBNAIL_SIDE
-    thumb = grey.reshape(THUMBNAIL_SIDE, s, THUMBNAIL_SIDE, s).mean(axis=(1, 3))
-    return phash, np.rint(thumb).astype(np.uint8)
+    hashes, thumbs = _signatures_from_grey(_grey32(im)[None])
+    return int(hashes[0]), thumbs[0]
 
 
-def array_perceptual_signature(img: np.ndarray) -> tuple[int, np.ndarray]:
-    """:func:`perceptual_signature` of one uint8 image array (as ``Image.fromarray(img)``).
+def array_perceptual_signatures(images: np.ndarray, *, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`perceptual_signature` of each image of a uint8 stack (as ``Image.fromarray``), batched.
 
     Parameters
     ----------
-    img : ndarray of uint8, shape (H, W) or (H, W, 3)
+    images : ndarray of uint8, shape (N, H, W) or (N, H, W, 3)
+    chunk : int
+        Images per vectorised DCT (bounds the float64 temporaries to ~8 KB an image).
+
+    Returns
+    -------
+    phashes : ndarray of uint64, shape (N,)
+    thumbnails : ndarray of uint8, shape (N, 256)
+        Row-major 16x16 thumbnails.
     """
-    return perceptual_signature(Image.fromarray(img))
+    n = len(images)
+    hashes = np.zeros(n, dtype=np.uint64)
+    thumbs = np.zeros((n, THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.uint8)
+    for s in range(0, n, chunk):
+        grey = np.stack([_grey32(Image.fromarray(img)) for img in images[s:s + chunk]])
+        h, t = _signatures_from_grey(grey)
+        hashes[s:s + len(h)] = h
+        thumbs[s:s + len(h)] = t.reshape(len(h), -1)
+    return hashes, thumbs
+
+
+def _grey32(im: Image.Image) -> np.ndarray:
+    return np.asarray(im.convert("L").resize((_PHASH_RESIZE, _PHASH_RESIZE), Image.LANCZOS), dtype=np.float64)
+
+
+def _signatures_from_grey(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) uint64 pHashes and (N, 16, 16) uint8 thumbnails from (N, 32, 32) grey resizes."""
+    coef = np.einsum("ki,nij,lj->nkl", _DCT8, grey, _DCT8, optimize=True).reshape(len(grey), -1)
+    coef[np.abs(coef) < 1e-6] = 0.0
+    bits = coef > np.median(coef, axis=1, keepdims=True)
+    hashes = np.bitwise_or.reduce(np.where(bits, _BIT_WEIGHTS, np.uint64(0)), axis=1)
+    s = _PHASH_RESIZE // THUMBNAIL_SIDE
+    thumbs = grey.reshape(len(grey), THUMBNAIL_SIDE, s, THUMBNAIL_SIDE, s).mean(axis=(2, 4))
+    return hashes.astype(np.uint64), np.rint(thumbs).astype(np.uint8)
