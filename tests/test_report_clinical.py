@@ -302,8 +302,8 @@ def _overflowing_boxes(html: str) -> list[str]:
 
 
 def test_pdf_tables_fit_the_page(tmp_path):
-    """Three models, long names and a long class name: nothing in the section runs off an A4 page."""
-    snap = make_clinical_snapshot(3)
+    """Three models, a long model name, every optional table: nothing in the section runs off an A4 page."""
+    snap = make_clinical_snapshot(3, with_cost_matrix=True)
     long_name = "efficientnet_b0_finetuned_on_the_hospital_B_external_cohort"
     old = snap["models"][2]["name"]
     snap["models"][2]["name"] = long_name
