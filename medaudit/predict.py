@@ -4,10 +4,16 @@ No metric is computed here; everything downstream is a pure function of the save
 predictions. The cache key is (checkpoint sha256, split content fingerprint, split name,
 preprocessing recipe, predictions format), so changing one image or one weight re-runs
 inference and nothing else does.
+
+The split's metadata (patient, age, site, ...) is attached to the predictions here, outside the
+cached result: the cache key does not depend on it and cache entries do not hold it, so editing a
+manifest's metadata columns takes effect without re-running inference, and a cached pass is given
+the split's metadata as it is now.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -75,6 +81,44 @@ def sample_positions(split, sample_ids: Sequence[str]) -> np.ndarray:
     if missing:
         raise MedauditError(f"{len(missing)} sample ids are not in the split (e.g. {missing[:3]})", param="sample_ids")
     return np.array([pos[s] for s in sample_ids], dtype=np.int64)
+
+
+def split_metadata(split, positions: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The split's metadata columns at ``positions`` (None when the split has none).
+
+    Parameters
+    ----------
+    split : data split
+        With an optional ``metadata`` dict of (N,) arrays.
+    positions : ndarray of int64, shape (K,)
+
+    Returns
+    -------
+    dict of str to ndarray of shape (K,), or None
+    """
+    metadata = getattr(split, "metadata", None)
+    return {k: np.asarray(v)[positions] for k, v in metadata.items()} if metadata else None
+
+
+def attach_metadata(preds: Predictions, split, patient_column: str | None = None) -> Predictions:
+    """``preds`` with the split's current metadata for its samples (any it held before is replaced).
+
+    Parameters
+    ----------
+    preds : Predictions
+        N samples, all in ``split``.
+    split : data split
+    patient_column : str, optional
+        The metadata column of hashed patient ids (``Dataset.patient_column``); recorded only when
+        the split has that column.
+
+    Returns
+    -------
+    Predictions
+    """
+    metadata = split_metadata(split, sample_positions(split, preds.sample_ids.tolist()))
+    patient = patient_column if metadata and patient_column in metadata else None
+    return dataclasses.replace(preds, metadata=metadata, patient_column=patient)
 
 
 def default_cache_dir() -> Path:
@@ -163,6 +207,7 @@ def run_inference(
     amp: bool = True,
     progress: bool = False,
     sample_ids: Sequence[str] | None = None,
+    patient_column: str | None = None,
 ) -> Predictions:
     """Run the checkpoint's model over a data split with the checkpoint's own recipe.
 
@@ -195,13 +240,16 @@ def run_inference(
         Show a progress bar.
     sample_ids : sequence of str, optional
         Run only these samples, in this order (default: the whole split).
+    patient_column : str, optional
+        The split's metadata column of hashed patient ids (``Dataset.patient_column``).
 
     Returns
     -------
     Predictions
         ``probs`` (N, C) float64 by :func:`medaudit.predictions.probabilities_from_logits`, in the
         split's sample order (or that of ``sample_ids``), with the pass's provenance (checkpoint
-        sha256, data, recipe, device, precision, batch size, wall time, versions).
+        sha256, data, recipe, device, precision, batch size, wall time, versions) and the split's
+        metadata for those samples (:func:`attach_metadata`).
     """
     positions = np.arange(len(split)) if sample_ids is None else sample_positions(split, sample_ids)
     if len(positions) == 0 and sample_ids is not None:
@@ -233,6 +281,7 @@ def run_inference(
         "wall_s": round(wall, 4),
         "versions": {"medaudit": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
+    metadata = split_metadata(split, positions)
     return Predictions(
         model_name=model_name or loaded.name,
         class_names=loaded.class_names,
@@ -241,6 +290,8 @@ def run_inference(
         y_true=np.asarray(split.labels)[positions],
         probs=probabilities_from_logits(logits, loaded.task),
         provenance=provenance,
+        metadata=metadata,
+        patient_column=patient_column if metadata and patient_column in metadata else None,
     )
 
 
@@ -255,6 +306,7 @@ def predict_cached(
     use_cache: bool = True,
     device: str = "auto",
     amp: bool = True,
+    patient_column: str | None = None,
     **kwargs,
 ) -> tuple[Predictions, bool]:
     """:func:`run_inference` behind the predictions cache.
@@ -276,6 +328,8 @@ def predict_cached(
     device : str
     amp : bool
         As in :func:`run_inference`; the precision they give is part of the cache key.
+    patient_column : str, optional
+        The split's metadata column of hashed patient ids (``Dataset.patient_column``).
     **kwargs
         ``batch_size``, ``progress``: passed to :func:`run_inference`; they do not change the
         probabilities, so they are not part of the cache key.
@@ -283,7 +337,8 @@ def predict_cached(
     Returns
     -------
     preds : Predictions
-        All samples of the split, in its order.
+        All samples of the split, in its order, with the split's current metadata (which is not
+        part of the cache key, nor stored in the entry).
     was_cached : bool
         True when the cache answered and no forward pass ran.
     """
@@ -300,10 +355,11 @@ def predict_cached(
     preds = _read_entry(path, precision) if use_cache else None
     if preds is not None:
         preds.model_name = name
-        return preds, True
+        return attach_metadata(preds, split, patient_column), True
     preds = run_inference(loaded, split, split_name=split_name, split_fingerprint=fp, dataset_spec=dataset_spec,
-                          model_name=name, device=device, amp=amp, **kwargs)
-    _write_entry(preds, path)
+                          model_name=name, device=device, amp=amp, patient_column=patient_column, **kwargs)
+    # The entry is the inference result only: metadata (and its patient hashes) stays with the data.
+    _write_entry(dataclasses.replace(preds, metadata=None, patient_column=None), path)
     return preds, False
 
 

@@ -8,8 +8,10 @@ A predictions file is a NumPy ``.npz`` (no pickle) holding:
                  per label (multilabel); float64 because float32 rounds every probability
                  above 1 - 6e-8 to 1.0, which ties a confident model's top scores and biases AUC
 ``header``      0-d unicode – JSON: format, model name, class names, task, provenance
-``checksum``    0-d unicode, optional – ``sha256:<hex>`` of the header and the three arrays
+``checksum``    0-d unicode, optional – ``sha256:<hex>`` of the header and every array
                  (written for predictions cache entries, see :func:`arrays_checksum`)
+``meta__<k>``   (N,) float64 or unicode, optional – metadata column k = 0, 1, ... (patient, age,
+                 site, ...); the header's ``metadata`` block names each, with its kind and array
 
 It is readable without medaudit: ``np.load(path, allow_pickle=False)`` and
 ``json.loads(str(f["header"]))``. See ``docs/predictions-format.md``.
@@ -36,6 +38,10 @@ FORMAT = "medaudit.predictions/2"
 # Version 1 stored float32 probabilities; it is still read (its values cannot be un-rounded).
 READABLE_FORMATS = ("medaudit.predictions/1", FORMAT)
 ARRAYS = ("sample_ids", "y_true", "probs")
+# Metadata arrays are numbered, not named after their columns: a column name is free text (spaces,
+# slashes, any script) and would make an awkward zip member name.
+META_PREFIX = "meta__"
+META_KINDS = {"numeric": "f", "categorical": "U"}
 REDO = "re-run `medaudit predict` to write it again"
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a member first, or an empty archive
 _NPY_MAGIC = b"\x93NUMPY"
@@ -65,6 +71,9 @@ class ChecksumMissing(PredictionsFileError):
 def arrays_checksum(header: str, arrays: dict[str, np.ndarray]) -> str:
     """``sha256:<hex>`` of a predictions file's content: the header text and each array's dtype, shape and bytes.
 
+    The three prediction arrays come first, then every other array (metadata, ``meta__<k>``) in
+    name order, so a file without metadata has the checksum it had before metadata existed.
+
     Hashed as stored, before any conversion on load, so a value changed in a validly re-zipped
     file is caught (the zip's own CRC is not: NumPy reads a member without reaching its end).
 
@@ -73,14 +82,14 @@ def arrays_checksum(header: str, arrays: dict[str, np.ndarray]) -> str:
     header : str
         The JSON header, as stored.
     arrays : dict of str to ndarray
-        ``sample_ids`` (N,), ``y_true`` (N,) or (N, K), ``probs`` (N, C).
+        ``sample_ids`` (N,), ``y_true`` (N,) or (N, K), ``probs`` (N, C), and any ``meta__<k>`` (N,).
 
     Returns
     -------
     str
     """
     h = hashlib.sha256(header.encode("utf-8"))
-    for name in ARRAYS:
+    for name in (*ARRAYS, *sorted(set(arrays) - set(ARRAYS))):
         a = np.ascontiguousarray(arrays[name])
         # dtype and shape too: the same bytes read as another dtype or shape are other predictions
         h.update(f"\0{name}\0{a.dtype.str}\0{a.shape}\0".encode())
@@ -128,6 +137,12 @@ class Predictions:
     provenance : dict
         JSON-serialisable: checkpoint sha256, dataset fingerprint, split,
         preprocessing, versions, device, wall time.
+    metadata : dict of str to ndarray, optional
+        Per-sample columns from the data (``Split.metadata``), each shape (N,): float64 for numeric
+        columns (NaN = missing), str for categorical ones ("" = missing). Integer arrays are taken as
+        float64. None: the data had none (and every file written before metadata existed).
+    patient_column : str, optional
+        The metadata column of (hashed) patient ids.
     """
 
     model_name: str
@@ -137,12 +152,15 @@ class Predictions:
     y_true: np.ndarray
     probs: np.ndarray
     provenance: dict = field(default_factory=dict)
+    metadata: dict[str, np.ndarray] | None = None
+    patient_column: str | None = None
 
     def __post_init__(self) -> None:
         self.sample_ids = np.asarray(self.sample_ids).astype(str)
         self.y_true = np.asarray(self.y_true)
         self.probs = np.asarray(self.probs, dtype=np.float64)
         self.class_names = [str(c) for c in self.class_names]
+        self.metadata = self._typed_metadata()
         self.validate()
         self.y_true = self.y_true.astype(np.int8 if self.multilabel else np.int64, copy=False)
 
@@ -170,6 +188,21 @@ class Predictions:
         return self.y_pred == self.y_true
 
     # -- checks ------------------------------------------------------------
+    def _typed_metadata(self) -> dict[str, np.ndarray] | None:
+        """The metadata as float64 / str arrays (None when there are no columns)."""
+        if not self.metadata:
+            return None
+        out = {}
+        for name, values in self.metadata.items():
+            a = np.asarray(values)
+            if a.dtype.kind in "iuf":
+                a = a.astype(np.float64, copy=False)
+            elif a.dtype.kind != "U":  # object arrays would need pickle in the file
+                raise MedauditError(f"predictions of model '{self.model_name}': metadata column {name!r} holds "
+                                    f"{a.dtype} values; give numbers (float64) or text (str)")
+            out[str(name)] = a
+        return out
+
     def validate(self) -> None:
         n = self.sample_ids.shape[0]
         c = len(self.class_names)
@@ -197,10 +230,37 @@ class Predictions:
             raise MedauditError(f"{where}: multilabel y_true must be 0/1 per label")
         if n and (self.y_true.min() < 0 or (not self.multilabel and self.y_true.max() >= c)):
             raise MedauditError(f"{where}: labels out of range for {c} classes")
+        for name, values in (self.metadata or {}).items():
+            if not name or values.shape != (n,):
+                raise MedauditError(f"{where}: metadata column {name!r} has shape {values.shape}, expected ({n},)"
+                                    if name else f"{where}: a metadata column has no name")
+        if self.patient_column is not None and (self.metadata is None or self.patient_column not in self.metadata
+                                                or self.metadata[self.patient_column].dtype.kind != "U"):
+            raise MedauditError(f"{where}: patient column {self.patient_column!r} is not a text metadata column")
+
+    def subset(self, indices) -> Predictions:
+        """The samples at ``indices``, in that order, with their labels, probabilities and metadata.
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (M,)
+
+        Returns
+        -------
+        Predictions
+            M samples; same model, classes, task and provenance.
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        return Predictions(model_name=self.model_name, class_names=self.class_names, task=self.task,
+                           sample_ids=self.sample_ids[idx], y_true=self.y_true[idx], probs=self.probs[idx],
+                           provenance=self.provenance,
+                           metadata={k: v[idx] for k, v in self.metadata.items()} if self.metadata else None,
+                           patient_column=self.patient_column)
 
     # -- I/O ---------------------------------------------------------------
     def header(self) -> dict:
-        return {
+        """The JSON header; a ``metadata`` block only when there is metadata (older files stay as they were)."""
+        out = {
             "format": FORMAT,
             "model_name": self.model_name,
             "class_names": self.class_names,
@@ -208,6 +268,17 @@ class Predictions:
             "n_samples": self.n_samples,
             "provenance": self.provenance,
         }
+        if self.metadata:
+            kinds = {v: k for k, v in META_KINDS.items()}
+            out["metadata"] = {
+                "columns": [{"name": name, "kind": kinds[values.dtype.kind], "array": f"{META_PREFIX}{k}"}
+                            for k, (name, values) in enumerate(self.metadata.items())],
+                "patient_column": self.patient_column,
+            }
+        return out
+
+    def _metadata_arrays(self) -> dict[str, np.ndarray]:
+        return {f"{META_PREFIX}{k}": v for k, v in enumerate((self.metadata or {}).values())}
 
     def save(self, path: str | os.PathLike, *, checksum: bool = False) -> Path:
         """Write atomically to ``path`` (``.npz``).
@@ -221,7 +292,7 @@ class Predictions:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = json.dumps(self.header(), sort_keys=True)
-        arrays = {"sample_ids": self.sample_ids, "y_true": self.y_true, "probs": self.probs}
+        arrays = {"sample_ids": self.sample_ids, "y_true": self.y_true, "probs": self.probs, **self._metadata_arrays()}
         extra = {"checksum": np.array(arrays_checksum(header, arrays))} if checksum else {}
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays, header=np.array(header), **extra)
@@ -273,12 +344,15 @@ class Predictions:
                                                                                       dict):
             what = f"lacks {', '.join(missing)}" if missing else "has class_names or provenance of the wrong type"
             raise PredictionsFileError(path, f"its header {what}")
+        metadata, patient = _metadata_from_header(path, header.get("metadata"), arrays)
         try:
             return cls(
                 model_name=header["model_name"],
                 class_names=header["class_names"],
                 task=header["task"],
                 provenance=header.get("provenance", {}),
+                metadata=metadata,
+                patient_column=patient,
                 **arrays,
             )
         except MedauditError as exc:  # the file is at fault: name it
@@ -287,33 +361,84 @@ class Predictions:
             raise PredictionsFileError(path, f"its arrays have the wrong types ({exc})") from None
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """One row per sample: ``sample_id, y_true, y_pred, p_<class>...``.
+        """One row per sample: ``sample_id, y_true, y_pred, p_<class>...``, then the metadata columns.
 
-        Multilabel: ``y_true_<label>`` and ``y_pred_<label>`` 0/1 columns instead.
+        Multilabel: ``y_true_<label>`` and ``y_pred_<label>`` 0/1 columns instead. Metadata columns
+        keep their names (``meta_<name>`` where a name is taken by a column before it); numbers are
+        written exactly (``45``, ``61.5``), missing values as empty cells, patient ids as their hashes.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if self.multilabel:
+            head = (["sample_id"] + [f"y_true_{c}" for c in self.class_names]
+                    + [f"y_pred_{c}" for c in self.class_names] + [f"p_{c}" for c in self.class_names])
+            rows = ([sid, *map(int, yt), *map(int, yp), *(f"{v:.6g}" for v in p)]
+                    for sid, yt, yp, p in zip(self.sample_ids, self.y_true, self.y_pred, self.probs))
+        else:
+            names = self.class_names
+            head = ["sample_id", "y_true", "y_pred"] + [f"p_{c}" for c in names]
+            rows = ([sid, names[int(yt)], names[int(yp)], *(f"{v:.6g}" for v in p)]
+                    for sid, yt, yp, p in zip(self.sample_ids, self.y_true, self.y_pred, self.probs))
+        meta_cols = []
+        for name, values in (self.metadata or {}).items():
+            while name in head:
+                name = f"meta_{name}"
+            head.append(name)
+            meta_cols.append([_csv_cell(v) for v in values.tolist()])
         with open(path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            if self.multilabel:
-                w.writerow(
-                    ["sample_id"]
-                    + [f"y_true_{c}" for c in self.class_names]
-                    + [f"y_pred_{c}" for c in self.class_names]
-                    + [f"p_{c}" for c in self.class_names]
-                )
-                for sid, yt, yp, p in zip(self.sample_ids, self.y_true, self.y_pred, self.probs):
-                    w.writerow([sid, *map(int, yt), *map(int, yp), *(f"{v:.6g}" for v in p)])
-            else:
-                w.writerow(["sample_id", "y_true", "y_pred"] + [f"p_{c}" for c in self.class_names])
-                names = self.class_names
-                for sid, yt, yp, p in zip(self.sample_ids, self.y_true, self.y_pred, self.probs):
-                    w.writerow([sid, names[int(yt)], names[int(yp)], *(f"{v:.6g}" for v in p)])
+            w.writerow(head)
+            for i, row in enumerate(rows):
+                w.writerow(row + [col[i] for col in meta_cols])
         return path
 
 
+def _csv_cell(v: float | str) -> str:
+    """A metadata value for the CSV: text as is, a number in its shortest exact form, NaN as empty."""
+    if isinstance(v, str):
+        return v
+    if np.isnan(v):
+        return ""
+    text = repr(float(v))
+    return text.removesuffix(".0")
+
+
+def _metadata_from_header(path: Path, block: object, arrays: dict[str, np.ndarray]
+                          ) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """(metadata columns, patient column) that the header's ``metadata`` block maps to arrays.
+
+    Removes every ``meta__`` member from ``arrays``. A file without the block has none (None, None).
+    """
+    members = {k: arrays.pop(k) for k in [k for k in arrays if k.startswith(META_PREFIX)]}
+    if block is None:
+        return None, None
+    columns = block.get("columns") if isinstance(block, dict) else None
+    if not isinstance(columns, list) or not all(
+            isinstance(c, dict) and all(isinstance(c.get(k), str) for k in ("name", "kind", "array")) for c in columns):
+        raise PredictionsFileError(path, "its header's metadata block is malformed (expected columns with name, "
+                                         "kind and array)")
+    out: dict[str, np.ndarray] = {}
+    for c in columns:
+        name, kind, member = c["name"], c["kind"], c["array"]
+        if name in out:
+            raise PredictionsFileError(path, f"its header lists metadata column {name!r} twice")
+        if member not in members or kind not in META_KINDS:
+            what = f"kind {kind!r}" if member in members else f"array {member!r}, which the file lacks"
+            raise PredictionsFileError(path, f"its header gives metadata column {name!r} {what}")
+        if members[member].dtype.kind != META_KINDS[kind]:
+            raise PredictionsFileError(path, f"metadata column {name!r} is {kind} in the header but holds "
+                                             f"{members[member].dtype} values")
+        out[name] = members[member]
+    patient = block.get("patient_column")
+    if patient is not None and patient not in out:
+        raise PredictionsFileError(path, f"its header names patient column {patient!r}, which is not a metadata "
+                                         "column")
+    return out or None, patient
+
+
 def _read_npz(path: Path) -> tuple[str, dict[str, np.ndarray], str | None]:
-    """(header text, the three arrays, stored checksum or None) of a predictions ``.npz``, read without pickle."""
+    """(header text, the three arrays and any ``meta__`` ones, stored checksum or None) of a predictions ``.npz``,
+    read without pickle."""
     # The file is opened here, not by np.load, so that it is closed also when the zip is refused.
     with open(path, "rb") as fh:
         _check_magic(path, fh.read(6))
@@ -338,7 +463,8 @@ def _check_magic(path: Path, magic: bytes) -> None:
 
 
 def _read_members(path: Path, fh) -> dict[str, np.ndarray]:
-    """The predictions members of the open ``.npz`` ``fh`` (arrays, ``header``, ``checksum`` if any)."""
+    """The predictions members of the open ``.npz`` ``fh`` (arrays, ``header``, ``checksum`` and ``meta__`` ones if
+    any)."""
     try:
         f = np.load(fh, allow_pickle=False)
     except zipfile.BadZipFile:
@@ -353,7 +479,8 @@ def _read_members(path: Path, fh) -> dict[str, np.ndarray]:
                 path, f"not a medaudit predictions file: it lacks {', '.join(missing)} (found: "
                       f"{', '.join(f.files) or 'no arrays'})", advice="write it with `medaudit predict`")
         out: dict[str, np.ndarray] = {}
-        for k in (*ARRAYS, "header", *(("checksum",) if "checksum" in f.files else ())):
+        meta = [k for k in f.files if k.startswith(META_PREFIX)]
+        for k in (*ARRAYS, "header", *(("checksum",) if "checksum" in f.files else ()), *meta):
             try:
                 out[k] = f[k]
             except ValueError as exc:
@@ -397,25 +524,17 @@ def check_same_samples(preds: list[Predictions]) -> None:
 
 
 def align(preds: list[Predictions]) -> list[Predictions]:
-    """Return the predictions reordered to the first one's sample order (after checking the sets)."""
+    """Return the predictions reordered to the first one's sample order (after checking the sets).
+
+    Each keeps its own metadata, reordered with its samples.
+    """
     check_same_samples(preds)
     if not preds:
         return preds
     order = {sid: i for i, sid in enumerate(preds[0].sample_ids.tolist())}
     out = [preds[0]]
     for p in preds[1:]:
-        idx = np.argsort([order[s] for s in p.sample_ids.tolist()], kind="stable")
-        out.append(
-            Predictions(
-                model_name=p.model_name,
-                class_names=p.class_names,
-                task=p.task,
-                sample_ids=p.sample_ids[idx],
-                y_true=p.y_true[idx],
-                probs=p.probs[idx],
-                provenance=p.provenance,
-            )
-        )
+        out.append(p.subset(np.argsort([order[s] for s in p.sample_ids.tolist()], kind="stable")))
     for p in out[1:]:
         if not np.array_equal(p.y_true, out[0].y_true):
             raise MedauditError(
