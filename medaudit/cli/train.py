@@ -136,9 +136,13 @@ def train(ctx: click.Context, out: str | None, resume: str | None, quiet: bool, 
       medaudit train --data breastmnist.npz --model resnet18 --img-size 28 --epochs 100 \\
         --batch-size 128 --scheduler multistep -o checkpoints/r18.pt
     """
+    from medaudit.distributed import is_main_process
     from medaudit.train.loop import TrainingInterrupted, resume_training, train_from_config  # torch: only to run
     from medaudit.train.state import score_text
 
+    main = is_main_process()  # under torchrun rank 0 speaks for the job; errors still show on every rank
+    if not main:
+        warnings.simplefilter("ignore", MedauditWarning)  # inside handle_errors' catch_warnings: restored after
     run = {"progress": not (quiet or progress_disabled()), "log": _silent if quiet else click.echo}
     try:
         if resume:
@@ -151,7 +155,9 @@ def train(ctx: click.Context, out: str | None, resume: str | None, quiet: bool, 
             result = train_from_config(_config_from_options(settings), out, **run)
     except TrainingInterrupted as exc:
         hint = f"; resume with: medaudit train --resume {exc.last_path}" if exc.last_path is not None else ""
-        click.echo(f"{exc}{hint}", err=True)
+        if main:
+            click.echo(f"{exc}{hint}", err=True)
         sys.exit(130)
-    click.echo(f"best: epoch {result.best_epoch} ({score_text(result.config.select_by, result.best_score)}) -> "
-               f"{result.best_path}; resumable state: {result.last_path}")
+    if main:
+        click.echo(f"best: epoch {result.best_epoch} ({score_text(result.config.select_by, result.best_score)}) -> "
+                   f"{result.best_path}; resumable state: {result.last_path}")

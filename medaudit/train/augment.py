@@ -65,18 +65,25 @@ class Augmenter:
         """n draws uniform in [-half_width, half_width] (always drawn, so the stream is level-stable)."""
         return (torch.rand(n, generator=self.gen) * 2 - 1) * half_width
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, *, of: int | None = None, start: int = 0) -> torch.Tensor:
+        """Augment ``x`` (B, C, H, W); with ``of``, ``x`` is rows ``start:start+B`` of a batch of ``of`` images.
+
+        The draws are made for the whole batch of ``of`` and this slice is applied, so ranks that
+        each hold a chunk of a global batch augment it exactly as one process would.
+        """
         if self.level == "none":
             return x
         p = _PARAMS[self.level]
         b = x.shape[0]
+        n = b if of is None else of
+        rows = slice(start, start + b)
         # All randomness is drawn on the CPU generator, then moved: same numbers on any device.
-        flip = torch.rand(b, generator=self.gen) < 0.5
-        angle = self._u(b, math.radians(p["rot"]))
-        scale = 1.0 + self._u(b, p["scale"])
-        shift = self._u(2 * b, 2 * p["shift"]).view(b, 2)  # affine_grid coordinates span 2 units
-        bright = self._u(b, p["bright"])
-        contrast = 1.0 + self._u(b, p["contrast"])
+        flip = (torch.rand(n, generator=self.gen) < 0.5)[rows]
+        angle = self._u(n, math.radians(p["rot"]))[rows]
+        scale = 1.0 + self._u(n, p["scale"])[rows]
+        shift = self._u(2 * n, 2 * p["shift"]).view(n, 2)[rows]  # affine_grid coordinates span 2 units
+        bright = self._u(n, p["bright"])[rows]
+        contrast = 1.0 + self._u(n, p["contrast"])[rows]
         dev, dt = x.device, x.dtype
         mean, std = self.mean.to(dev, dt), self.std.to(dev, dt)
         lo, hi = (0 - mean) / std, (1 - mean) / std

@@ -100,7 +100,9 @@ class TrainConfig:
     milestones: list[int] | None = setting(None, "multistep: 0-based epochs where lr x0.1 (default 50%,75% of --epochs).")
     epochs: int = setting(10)
     warmup_epochs: int = setting(0)
-    batch_size: int = setting(64)
+    batch_size: int = setting(64, "The global batch: under torchrun each of the N processes takes batch-size / N.")
+    sync_bn: bool = setting(False, "Under torchrun: BatchNorm statistics of the whole global batch, not of each "
+                            "process's share (the same training as one process; slower). No effect on one process.")
     finetune: str = setting("full", "head: freeze the backbone (BN in eval mode), train the classifier only.",
                             choices=FINETUNE)
     augment: str = setting(

@@ -6,6 +6,13 @@ data order comes from a private ``torch.Generator`` and augmentation from anothe
 epoch ends with an atomic ``NAME.last.pt`` holding everything needed to continue exactly
 (model, optimizer, AMP scaler, RNG states, epoch, best score, history); the best epoch on the
 validation criterion is written to ``NAME.pt``. The test split is never read.
+
+Under ``torchrun`` (``medaudit.distributed``) the same loop runs on every rank with
+``DistributedDataParallel``: the epoch's order is drawn once for the whole job and each global
+batch (``batch_size``) is split into equal contiguous shares, one per rank, so the optimizer sees
+the same batches as one process; validation runs each sample exactly once on some rank and every
+rank selects on the gathered outputs; only rank 0 writes files. With one process nothing is
+exchanged and the run is the single-process one, bit for bit.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medaudit.data import load_dataset
-from medaudit.device import resolve_device
+from medaudit.distributed import Context, global_batches, rank_share, session, shard_range
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.models.checkpoint import atomic_torch_save, build_checkpoint
 from medaudit.models.factory import SMALL_INPUT_MAX, create_model, has_small_stem
@@ -271,9 +278,19 @@ def train(
     """
     log = _silent if log is None else log
     cfg.validate()
-    out = Path(out)
+    with session(cfg.device) as ctx:
+        return _train(ds, cfg, Path(out), ctx, resume, progress, log)
+
+
+def _train(ds, cfg: TrainConfig, out: Path, ctx: Context, resume: dict | None, progress: bool,
+           log: Callable[[str], None]) -> TrainResult:
+    """:func:`train` inside its process group (``ctx``: one process, or this rank of a torchrun job)."""
+    if cfg.batch_size % ctx.world_size:
+        raise MedauditError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly over the "
+                            f"{ctx.world_size} processes; use a multiple of {ctx.world_size}", param="batch_size")
     last = last_path_for(out)
-    check_writable(out)
+    if ctx.is_main:  # only rank 0 writes
+        check_writable(out)
     class_names, task = [str(c) for c in ds.class_names], ds.task
     multilabel = task == "multilabel"
     check_loss_task(cfg.loss, task)
@@ -295,7 +312,7 @@ def train(
 
     recipe = Recipe(cfg.img_size, cfg.in_chans, tuple(cfg.mean), tuple(cfg.std), cfg.resize, cfg.interpolation)
     small_stem = cfg.small_stem if cfg.small_stem is not None else cfg.img_size <= SMALL_INPUT_MAX
-    device = resolve_device(cfg.device)
+    device = ctx.device
     amp = bool(cfg.amp and device.type == "cuda")
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
@@ -313,11 +330,12 @@ def train(
         if resume is not None:
             model.load_state_dict(_training_weights(resume))
         # After the model so an unknown architecture fails fast (this decodes every image once).
-        fingerprint = ds.fingerprint()
+        # Rank 0 hashes the data (every image once) and tells the others: one read, not one per rank.
+        fingerprint = ctx.broadcast_object(ds.fingerprint() if ctx.is_main else None)
         if resume is not None and resume.get("dataset_fingerprint") not in (None, fingerprint):
             raise MedauditError("the dataset differs from the run being resumed (dataset fingerprint mismatch); give "
                                 "the data it was trained on", param="data")
-        loop = _Loop(cfg, model, device, amp, recipe, class_names, multilabel, train_split, val_split, progress, log)
+        loop = _Loop(cfg, model, ctx, amp, recipe, class_names, multilabel, train_split, val_split, progress, log)
         meta = {
             "arch": cfg.arch, "class_names": class_names, "task": task, "recipe": recipe,
             "small_stem": small_stem, "dataset_fingerprint": fingerprint,
@@ -326,7 +344,7 @@ def train(
             "val_source": splits.val_source, "train_split": splits.train_name, "n_train": len(train_split),
             "n_val": len(val_split), "val_class_counts": _class_counts(val_split.labels, class_names, multilabel),
             "validation": _validation_block(splits, cfg), "class_weights_used": loop.class_weights,
-            "device": str(device), "amp": amp,
+            "device": str(device), "amp": amp, **ctx.record(),
         }
         return loop.run(out, last, meta, info, resume)
 
@@ -383,17 +401,25 @@ def _check_val_defines_criterion(cfg: TrainConfig, val, class_names: list[str], 
 class _Loop:
     """State of one training run (kept small: the loop, evaluation and checkpointing)."""
 
-    def __init__(self, cfg, model, device, amp, recipe, class_names, multilabel, train_split, val_split,
+    def __init__(self, cfg, model, ctx: Context, amp, recipe, class_names, multilabel, train_split, val_split,
                  progress, log):
-        self.cfg, self.device, self.amp, self.recipe = cfg, device, amp, recipe
-        self.class_names, self.multilabel, self.log, self.progress = class_names, multilabel, log, progress
+        device = ctx.device
+        self.cfg, self.ctx, self.device, self.amp, self.recipe = cfg, ctx, device, amp, recipe
+        # Rank 0 speaks for the job: one set of epoch lines and progress bars, not one per rank.
+        self.class_names, self.multilabel = class_names, multilabel
+        self.log, self.progress = (log, progress) if ctx.is_main else (_silent, False)
         self.train_split, self.val_split = train_split, val_split
         self.saved_epoch = 0  # epochs in NAME.last.pt written by this run (or the one resumed)
         self.channels_last = use_channels_last(model, device)
-        self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        if cfg.sync_bn:
+            model = ctx.convert_sync_bn(model)  # unchanged with one process (its batch is the global batch)
+        self.model = model
         self.head = freeze_backbone(model) if cfg.finetune == "head" else None
         # After the move to the device and the freeze: the average is a copy of this model (same layout).
         self.ema = WeightEma(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema else None
+        # What the batches go through: DistributedDataParallel (gradients averaged over ranks) or the model.
+        self.train_model = ctx.wrap(self.model)
         # The model validated, selected and saved: the average with --ema, else the trained model itself.
         self.eval_model = self.model if self.ema is None else self.ema.module
         self.class_weights = self._class_weights()
@@ -428,17 +454,15 @@ class _Loop:
 
     # -- data -------------------------------------------------------------------------
     def _epoch_batches(self) -> list[np.ndarray]:
+        """The epoch's global batches: one draw for the whole job, whatever the world size (every rank makes it)."""
         n, bs = len(self.train_split), self.cfg.batch_size
         if self.sample_weights is not None:
             order = torch.multinomial(self.sample_weights, n, replacement=True, generator=self.order_gen)
         else:
             order = torch.randperm(n, generator=self.order_gen)
-        order = order.numpy()
-        batches = [order[i : i + bs] for i in range(0, n, bs)]
-        # A trailing batch of one sample breaks BatchNorm in train mode; drop it (it is reshuffled next epoch).
-        if len(batches) > 1 and len(batches[-1]) == 1:
-            batches.pop()
-        return batches
+        # A trailing per-rank batch of one sample breaks BatchNorm in train mode: global_batches drops it
+        # (it is reshuffled next epoch).
+        return global_batches(order.numpy(), bs, self.ctx.world_size)
 
     def _iter_train(self, batches: list[np.ndarray]):
         split = self.train_split
@@ -465,41 +489,73 @@ class _Loop:
     # -- one epoch ----------------------------------------------------------------------
     def _train_epoch(self, epoch: int, last: Path) -> tuple[float, float]:
         batches = self._epoch_batches()
+        ctx = self.ctx
+        shares = [rank_share(b, ctx.rank, ctx.world_size) for b in batches]
         set_train_mode(self.model, self.head)
         check_every = 1 if self.device.type == "cpu" else _CHECK_EVERY_ACCEL
-        losses: list[torch.Tensor] = []
+        pending: list[torch.Tensor] = []  # batch losses not checked yet
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
-        bar = tqdm(self._iter_train(batches), total=len(batches), disable=not self.progress, leave=False,
+        bar = tqdm(self._iter_train(shares), total=len(shares), disable=not self.progress, leave=False,
                    desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch")
         for b, (x, y) in enumerate(bar):
-            x, y = self.augment(self._to_device(x)), self._target(y)
+            # Augmentation is drawn for the global batch and this rank's rows applied: as one process would.
+            x = self.augment(self._to_device(x), of=len(batches[b]), start=ctx.rank * len(shares[b]))
+            y = self._target(y)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                logits = self.model(x)
+                logits = self.train_model(x)
                 loss = self.criterion(logits, y)
-            losses.append(loss.detach())
+            backward, part = self._global_loss(loss, y)
+            pending.append(part.detach())
             if (b + 1) % check_every == 0 or b + 1 == len(batches):
-                self._check_finite(losses, epoch, last)
+                self._check_finite(pending, b + 1 - len(pending), epoch, last)
+                pending = []
+                if ctx.stop_requested():  # a signal reached some rank: all stop here, together
+                    raise KeyboardInterrupt
             self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(backward).backward()
             self.scaler.step(self.opt)
             self.scaler.update()
             if self.ema is not None:
                 self.ema.update(self.model)
-            loss_sum += loss.detach() * len(y)
+            loss_sum += part.detach() * len(batches[b])
             correct += n_correct(logits.detach(), y, self.multilabel)
             seen += len(y)
+        if ctx.distributed:
+            loss_sum, correct = ctx.all_reduce_sum(loss_sum), ctx.all_reduce_sum(correct)
+            seen = sum(len(b) for b in batches)
         return float(loss_sum) / seen, float(correct) / seen
 
-    def _check_finite(self, losses: list[torch.Tensor], epoch: int, last: Path) -> None:
-        ok = torch.isfinite(torch.stack(losses))
+    def _global_loss(self, loss: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what this rank backpropagates, this rank's part of the global batch's loss).
+
+        DDP averages the ranks' gradients, which is the gradient of the global batch's loss when
+        every rank's loss is a plain mean over equal shares (all losses here but weighted CE).
+        Weighted CE divides by the sum of the batch's weights, so each rank's loss is rescaled by
+        ``world * own weight sum / global weight sum``. With one process: the loss itself, twice.
+        """
+        ctx = self.ctx
+        if not ctx.distributed:
+            return loss, loss
+        weight = getattr(self.criterion, "weight", None)
+        if isinstance(self.criterion, torch.nn.CrossEntropyLoss) and weight is not None:
+            own = weight[y].sum().detach()
+            share = ctx.world_size * own / ctx.all_reduce_sum(own)
+            return loss * share, loss * share / ctx.world_size
+        return loss, loss / ctx.world_size
+
+    def _check_finite(self, pending: list[torch.Tensor], first: int, epoch: int, last: Path) -> None:
+        """Stop on a non-finite loss of batches ``first + 1...``; every rank decides on the same (summed) losses."""
+        losses = self.ctx.all_reduce_sum(torch.stack(pending))
+        ok = torch.isfinite(losses)
         if bool(ok.all()):
             return
         b = int((~ok).nonzero()[0, 0])
         kept = f"the last good state is {last} (epoch {epoch})" if self.saved_epoch else "no epoch had completed"
-        raise MedauditError(f"training loss became {float(losses[b])} at epoch {epoch + 1}, batch {b + 1}; stopped "
-                            f"({kept}; the best checkpoint is untouched). Lower the learning rate (lr) or check the data")
+        raise MedauditError(f"training loss became {float(losses[b])} at epoch {epoch + 1}, batch {first + b + 1}; "
+                            f"stopped ({kept}; the best checkpoint is untouched). Lower the learning rate (lr) or "
+                            "check the data")
 
     def _check_val_finite(self, probs: np.ndarray, epoch: int, last: Path) -> None:
         # A finite training loss does not rule out weights that overflow in eval mode (BatchNorm's
@@ -514,17 +570,27 @@ class _Loop:
 
     @torch.no_grad()
     def evaluate(self, split) -> tuple[float, np.ndarray, np.ndarray]:
-        """Loss (the training criterion), probabilities (N, C) and labels on a split, from :attr:`eval_model`."""
-        model = self.eval_model
+        """Loss (the training criterion), probabilities (N, C) and labels on a split, from :attr:`eval_model`.
+
+        Each rank runs one contiguous shard (all of it with one process) and the outputs are gathered
+        by sample index, each sample exactly once, so every rank holds the whole split's outputs.
+        """
+        ctx, model = self.ctx, self.eval_model
+        # Without --sync-bn the ranks' BatchNorm running statistics drift apart: validate rank 0's model.
+        ctx.broadcast_buffers(self.model)
+        if model is not self.model:
+            ctx.broadcast_buffers(model)
         model.eval()
-        logits, ys = [], []
-        for x, y, _ in iter_batches(split, self.recipe, max(self.cfg.batch_size, 256),
+        lo, hi = shard_range(len(split), ctx.rank, ctx.world_size)
+        logits, idx = [], []
+        for x, _, i in iter_batches(split, self.recipe, max(self.cfg.batch_size, 256), indices=np.arange(lo, hi),
                                     num_workers=self.cfg.num_workers):
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 logits.append(model(self._to_device(x)).float())
-            ys.append(y)
-        z = torch.cat(logits)
-        y = torch.cat(ys).to(self.device)
+            idx.append(i)
+        own = torch.cat(logits) if logits else torch.zeros((0, len(self.class_names)), device=self.device)
+        z = ctx.gather_indexed(torch.cat(idx) if idx else torch.zeros(0, dtype=torch.int64), own, len(split))
+        y = torch.as_tensor(np.asarray(split.labels)).to(self.device)
         loss = float(self.criterion(z, y.float() if self.multilabel else y.long()))
         # The rule only tells sigmoid (multi-label) from softmax (one label per image).
         probs = probabilities_from_logits(z.cpu().numpy(), "multilabel" if self.multilabel else "multiclass")
@@ -548,7 +614,8 @@ class _Loop:
             if self.ema is not None:
                 self.ema.load_state_dict({"state_dict": resume["state_dict"], "updates": st["ema"]["updates"]})
             start, best_score, best_epoch, bad = st["epoch_done"], st["best_score"], st["best_epoch"], st["bad_epochs"]
-            if best_epoch and not out.is_file():
+            # Rank 0 holds the files; it tells the others, so that all stop together.
+            if best_epoch and self.ctx.broadcast_object(not out.is_file() if self.ctx.is_main else None):
                 raise MedauditError(f"out {out}: the resumed run's best checkpoint so far (epoch {best_epoch}) is "
                                     "not there; give this run's own best checkpoint (NAME.pt beside NAME.last.pt) "
                                     "or copy it there first", param="out")
@@ -558,50 +625,58 @@ class _Loop:
             self.log(f"resuming {cfg.arch} after epoch {start} (best so far: {best})")
         stopped_early = False
         epoch = start
+        ctx = self.ctx
         try:
-            for epoch in range(start, cfg.epochs):
-                lr = cfg.lr_at(epoch)
-                for g in self.opt.param_groups:
-                    g["lr"] = lr
-                t0 = time.perf_counter()
-                train_loss, train_acc = self._train_epoch(epoch, last)
-                val_loss, probs, y = self.evaluate(self.val_split)
-                self._check_val_finite(probs, epoch, last)
-                entry = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                         **compute_val_metrics(y, probs, self.class_names, self.multilabel), "lr": lr}
-                entry["epoch_time_s"] = time.perf_counter() - t0
-                score = selection_score(cfg.select_by, cfg.recall_class(), entry)
-                entry["score"] = score
-                best_loss = history[best_epoch - 1]["val_loss"] if best_epoch else None
-                improved = is_better(score, val_loss, best_score, best_loss)
-                if improved:
-                    best_score, best_epoch, bad = score, epoch + 1, 0
-                else:
-                    bad += 1
-                history.append(entry)
-                training = self._training_block(info, best_epoch, best_score, epoch + 1, False)
-                if improved:
-                    atomic_torch_save(build_checkpoint(self.eval_model, **meta, training=training, history=history,
-                                                       selected_on="val"), out)
-                self._save_last(last, meta, training, history, epoch + 1, best_score, best_epoch, bad)
-                self.log(epoch_summary(entry, cfg, improved))
-                if cfg.early_stop is not None and bad >= cfg.early_stop:
-                    stopped_early = True
-                    self.log(f"early stop: no improvement of {cfg.select_by} for {bad} epochs")
-                    break
+            with ctx.deferred_interrupts():
+                for epoch in range(start, cfg.epochs):
+                    ctx.seed_rank_rng(cfg.seed, epoch)
+                    lr = cfg.lr_at(epoch)
+                    for g in self.opt.param_groups:
+                        g["lr"] = lr
+                    t0 = time.perf_counter()
+                    train_loss, train_acc = self._train_epoch(epoch, last)
+                    val_loss, probs, y = self.evaluate(self.val_split)
+                    self._check_val_finite(probs, epoch, last)
+                    entry = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                             "val_loss": val_loss, **compute_val_metrics(y, probs, self.class_names, self.multilabel),
+                             "lr": lr, "world_size": ctx.world_size}
+                    entry["epoch_time_s"] = time.perf_counter() - t0
+                    # Every rank holds the same outputs; rank 0's record decides, so all ranks decide alike.
+                    entry = ctx.broadcast_object(entry)
+                    score = selection_score(cfg.select_by, cfg.recall_class(), entry)
+                    entry["score"] = score
+                    best_loss = history[best_epoch - 1]["val_loss"] if best_epoch else None
+                    improved = is_better(score, val_loss, best_score, best_loss)
+                    if improved:
+                        best_score, best_epoch, bad = score, epoch + 1, 0
+                    else:
+                        bad += 1
+                    history.append(entry)
+                    training = self._training_block(info, best_epoch, best_score, epoch + 1, False)
+                    if improved and ctx.is_main:
+                        atomic_torch_save(build_checkpoint(self.eval_model, **meta, training=training,
+                                                           history=history, selected_on="val"), out)
+                    self._save_last(last, meta, training, history, epoch + 1, best_score, best_epoch, bad)
+                    self.log(epoch_summary(entry, cfg, improved))
+                    if ctx.stop_requested():  # a signal during validation or saving: stop with this epoch kept
+                        raise KeyboardInterrupt
+                    if cfg.early_stop is not None and bad >= cfg.early_stop:
+                        stopped_early = True
+                        self.log(f"early stop: no improvement of {cfg.select_by} for {bad} epochs")
+                        break
         except KeyboardInterrupt:
             # saved_epoch, not last.is_file(): a NAME.last.pt from an older run of the same name is not ours
             raise TrainingInterrupted(epoch + 1, last if self.saved_epoch else None, self.saved_epoch) from None
         if best_epoch == 0:
             raise MedauditError(f"select_by {cfg.select_by} was undefined in every epoch; no checkpoint selected",
                                 param="select_by")
-        if best_epoch == len(history) and not stopped_early:
-            return TrainResult(out, last, best_epoch, best_score, history, stopped_early, cfg)  # already complete
-        # The best checkpoint gets the full history (curves past the best epoch) and the final summary.
-        best = safe_torch_load(out)
-        best["history"] = history
-        best["training"] = self._training_block(info, best_epoch, best_score, len(history), stopped_early)
-        atomic_torch_save(best, out)
+        if ctx.is_main and not (best_epoch == len(history) and not stopped_early):
+            # The best checkpoint gets the full history (curves past the best epoch) and the final summary.
+            best = safe_torch_load(out)
+            best["history"] = history
+            best["training"] = self._training_block(info, best_epoch, best_score, len(history), stopped_early)
+            atomic_torch_save(best, out)
+        ctx.barrier()  # the files are complete when any rank returns
         return TrainResult(out, last, best_epoch, best_score, history, stopped_early, cfg)
 
     def _training_block(self, info: dict, best_epoch: int, best_score, epochs_run: int, stopped_early: bool) -> dict:
@@ -610,6 +685,9 @@ class _Loop:
                 "ema_record": None if self.ema is None else self.ema.record(), "torch_version": str(torch.__version__)}
 
     def _save_last(self, last, meta, training, history, epoch_done, best_score, best_epoch, bad) -> None:
+        if not self.ctx.is_main:  # the state is the same on every rank; rank 0 writes it
+            self.saved_epoch = epoch_done
+            return
         state = {
             "config": self.cfg.to_dict(), "epoch_done": epoch_done, "best_score": best_score,
             "best_epoch": best_epoch, "bad_epochs": bad, "optimizer": self.opt.state_dict(),
