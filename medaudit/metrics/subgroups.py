@@ -27,11 +27,12 @@ interval of the same resamples; its p-value is the bootstrap test that inverts t
 gap is defined (two-sided; the +1 keeps it from being 0). p-values are **Holm**-adjusted
 within each metric over every group of every column (and intersection) in the call.
 
-**Too few to estimate.** A value whose governing count — disease cases for recall, missed
-disease and PPV's complement, healthy cases for specificity, called-disease / called-healthy
-cases for PPV / NPV, the smaller of disease and healthy for AUC, all cases for prevalence and
-ECE — is below ``min_group_n`` is ``None`` with the reason "too few to estimate", never a
-number; with patient ids the counts are patients, not images. Such a value has no gap, is out
+**Too few to estimate.** A value whose governing count — disease cases for recall and missed
+disease, healthy cases for specificity, called-disease / called-healthy cases for PPV / NPV,
+the smaller of disease and healthy for AUC, all cases for prevalence and ECE — is below
+``min_group_n`` is ``None`` with the reason "too few to estimate", never a number; with
+patient ids the counts are patients, not images (a gap needs the count in the group and in
+the rest; between two models, PPV / NPV take the smaller model's count). Such a value has no gap, is out
 of the Holm family and cannot be the worst group.
 """
 
