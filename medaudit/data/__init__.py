@@ -71,12 +71,14 @@ def load_dataset(spec: str, *, classes: list[str] | None = None, task: str | Non
 
 
 def _load(spec: str, classes: list[str] | None, task: str | None, patient_col: str | None) -> Dataset:
-    from medaudit.data import folders, manifest, medmnist, npz
+    from medaudit.data import dicom, folders, manifest, medmnist, npz
 
     if spec.lower().startswith("medmnist:"):
         name, size = medmnist.parse_spec(spec)
         path = medmnist.fetch(name, size)
         return npz.load_npz(path, spec=spec, classes=classes, task=task, known=name)
+    if dicom.claims(spec):  # dicom:FOLDER[?options] or a folder holding .dcm files
+        return dicom.load_dicom(spec, classes=classes, task=task)
     path = Path(spec).expanduser()
     if not path.exists():
         raise MedauditError(f"{spec}: no such file or folder", param="data")

@@ -15,6 +15,7 @@ are ignored with a warning. The class list is the sorted union over splits (or t
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +40,20 @@ def _refuse_escape(path: Path, root: Path) -> None:
         )
 
 
-def _scan_class_dirs(split_dir: Path, root: Path) -> dict[str, list[Path]]:
-    """class name -> sorted image files under ``split_dir/<class>/`` (recursive)."""
+#: Which files a folder dataset holds: a test, their name, their extensions (messages only).
+IMAGES = (is_image_file, "image", ".png/.jpg/...")
+
+
+def _scan_class_dirs(split_dir: Path, root: Path, kind=IMAGES) -> dict[str, list[Path]]:
+    """class name -> sorted files of ``kind`` under ``split_dir/<class>/`` (recursive)."""
+    accept, noun, exts = kind
     class_dirs = _visible_dirs(split_dir)
     if not class_dirs:
         raise MedauditError(f"{split_dir}: no class sub-folders found; expected one folder per class holding images")
-    stray = [p for p in split_dir.iterdir() if p.is_file() and is_image_file(p)]
+    stray = [p for p in split_dir.iterdir() if p.is_file() and accept(p)]
     if stray:
         warnings.warn(
-            f"{split_dir}: {len(stray)} image(s) directly in the split folder have no class folder and are ignored",
+            f"{split_dir}: {len(stray)} {noun}(s) directly in the split folder have no class folder and are ignored",
             MedauditWarning,
             stacklevel=4,
         )
@@ -59,14 +65,14 @@ def _scan_class_dirs(split_dir: Path, root: Path) -> dict[str, list[Path]]:
             if any(part.startswith(".") for part in p.relative_to(cdir).parts) or not p.is_file():
                 continue
             _refuse_escape(p, root)
-            if is_image_file(p):
+            if accept(p):
                 files.append(p)
             else:
                 other += 1
         if not files:
-            raise MedauditError(f"{cdir}: class folder holds no images (.png/.jpg/...); add images or remove it")
+            raise MedauditError(f"{cdir}: class folder holds no {noun}s ({exts}); add {noun}s or remove it")
         if other:
-            warnings.warn(f"{cdir}: ignored {other} non-image file(s)", MedauditWarning, stacklevel=4)
+            warnings.warn(f"{cdir}: ignored {other} non-{noun} file(s)", MedauditWarning, stacklevel=4)
         out[cdir.name] = files
     return out
 
@@ -94,7 +100,8 @@ def _detect_layout(root: Path) -> dict[str, Path]:
     return out
 
 
-def load_folder(root: Path, *, spec: str, classes: list[str] | None = None, task: str | None = None) -> Dataset:
+def load_folder(root: Path, *, spec: str, classes: list[str] | None = None, task: str | None = None,
+                kind=IMAGES, make_split: Callable[..., Split] = Split) -> Dataset:
     """Load an image-folder dataset (see the module docstring for the layouts).
 
     Parameters
@@ -107,9 +114,13 @@ def load_folder(root: Path, *, spec: str, classes: list[str] | None = None, task
         Class names in label order; must include every class folder.
     task : str, optional
         Declared task (``ordinal`` is only ever declared).
+    kind : (callable, str, str)
+        Which files are samples (:data:`IMAGES`; the DICOM loader passes its own).
+    make_split : callable
+        Builds each split from the :class:`Split` keyword arguments (the DICOM loader's reads tags).
     """
     layout = _detect_layout(root)
-    per_split = {name: _scan_class_dirs(path, root) for name, path in layout.items()}
+    per_split = {name: _scan_class_dirs(path, root, kind) for name, path in layout.items()}
     found = sorted(set().union(*per_split.values()))
     if classes is not None:
         unknown = [c for c in found if c not in classes]
@@ -128,7 +139,7 @@ def load_folder(root: Path, *, spec: str, classes: list[str] | None = None, task
         labels = np.array([index[c] for c in sorted(by_class) for _ in by_class[c]], dtype=np.int64)
         ids = [p.relative_to(root).as_posix() for p in paths]
         order = sorted(range(len(ids)), key=ids.__getitem__)
-        splits[name] = Split(
+        splits[name] = make_split(
             name=name,
             sample_ids=[ids[i] for i in order],
             labels=labels[order],
