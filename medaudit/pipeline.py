@@ -256,7 +256,8 @@ def _predict_models(opts: ReportOptions, inputs: _Inputs, staging: Path,
     extra_files: dict[str, Path] = {}
     for name, stem, ld in zip(inputs.names, inputs.stems, inputs.loaded, strict=True):
         kw = dict(dataset_spec=opts.data_spec, model_name=name, cache_dir=opts.cache_dir, use_cache=opts.use_cache,
-                  device=opts.device, batch_size=opts.batch_size, amp=opts.amp, progress=opts.progress)
+                  device=opts.device, batch_size=opts.batch_size, amp=opts.amp, progress=opts.progress,
+                  patient_column=ds.patient_column)
         # Everything chosen (operating points, thresholds, recalibration, conformal sets) is chosen
         # on validation: the data's own split, else the carve this model was selected on.
         val_split, val_name = validation_split(ds, ld, split_name, opts.data_spec)

@@ -253,3 +253,18 @@ def test_a_cache_hit_gets_the_splits_current_metadata(tiny_checkpoint, tmp_path,
     p3, c3 = pr.predict_cached(loaded, ds2.split("all"), split_name="all", dataset_spec="m.csv", cache_dir=cache,
                                device="cpu")
     assert c3 and p3.patient_column is None and "patient_id" in p3.metadata
+
+
+def test_medaudit_predict_writes_the_metadata_and_the_patient_column(tiny_checkpoint, tmp_path):
+    from click.testing import CliRunner
+
+    from medaudit.cli import main
+
+    spec = _manifest(tmp_path, [30, 41, "", 52, 63, 70, 18, 25, 99])
+    out, out_csv = tmp_path / "p.npz", tmp_path / "p.csv"
+    res = CliRunner().invoke(main, ["predict", "--model", str(tiny_checkpoint), "--data", spec, "--split", "all",
+                                    "--classes", "a,b,c", "--device", "cpu", "-o", str(out), "--csv", str(out_csv)])
+    assert res.exit_code == 0, res.output
+    p = Predictions.load(out)
+    assert p.patient_column == "patient_id" and list(p.metadata) == ["patient_id", "age", "sex"]
+    assert _raw_ids_absent(_member_bytes(out)) and _raw_ids_absent(out_csv.read_bytes())

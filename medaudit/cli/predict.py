@@ -51,6 +51,7 @@ def predict(model_path, data_spec, split, output, csv_path, device, batch_size, 
     preds, cached = predict_cached(
         loaded, ds.split(split), split_name=split, dataset_spec=data_spec, use_cache=not no_cache,
         device=device, batch_size=batch_size, amp=amp, progress=not (quiet or progress_disabled()),
+        patient_column=ds.patient_column,
     )
     preds.save(out)
     click.echo(f"{'cached' if cached else 'ran'}: {preds.n_samples} samples of split '{split}' → {out}")
