@@ -299,7 +299,7 @@ def recalibrated_variant(test: Predictions, val: Predictions | None, negatives: 
     provenance = {**test.provenance, "variant": summary["variant"], "recalibration": summary["parameters"]}
     return Predictions(model_name=f"{test.model_name} ({summary['variant']})", class_names=list(test.class_names),
                        task=test.task, sample_ids=test.sample_ids, y_true=test.y_true, probs=probs,
-                       provenance=provenance)
+                       provenance=provenance, metadata=test.metadata, patient_column=test.patient_column)
 
 
 # -- across models ------------------------------------------------------------------------
