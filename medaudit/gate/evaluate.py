@@ -27,12 +27,14 @@ from medaudit.gate.parse import (
     parse_max_drop,
 )
 from medaudit.gate.result import GateReport, GateResult
+from medaudit.gate.subgroups import BOUND_FIELD
+from medaudit.gate.subgroups import slots as subgroup_slots
 from medaudit.snapshot import check_snapshot, partial_average
 
 ON_CHOICES = ("point", "lower", "upper", "conservative")
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 _STRUCTURAL = frozenset({"n", "per_class", "confusion_matrix", "curves", "calibration", "support"})
-_FIELD = {"point": "value", "lower": "ci_low", "upper": "ci_high"}
+_FIELD = BOUND_FIELD
 
 
 @dataclass(frozen=True)
@@ -169,13 +171,18 @@ def _require(gate: Gate, snapshot: dict, on: str, option: str, allow_partial: bo
     where = f"{option} {gate.text!r}"
     # `report --gate` has no --allow-partial of its own: name the command that has.
     hint = "--allow-partial to accept" if option == "--require" else "`medaudit gate --allow-partial` accepts it"
+    bound = _bound(on, gate.op in (">=", ">"))
     for model in _models(snapshot, gate.model, where):
-        if gate.clinical:
+        if gate.subgroup:
+            groups_hint = ("--allow-partial leaves them out" if option == "--require"
+                           else "`medaudit gate --allow-partial` leaves them out")
+            slots = [(_Slot(label, None, entry), note or None) for label, entry, note in
+                     subgroup_slots(snapshot, model, gate, bound, allow_partial, groups_hint, where)]
+        elif gate.clinical:
             slots = _clinical_slots(gate, snapshot, model, where)
         else:
             slots = [(s, None) for s in _resolve(model, gate.metric, gate.cls, gate.every_class, where)]
         for slot, note in slots:
-            bound = _bound(on, gate.op in (">=", ">"))
             value, reason, info = _read(slot, bound, where, allow_partial, hint)
             # What a clinical value is of (operating point, method, prevalence) travels as its note.
             info["note"] = info.get("note") or note

@@ -13,6 +13,7 @@ from medaudit.errors import MedauditError
 from medaudit.gate.clinical import NAMES as CLINICAL_NAMES
 from medaudit.gate.clinical import PER_CLASS, RULES, VERSUS
 from medaudit.gate.clinical import RANGES as CLINICAL_RANGES
+from medaudit.gate.subgroups import AGGREGATES, check_form
 from medaudit.snapshot import METRIC_RANGES
 
 # Names without a class that mean a global (macro) metric; documented in docs/gates.md.
@@ -28,7 +29,8 @@ HIGHER_IS_BETTER = frozenset({
     "kappa", "kappa_quadratic", "mcc", "precision", "recall", "specificity", "npv", "f1", "auc", "ap"})
 # A threshold outside its metric's range (medaudit.snapshot.METRIC_RANGES, the same table that
 # refuses such a value in a snapshot) is a typo (0.95 written as 95), not a gate.
-_FORM = "form: [MODEL:]METRIC[CLASS][@QUALIFIER] OP VALUE, e.g. recall[glioma]>=0.95 or net_benefit@0.1>treat_all"
+_FORM = ("form: [MODEL:]METRIC[CLASS][@QUALIFIER] OP VALUE, e.g. recall[glioma]>=0.95 or net_benefit@0.1>treat_all; "
+         "subgroups: recall{site=B}>=0.9, min_group(recall, site)>=0.85, max_gap(recall, sex)<=0.05")
 # What may follow '@': a threshold probability (net benefit) or a deployment prevalence (PPV/NPV).
 _AT_METRICS = "net_benefit@T (a threshold probability, e.g. net_benefit@0.1) and ppv@prev=P / npv@prev=P"
 
@@ -40,7 +42,9 @@ class Gate:
     ``cls`` None with ``every_class`` False means "global metric, else every class".
     Clinical-use checks (docs/gates.md) also carry ``at`` (``net_benefit@T``), ``prevalence`` and
     ``rule`` (``ppv@prev=P,naive``) and ``versus`` (``... > treat_all``: then ``threshold`` is 0
-    and the difference to that policy is compared)."""
+    and the difference to that policy is compared). Subgroup checks (docs/gates.md) carry
+    ``groups`` (``recall{site=B}``: ``(("site", "B"),)``) or ``aggregate`` (``min_group``,
+    ``max_group``, ``max_gap``) with its ``column`` (``"site"``, ``"sex & site"``)."""
 
     text: str
     metric: str
@@ -53,11 +57,19 @@ class Gate:
     prevalence: float | None = None
     rule: str | None = None
     versus: str | None = None
+    groups: tuple[tuple[str, str], ...] = ()
+    aggregate: str | None = None
+    column: str | None = None
 
     @property
     def clinical(self) -> bool:
         """Read from the clinical-use blocks (not from ``models[i].metrics``)."""
-        return self.metric in CLINICAL_NAMES or self.prevalence is not None
+        return not self.subgroup and (self.metric in CLINICAL_NAMES or self.prevalence is not None)
+
+    @property
+    def subgroup(self) -> bool:
+        """Read from the subgroup blocks (``models[i].subgroups``)."""
+        return bool(self.groups) or self.aggregate is not None
 
 
 @dataclass(frozen=True)
@@ -154,6 +166,12 @@ def _parse_target(cur: _Cursor) -> tuple[str | None, str, str | None, bool]:
         m = _BARE_MODEL.match(cur.text, cur.pos)
         if m:
             model, cur.pos = m.group(1), m.end()
+    metric, cls, every = _parse_metric(cur)
+    return model, metric, cls, every
+
+
+def _parse_metric(cur: _Cursor) -> tuple[str, str | None, bool]:
+    """``METRIC[CLASS]`` -> (metric, class, every_class)."""
     cur.ws()
     m = cur.match(_IDENT)
     if not m:
@@ -179,7 +197,60 @@ def _parse_target(cur: _Cursor) -> tuple[str | None, str, str | None, bool]:
             raise cur.error("']'")
         cur.pos += 1
         cur.ws()
-    return model, metric, cls, every
+    return metric, cls, every
+
+
+def _parse_name(cur: _Cursor, stops: str, what: str) -> str:
+    """A quoted name, or bare text up to one of ``stops`` (stripped, not empty)."""
+    cur.ws()
+    if cur.peek() in ("'", '"'):
+        name = cur.quoted()
+        cur.ws()
+        return name
+    end = next((i for i in range(cur.pos, len(cur.text)) if cur.text[i] in stops), len(cur.text))
+    bare = cur.text[cur.pos:end].strip()
+    if not bare or any(c in bare for c in "\"'{}()"):
+        raise cur.error(what + " (quote names with brackets, braces, commas or quotes: {site=\"a,b\"})")
+    cur.pos = end
+    return bare
+
+
+def _parse_groups(cur: _Cursor) -> tuple[tuple[str, str], ...]:
+    """``{COLUMN=GROUP[, COLUMN=GROUP]}`` -> the pairs (two: a group of an intersection)."""
+    cur.pos += 1  # the '{'
+    pairs = []
+    while True:
+        column = _parse_name(cur, "=}", "a column name")
+        if cur.peek() != "=":
+            raise cur.error("'=' after the column name (recall{site=B})")
+        cur.pos += 1
+        pairs.append((column, _parse_name(cur, ",}", "a group name")))
+        if cur.peek() == "}":
+            cur.pos += 1
+            cur.ws()
+            break
+        if cur.peek() != ",":
+            raise cur.error("',' or '}'")
+        cur.pos += 1
+    if len(pairs) > 2 or len({c for c, _ in pairs}) != len(pairs):
+        raise MedauditError(f"{cur.option} {cur.text!r}: a group is one column's value or a group of the intersection "
+                            "of two different columns, e.g. {site=B} or {sex=F, site=B}")
+    return tuple(pairs)
+
+
+def _parse_aggregate(cur: _Cursor) -> tuple[str, str | None, bool, str]:
+    """``(METRIC[CLASS], COLUMN)`` after min_group/max_group/max_gap -> (metric, class, every, column)."""
+    cur.pos += 1  # the '('
+    metric, cls, every = _parse_metric(cur)
+    if cur.peek() != ",":
+        raise cur.error("',' and a column name (min_group(recall, site))")
+    cur.pos += 1
+    column = _parse_name(cur, ")", "a column name")
+    if cur.peek() != ")":
+        raise cur.error("')'")
+    cur.pos += 1
+    cur.ws()
+    return metric, cls, every, column
 
 
 def _parse_qualifier(cur: _Cursor) -> tuple[float | None, float | None, str | None]:
@@ -279,6 +350,14 @@ def parse_gate(text: str, option: str = "--require") -> Gate:
     """
     cur = _Cursor(text, option, _FORM)
     model, metric, cls, every = _parse_target(cur)
+    groups, aggregate, column = (), None, None
+    if metric in AGGREGATES and cur.peek() == "(" and cls is None and not every:
+        aggregate = metric
+        metric, cls, every, column = _parse_aggregate(cur)
+    elif cur.peek() == "{":
+        groups = _parse_groups(cur)
+    if (groups or aggregate) and cur.peek() == "@":
+        raise MedauditError(f"{option} {text!r}: subgroup checks take no '@' qualifier")
     at, prevalence, rule = _parse_qualifier(cur)
     m = cur.match(_OP)
     if not m:
@@ -296,6 +375,11 @@ def parse_gate(text: str, option: str = "--require") -> Gate:
     cur.ws()
     if cur.pos != len(text):
         raise cur.error("end of expression")
+    if groups or aggregate:
+        # The subgroup metric set (disease vs healthy) is its own; checked there, not as a metric of the classes.
+        metric = check_form(metric, aggregate, m.group(0), threshold, every, f"{option} {text!r}")
+        return Gate(text.strip(), metric, m.group(0), threshold, model, cls, every, groups=groups,
+                    aggregate=aggregate, column=column)
     _check_qualifier(metric, cls, every, at, prevalence, cur)
     _check_range(metric, threshold, cur)
     return Gate(text.strip(), metric, m.group(0), threshold, model, cls, every, at, prevalence, rule, versus)
@@ -322,6 +406,9 @@ def parse_max_drop(text: str, option: str = "--max-drop") -> MaxDrop:
     """
     cur = _Cursor(text, option, "form: [MODEL:]METRIC[CLASS]=MAX_DROP, e.g. recall=0.02")
     model, metric, cls, every = _parse_target(cur)
+    if cur.peek() in ("{", "(") and (cur.peek() == "{" or metric in AGGREGATES):
+        raise MedauditError(f"{option} {text!r}: subgroup checks are made with --require only "
+                            "(a baseline drop of them is not supported)")
     if metric in CLINICAL_NAMES or cur.peek() == "@":
         raise MedauditError(f"{option} {text!r}: the clinical-use numbers are checked with --require only "
                             "(a baseline drop of them is not supported)")
