@@ -113,6 +113,23 @@ def test_slope_and_an_explicit_window_overriding_the_files(tmp_path):
     np.testing.assert_array_equal(pixels_of(path), [[0, 142, 255, 255]])
 
 
+def test_a_full_image_equals_the_formula_applied_pixel_by_pixel(tmp_path):
+    # the decoder maps each distinct stored value once; check it against the formula on every pixel
+    rng = np.random.default_rng(3)
+    stored = rng.integers(0, 4096, (64, 48)).astype(np.uint16)
+    path = write_dcm(tmp_path / "ct.dcm", stored, bits_stored=12, RescaleSlope=0.5, RescaleIntercept=-1024,
+                     WindowCenter=-600, WindowWidth=1500)
+    expected = np.rint(dicom.window_linear(stored * 0.5 - 1024, -600, 1500)).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(dicom.decode_dicom(path)[0]), expected)
+    # a non-monotone Modality LUT (0->500, 1->0, 2->1000, 3->200) on stored values {0, 3}: min-max is over the
+    # outputs present, [200, 500] (not [0, 1000] of the stored range 0..3): 500 -> 255, 200 -> 0
+    lut = Dataset()
+    lut.LUTDescriptor, lut.ModalityLUTType = [4, 0, 16], "US"
+    lut.add_new("LUTData", "OW", np.array([500, 0, 1000, 200], "<u2").tobytes())
+    sparse = write_dcm(tmp_path / "sp.dcm", np.array([[0, 3, 3]], np.uint16), ModalityLUTSequence=[lut])
+    np.testing.assert_array_equal(np.asarray(dicom.decode_dicom(sparse)[0]), [[255, 0, 0]])
+
+
 def test_monochrome1_is_inverted_after_the_window(tmp_path):
     arr = np.array([[0, 100, 2048, 4095]], np.uint16)
     kw = {"bits_stored": 12, "WindowCenter": 2048, "WindowWidth": 4096}

