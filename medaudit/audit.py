@@ -20,10 +20,175 @@ from medaudit.clinical import (
 from medaudit.compare import compare_models
 from medaudit.errors import MedauditError
 from medaudit.findings import comparison_findings, dataset_findings, model_findings, settings_findings
+from medaudit.metadata import UNKNOWN, bin_numeric, check_edges, column_kind, resolve_column
 from medaudit.metrics import compute_metrics, detect_negative_classes, fn_risk, operating_points
+from medaudit.metrics.clustered import AGGREGATES, patient_level
 from medaudit.metrics.decision import disease_outcome
+from medaudit.metrics.subgroups import subgroup_differences, subgroup_metrics
 from medaudit.predictions import Predictions, align
 from medaudit.snapshot import SCHEMA_VERSION
+
+LEVELS = ("image", "patient")
+
+
+@dataclass
+class SubgroupSettings:
+    """Subgroups and patients (issue 18); recorded in ``settings.subgroups``.
+
+    Attributes
+    ----------
+    group_by : list of str
+        Metadata columns to group by (case-insensitive). Categorical as they are; numeric ones
+        only with ``bins``.
+    bins : dict of str to list of float
+        Bin edges per numeric column (strictly increasing): ``lo <= v < hi``, the last bin closed
+        (:func:`medaudit.metadata.bin_numeric`); values outside the edges are unknown.
+    intersections : list of [str, str]
+        Pairs of columns to cross (``sex & site``); both are grouped by on their own too.
+    min_group_n : int
+        Smallest governing count (patients when the data has a patient column, else images)
+        for a subgroup value (:mod:`medaudit.metrics.subgroups`).
+    level : {"image", "patient"}
+        ``patient``: patient-level metrics beside the image-level ones (needs a patient column).
+    aggregate : {"max", "mean"}
+        How a patient's images combine at the patient level (:func:`medaudit.metrics.clustered.patient_level`).
+    salt_id : str, optional
+        :func:`medaudit.phi.salt_id` of the salt the patient ids were hashed with (the caller
+        that loaded the data knows it; the audit itself reads no secret).
+    """
+
+    group_by: list[str] = field(default_factory=list)
+    bins: dict[str, list[float]] = field(default_factory=dict)
+    intersections: list[list[str]] = field(default_factory=list)
+    min_group_n: int = 10
+    level: str = "image"
+    aggregate: str = "max"
+    salt_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise MedauditError(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}", param="level")
+        if self.aggregate not in AGGREGATES:
+            raise MedauditError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}",
+                                param="aggregate")
+        if isinstance(self.min_group_n, bool) or not isinstance(self.min_group_n, int) or self.min_group_n < 1:
+            raise MedauditError(f"min_group_n must be a whole number >= 1, got {self.min_group_n!r}",
+                                param="min_group_n")
+        for pair in self.intersections:
+            if len(pair) != 2 or pair[0].strip().lower() == pair[1].strip().lower():
+                raise MedauditError(f"intersections {','.join(pair)!r}: name two different columns, e.g. sex,site",
+                                    param="intersections")
+        self.intersections = [list(pair) for pair in self.intersections]
+        self.bins = {col: check_edges(edges, param="bins").tolist() for col, edges in self.bins.items()}
+
+    @property
+    def requested(self) -> bool:
+        """True when subgroups were asked for (``group_by`` or ``intersections``)."""
+        return bool(self.group_by or self.intersections)
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The group columns of one split, resolved against its metadata (:func:`resolve_groups`).
+
+    Attributes
+    ----------
+    columns : dict of str to ndarray of str, each (N,)
+        Categorical group labels as the data spells the column; ``""`` = unknown (numeric
+        columns already binned).
+    intersections : list of (str, str)
+        The crossed pairs, in the data's spelling.
+    bins : dict of str to list of float
+        Bin edges per binned column, in the data's spelling.
+    """
+
+    columns: dict[str, np.ndarray]
+    intersections: list[tuple[str, str]]
+    bins: dict[str, list[float]]
+
+
+def resolve_groups(metadata: dict[str, np.ndarray] | None, patient_column: str | None, sg: SubgroupSettings,
+                   where: str) -> Groups:
+    """The group columns of ``sg`` in one split's metadata, checked (the one place for these rules).
+
+    Parameters
+    ----------
+    metadata : dict of str to ndarray, each (N,), or None
+        ``Split.metadata`` / ``Predictions.metadata``: float64 numeric (NaN missing) or str ("" missing).
+    patient_column : str or None
+        The column of hashed patient ids (never a group).
+    sg : SubgroupSettings
+    where : str
+        The data, named in errors ("split 'test' of data.csv").
+
+    Returns
+    -------
+    Groups
+        Empty when no subgroups were asked for.
+
+    Raises
+    ------
+    MedauditError
+        No metadata (``param="group_by"``); a column the data lacks (the message lists those it
+        has); the patient column as a group; a numeric column without ``--bins`` or bins for a
+        categorical or ungrouped column (``"bins"``); a column with fewer than two known groups.
+    """
+    if not sg.requested:
+        return Groups({}, [], {})
+    meta = metadata or {}
+    if not meta:
+        raise MedauditError(f"group_by: {where} has no metadata columns; grouping needs data with per-sample "
+                            "columns (a CSV manifest with e.g. sex,age,site, or DICOM)", param="group_by")
+    wanted: list[tuple[str, str]] = [(c, "group_by") for c in sg.group_by]
+    wanted += [(c, "intersections") for pair in sg.intersections for c in pair]
+    names: list[str] = []
+    for name, param in wanted:
+        col = resolve_column(meta, name, param=param, where=where)
+        if col == patient_column:
+            raise MedauditError(f"{param} '{name}': this is the patient column (hashed ids); group by a patient "
+                                "property (sex, age, site), and use --level patient for patient-level metrics",
+                                param=param)
+        if col not in names:
+            names.append(col)
+    bins = {}
+    for name, edges in sg.bins.items():
+        col = resolve_column(meta, name, param="bins", where=where)
+        if col not in names:
+            raise MedauditError(f"bins '{name}': the column is not grouped by; add --group-by {name}", param="bins")
+        if column_kind(meta[col]) != "numeric":
+            raise MedauditError(f"bins '{name}': the column is categorical; bins apply to numeric columns only",
+                                param="bins")
+        bins[col] = list(edges)
+    columns = {}
+    for col in names:
+        values = meta[col]
+        if column_kind(values) == "numeric":
+            if col not in bins:
+                finite = values[np.isfinite(values)]
+                span = f" (its values run from {finite.min():g} to {finite.max():g})" if finite.size else ""
+                raise MedauditError(f"group_by '{col}': a numeric column{span}; cut it into bands with --bins, e.g. "
+                                    f"--bins {col}=0,40,65,120", param="bins")
+            labels = bin_numeric(values, bins[col])
+            labels = np.where(labels == UNKNOWN, "", labels)  # outside the edges or missing: unknown
+        else:
+            labels = np.char.strip(np.asarray(values, dtype=str))
+        known = sorted(set(labels.tolist()) - {""})
+        if len(known) < 2:
+            fix = "choose other --bins edges" if col in bins else f"drop --group-by {col}"
+            what = f"every sample with a value is in one group ('{known[0]}')" if known else "no sample has a value"
+            raise MedauditError(f"group_by '{col}': in {where} {what}, so there is nothing to compare; {fix}",
+                                param="group_by")
+        columns[col] = labels
+    inter = [(resolve_column(meta, a, param="intersections", where=where),
+              resolve_column(meta, b, param="intersections", where=where)) for a, b in sg.intersections]
+    return Groups(columns, inter, bins)
+
+
+def patient_ids(preds: Predictions) -> np.ndarray | None:
+    """The hashed patient id of each sample (N,), ``""`` = unknown; None without a patient column."""
+    if preds.patient_column is None or not preds.metadata:
+        return None
+    return np.asarray(preds.metadata[preds.patient_column], dtype=str)
 
 
 @dataclass
@@ -47,6 +212,10 @@ class AuditSettings:
         Binary tasks: the disease class.
     target_sensitivity : float
         Sensitivity the operating points aim for, in (0, 1].
+    clinical : ClinicalSettings
+        The "Clinical use" analyses.
+    subgroups : SubgroupSettings
+        Subgroups, patient-level metrics.
     """
 
     split: str = "test"
@@ -57,10 +226,13 @@ class AuditSettings:
     positive_class: str | None = None
     target_sensitivity: float = 0.95
     clinical: ClinicalSettings = field(default_factory=ClinicalSettings)
+    subgroups: SubgroupSettings = field(default_factory=SubgroupSettings)
 
     def __post_init__(self) -> None:
         if isinstance(self.clinical, dict):  # read back from JSON (a saved snapshot's inputs)
             object.__setattr__(self, "clinical", ClinicalSettings(**self.clinical))
+        if isinstance(self.subgroups, dict):
+            object.__setattr__(self, "subgroups", SubgroupSettings(**self.subgroups))
 
 
 @dataclass
@@ -184,16 +356,28 @@ def model_entry(result: ModelResult, settings: AuditSettings, negatives: list[st
     -------
     dict
         ``name``, ``checkpoint``, ``predictions`` (as given), ``metrics`` (with
-        ``missed_disease_rate`` added overall and per class when there are negatives),
-        ``fn_risk`` and ``operating_points`` (None without negatives or for multilabel tasks), ``cam``.
+        ``missed_disease_rate`` added overall and per class when there are negatives; patients
+        resampled when the predictions carry a patient column), ``fn_risk`` and
+        ``operating_points`` (None without negatives or for multilabel tasks), ``clinical``,
+        ``subgroups`` and ``patient_level`` (None unless asked for; docs/report-schema.md), ``cam``.
+
+    Raises
+    ------
+    MedauditError
+        Group columns that do not fit the predictions' metadata (:func:`resolve_groups`), or
+        ``level="patient"`` without a patient column.
     """
     p = result.preds
+    clusters = patient_ids(p)
+    sg = settings.subgroups
+    groups = resolve_groups(p.metadata, p.patient_column, sg, f"the predictions of model '{p.model_name}'")
     # Binary: the headline AUC/AP is the disease class's, the one that is not "healthy".
     disease = [c for c in p.class_names if c not in negatives]
     positive = disease[0] if p.task == "binary" and len(disease) == 1 else None
     metrics = compute_metrics(
         p.y_true, p.probs, p.class_names, p.task,
         n_bootstrap=settings.bootstrap, seed=settings.seed, ece_bins=settings.ece_bins, positive_class=positive,
+        clusters=clusters,
     )
     risk = None
     ops = None
@@ -217,8 +401,116 @@ def model_entry(result: ModelResult, settings: AuditSettings, negatives: list[st
         "clinical": clinical_entry(p, result.val_preds, negatives, settings.clinical,
                                    target_sensitivity=settings.target_sensitivity, n_bootstrap=settings.bootstrap,
                                    seed=settings.seed, n_bins=settings.ece_bins),
+        "subgroups": _subgroups_entry(p, negatives, groups, clusters, settings),
+        "patient_level": _patient_level_entry(p, negatives, clusters, settings),
         "cam": result.cam,
     }
+
+
+def _no_subgroup_view(p: Predictions, negatives: list[str]) -> str | None:
+    """Why the disease-vs-healthy subgroup view cannot be taken, or None when it can."""
+    if p.multilabel:
+        return "multilabel task: subgroups are analysed in the disease-vs-healthy view of single-label tasks"
+    if not negatives:
+        return "no healthy class known, so there is no disease-vs-healthy view; pass --negative-class"
+    return None
+
+
+def _subgroups_entry(p: Predictions, negatives: list[str], groups: Groups, clusters: np.ndarray | None,
+                     settings: AuditSettings) -> dict | None:
+    """``models[i].subgroups``: None without groups, unavailable without a healthy class."""
+    if not groups.columns:
+        return None
+    why = _no_subgroup_view(p, negatives)
+    if why:
+        return {"available": False, "reason": why}
+    return subgroup_metrics(p.y_true, p.probs, p.class_names, negatives, groups.columns, clusters=clusters,
+                            intersections=groups.intersections, min_group_n=settings.subgroups.min_group_n,
+                            n_bootstrap=settings.bootstrap, seed=settings.seed, ece_bins=settings.ece_bins)
+
+
+def _patient_level_entry(p: Predictions, negatives: list[str], clusters: np.ndarray | None,
+                         settings: AuditSettings) -> dict | None:
+    """``models[i].patient_level``: one prediction per patient, then the same metrics block.
+
+    With healthy classes: the disease-vs-healthy view (a patient with any disease image is a
+    disease patient; its score is the max or mean of its images' p(disease)). Without: the
+    multiclass view (mean probabilities; a patient whose images carry different classes is left
+    out and counted in ``excluded``), which needs ``aggregate="mean"``.
+    """
+    sg = settings.subgroups
+    if sg.level != "patient":
+        return None
+    if clusters is None:
+        raise MedauditError(f"level 'patient': the predictions of model '{p.model_name}' carry no patient column; "
+                            "give data with a patient id column (--patient-col)", param="level")
+    if p.multilabel:
+        return {"available": False, "reason": "multilabel task: no patient-level label is defined"}
+    if not negatives and sg.aggregate == "max":
+        return {"available": False, "reason": "aggregate 'max' needs a healthy class (the max of p(disease)); pass "
+                                              "--negative-class, or --aggregate mean for the multiclass view"}
+    try:
+        pl = patient_level(p.y_true, p.probs, clusters, p.class_names, negatives or None, aggregate=sg.aggregate)
+    except MedauditError as exc:  # every patient's images disagree on the class
+        return {"available": False, "reason": str(exc)}
+    binary = bool(negatives)
+    metrics = compute_metrics(pl.y_true, pl.probs, pl.class_names, pl.task, n_bootstrap=settings.bootstrap,
+                              seed=settings.seed, ece_bins=settings.ece_bins,
+                              positive_class="disease" if binary else None)
+    if binary:
+        # Patients are the units now: the missed-disease rate is 1 - the disease class's recall.
+        pred = pl.probs.argmax(axis=1)
+        risk = fn_risk(pl.y_true, pred, pl.class_names, ["no disease"], pl.patient_ids)
+        metrics["missed_disease_rate"] = risk["overall"]
+        metrics["per_class"]["disease"]["missed_disease_rate"] = risk["per_class"]["disease"]["rate"]
+    return {
+        "available": True,
+        "aggregate": sg.aggregate,
+        "view": "disease-vs-healthy" if binary else "multiclass",
+        "rule": ("a patient is a disease patient when any of its images is; its score is the "
+                 f"{sg.aggregate} of its images' p(disease)") if binary else
+                "the mean of the patient's probability vectors; patients whose images carry different classes "
+                "are left out",
+        "n_patients": int(pl.y_true.shape[0]),
+        "n_images": int(pl.n_images.sum()),
+        "n_unknown_patient_images": int((clusters == "").sum()),
+        "excluded": pl.excluded,
+        "metrics": metrics,
+    }
+
+
+def _subgroup_settings_block(sg: SubgroupSettings, groups: Groups, patient_column: str | None) -> dict | None:
+    """``settings.subgroups``; None when no group was asked for and the data has no patient column."""
+    if not sg.requested and patient_column is None:
+        return None
+    return {
+        "group_by": list(groups.columns),
+        "bins": groups.bins,
+        "intersections": [list(pair) for pair in groups.intersections],
+        "patient_column": patient_column,
+        "min_group_n": sg.min_group_n,
+        "level": sg.level,
+        "aggregate": sg.aggregate,
+        "salt_id": sg.salt_id if patient_column is not None else None,
+    }
+
+
+def _subgroup_differences(aligned: list[Predictions], negatives: list[str], settings: AuditSettings) -> list | None:
+    """``comparisons.subgroup_differences``: every model pair, paired per group; None without groups."""
+    ref = aligned[0]
+    groups = resolve_groups(ref.metadata, ref.patient_column, settings.subgroups, "the predictions")
+    if not groups.columns or _no_subgroup_view(ref, negatives):
+        return None
+    out = []
+    for i in range(len(aligned)):
+        for j in range(i + 1, len(aligned)):
+            a, b = aligned[i], aligned[j]
+            d = subgroup_differences(ref.y_true, a.probs, b.probs, ref.class_names, negatives, groups.columns,
+                                     clusters=patient_ids(ref), intersections=groups.intersections,
+                                     min_group_n=settings.subgroups.min_group_n, n_bootstrap=settings.bootstrap,
+                                     seed=settings.seed, ece_bins=settings.ece_bins)
+            out.append({"a": a.model_name, "b": b.model_name, **d})
+    return out
 
 
 def assemble_snapshot(
@@ -274,6 +566,7 @@ def assemble_snapshot(
         r.preds = p
     ref = aligned[0]
     negatives, source = resolve_negative_classes(ref.class_names, ref.task, settings)
+    groups = resolve_groups(ref.metadata, ref.patient_column, settings.subgroups, "the predictions")
     settings_block = {
         "split": settings.split,
         "bootstrap": settings.bootstrap,
@@ -285,12 +578,14 @@ def assemble_snapshot(
         "positive_class": settings.positive_class,
         "target_sensitivity": settings.target_sensitivity,
         "clinical": settings.clinical.as_dict(),
+        "subgroups": _subgroup_settings_block(settings.subgroups, groups, ref.patient_column),
     }
     models = [model_entry(r, settings, negatives) for r in results]
     comparisons = None
     if len(results) >= 2:
         comparisons = compare_models(aligned, negative_classes=negatives, n_bootstrap=settings.bootstrap,
                                      seed=settings.seed)
+        comparisons["subgroup_differences"] = _subgroup_differences(aligned, negatives, settings)
     findings: list[dict] = dataset_findings(dataset) + settings_findings(settings_block)
     for m in models:
         findings.extend(model_findings(m, settings_block))

@@ -1,6 +1,7 @@
 """Plain-language findings from the snapshot: what a reader should notice, never overstated.
 
-A finding is ``{"level": "info|warning|critical", "text": str, "model": str|None}``.
+A finding is ``{"level": "info|warning|error|critical", "text": str, "model": str|None}``
+(``error``: the evaluation itself is compromised, e.g. test patients seen in training).
 Rules: a difference is called significant only when its Holm-adjusted p-value is below
 :data:`ALPHA`; every claim carries the numbers it rests on; set relations between error
 sets are described as what they are (counts on this test set), not as dominance.
@@ -351,7 +352,9 @@ def dataset_findings(dataset: dict) -> list[dict]:
     Returns
     -------
     list of dict
-        One finding per pair of splits sharing images, in the pairs' sorted order.
+        One finding per pair of splits sharing images, in the pairs' sorted order, then the
+        near-duplicates (:func:`near_duplicate_findings`) and patients (:func:`patient_findings`)
+        shared between splits.
     """
     dup = dataset.get("duplicates") or {}
     evaluated = dataset.get("split_evaluated")
@@ -367,7 +370,82 @@ def dataset_findings(dataset: dict) -> list[dict]:
         else:
             out.append(_f("info", f"{count} image(s) are pixel-identical between '{a}' and '{b}' "
                                   "(not the evaluated split; model selection may be optimistic).", None))
+    return out + near_duplicate_findings(dataset) + patient_findings(dataset)
+
+
+def near_duplicate_findings(dataset: dict) -> list[dict]:
+    """Near-identical (re-encoded, resized, relevelled) images shared between splits.
+
+    Pixel-identical copies are left to the duplicate findings; this counts the others. A pair
+    with the evaluated split is a warning (its metrics may be optimistic), other pairs are information.
+
+    Parameters
+    ----------
+    dataset : dict
+        ``report.json["dataset"]`` (``near_duplicates.across`` and ``split_evaluated`` are read).
+
+    Returns
+    -------
+    list of dict
+    """
+    near = dataset.get("near_duplicates") or {}
+    evaluated = dataset.get("split_evaluated")
+    out = []
+    for pair, v in sorted((near.get("across") or {}).items()):
+        n = int(v.get("n") or 0) - int(v.get("n_pixel_identical") or 0)
+        if n <= 0:
+            continue
+        a, _, b = pair.partition("/")
+        eg = "; ".join(f"{e['a']} ~ {e['b']}" for e in (v.get("examples") or [])[:3])
+        eg = f" (e.g. {eg})" if eg else ""
+        if evaluated in (a, b):
+            other = b if a == evaluated else a
+            out.append(_f("warning", f"{n} image(s) of '{b}' are near-identical (not pixel-identical) to images in "
+                                     f"'{a}'{eg}: the evaluated '{evaluated}' split shares near-copies with "
+                                     f"'{other}', so its metrics may be optimistic (leakage).", None))
+        else:
+            out.append(_f("info", f"{n} image(s) of '{b}' are near-identical to images in '{a}'{eg} (not the "
+                                  "evaluated split; model selection may be optimistic).", None))
     return out
+
+
+def patient_findings(dataset: dict) -> list[dict]:
+    """Patients whose images are in two splits (hashed ids only).
+
+    A test patient whose other images were trained on is not a new patient: every test metric
+    overstates performance on new patients, so a pair with the evaluated split is an ``error``;
+    between two other splits (train/val) it is a warning (model selection is optimistic).
+
+    Parameters
+    ----------
+    dataset : dict
+        ``report.json["dataset"]`` (``patients.across`` and ``split_evaluated`` are read).
+
+    Returns
+    -------
+    list of dict
+    """
+    patients = dataset.get("patients") or {}
+    evaluated = dataset.get("split_evaluated")
+    out = []
+    for pair, v in sorted((patients.get("across") or {}).items()):
+        if not v.get("n"):
+            continue
+        a, _, b = pair.partition("/")
+        shown = ", ".join((v.get("examples") or [])[:3])
+        eg = f" (e.g. {shown}{' …' if v['n'] > 3 else ''})" if shown else ""
+        if evaluated in (a, b):
+            other = b if a == evaluated else a
+            out.append(_f("error", f"{v['n']} patient(s) of the evaluated '{evaluated}' split also have images in "
+                                   f"'{other}'{eg}; {v['n_samples']} image(s) of '{b}' belong to them. Metrics on "
+                                   "them overstate performance on new patients (patient leakage): split by patient.",
+                          None))
+        else:
+            out.append(_f("warning", f"{v['n']} patient(s) have images in both '{a}' and '{b}'{eg} (not the evaluated "
+                                     "split; model selection may be optimistic): split by patient.", None))
+    return out
+
+
 
 
 def model_findings(model_entry: dict, settings: dict) -> list[dict]:
@@ -401,7 +479,83 @@ def model_findings(model_entry: dict, settings: dict) -> list[dict]:
     if small:
         out.append(_f("info", f"Classes with fewer than {SMALL_SUPPORT} test samples ({', '.join(small)}): "
                               "their per-class metrics have wide intervals.", name))
-    return out
+    return out + subgroup_findings(model_entry) + patient_level_findings(model_entry)
+
+
+# Subgroup metrics in words, and whether a higher value is worse.
+_SUBGROUP_WORDS = {"recall": "Recall (sensitivity)", "specificity": "Specificity", "ppv": "PPV", "npv": "NPV",
+                   "auc": "AUC (disease vs healthy)", "missed_disease_rate": "Missed-disease rate",
+                   "ece": "Calibration error (ECE)"}
+_HIGHER_IS_WORSE = frozenset({"missed_disease_rate", "ece"})
+
+
+def _num(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def _holm(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def subgroup_findings(model_entry: dict) -> list[dict]:
+    """Subgroups where the model does significantly worse than on the rest, and groups too small to judge.
+
+    A gap (group - every other sample) is a warning only when its Holm-adjusted p-value is below
+    :data:`ALPHA` and it points the worse way (lower recall, higher missed-disease rate ...): the
+    rest doing worse shows up as its own group's gap, so each disparity is said once per group.
+
+    Parameters
+    ----------
+    model_entry : dict
+        One entry of ``report.json["models"]``; ``subgroups`` (the dict of
+        :func:`medaudit.metrics.subgroups.subgroup_metrics`) is read.
+
+    Returns
+    -------
+    list of dict
+        Warnings in column, group and metric order, then one ``info`` per column with groups
+        too small to estimate some values.
+    """
+    sub = model_entry.get("subgroups")
+    name = model_entry.get("name")
+    if not sub or not sub.get("columns"):
+        return []
+    unit = "patients" if (sub.get("settings") or {}).get("clusters") else "images"
+    min_n = (sub.get("settings") or {}).get("min_group_n")
+    out, small = [], []
+    for col, block in sub["columns"].items():
+        too_few = []
+        for label, g in block["groups"].items():
+            for metric, gap in (g.get("gap") or {}).items():
+                p, diff = gap.get("p_adjusted"), gap.get("diff")
+                if p is None or diff is None or p >= ALPHA or gap.get("ci_low") is None:
+                    continue
+                worse = diff > 0 if metric in _HIGHER_IS_WORSE else diff < 0
+                if not worse:
+                    continue
+                lo, hi = _ci_of_gap(gap)
+                direction = "higher" if diff > 0 else "lower"
+                count = f"{g['n']} images" + (f", {g['n_patients']} patients" if g.get("n_patients") is not None else "")
+                out.append(_f("warning", f"{_SUBGROUP_WORDS.get(metric, metric)} is {direction} for {col} = {label} "
+                                         f"than for the other samples by {_num(abs(diff))}, 95% CI {_num(lo)}–{_num(hi)}, "
+                                         f"Holm p {_holm(p)} ({count}).", name))
+            if any(isinstance(v, dict) and v.get("too_few") for v in g.values()):
+                too_few.append(label)
+        if too_few:
+            small.append(_f("info", f"{col}: group(s) {', '.join(too_few)} have too few {unit} to estimate some "
+                                    f"metrics (fewer than min_group_n={min_n}); those values are left out, not "
+                                    "shown as numbers.", name))
+    return out + small
+
+
+def patient_level_findings(model_entry: dict) -> list[dict]:
+    """Patients left out of the patient-level metrics (their images disagree on the class)."""
+    pl = model_entry.get("patient_level") or {}
+    ex = pl.get("excluded") or {}
+    if not pl.get("available") or not ex.get("n_patients"):
+        return []
+    return [_f("info", f"Patient-level metrics leave out {ex['n_patients']} patient(s) ({ex['n_images']} images): "
+                       f"{ex['reason']}.", model_entry.get("name"))]
 
 
 # -- comparisons ---------------------------------------------------------------------

@@ -1,4 +1,15 @@
-"""``compute_metrics``: the ``metrics`` block of the report snapshot (docs/report-schema.md)."""
+"""``compute_metrics``: the ``metrics`` block of the report snapshot (docs/report-schema.md).
+
+**Patients.** Given ``clusters`` (hashed patient ids), every interval resamples *patients*, each
+with all its images (the cluster bootstrap of :mod:`medaudit.metrics.clustered`, on the same
+engine), within the stratum of the patient's largest true class. That includes the proportions
+(accuracy, precision, recall, specificity, NPV): their image-level Wilson interval treats a
+patient's correlated images as independent and is too narrow, and a design-effect Wilson needs an
+intra-patient correlation per rate that a few dozen patients estimate poorly, so they get the
+cluster-bootstrap percentile interval instead (``ci_method`` ``"cluster-bootstrap"``, ``k``/``n``
+still count images). Intervals are withheld by the number of *patients* behind each value. Point
+values do not change. Without ``clusters`` nothing changes (bit for bit).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +28,7 @@ from medaudit.metrics.classification import (
     multilabel_metrics,
     nanmean,
 )
+from medaudit.metrics.clustered import Clusters, check_clusters, cluster_index, on_clusters
 from medaudit.metrics.curves import RankingDesign, auc_ap_from_sums, curves_json, ranking_design
 from medaudit.metrics.intervals import estimate, interval_withheld, percentile_ci, proportion, recentred_ci
 from medaudit.metrics.resample import Block, SumDesign, point_and_bootstrap
@@ -27,6 +39,7 @@ SCALARS = (
     "weighted_precision", "weighted_recall", "auc_macro", "auc_micro", "ap_macro", "kappa", "mcc", "ece", "brier",
 )  # fmt: skip
 PER_CLASS_BOOT = ("f1", "auc", "ap")
+PROPORTIONS = ("precision", "recall", "specificity", "npv")  # per class; Wilson, or cluster bootstrap
 
 
 def _validate(y_true, probs, class_names, task) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -61,8 +74,8 @@ def _canonical_order(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return np.lexsort(keys)
 
 
-def _design(y, probs, task, n_bins) -> tuple[SumDesign, list[RankingDesign]]:
-    """All weighted sums of the audit, and the ranking layout of each class (then micro)."""
+def _design(y, probs, task, n_bins) -> tuple[list[Block], list[RankingDesign]]:
+    """All weighted sums of the audit (blocks over samples), and the ranking layout of each class (then micro)."""
     n, c = probs.shape
     ids = np.arange(n)
     ml = task == "multilabel"
@@ -85,7 +98,7 @@ def _design(y, probs, task, n_bins) -> tuple[SumDesign, list[RankingDesign]]:
     conf, outcome, owner = cal.forecasts(y, probs, ml)
     blocks.append(Block("ece", cal.assign_bins(conf, n_bins), owner, n_bins, outcome - conf))
     blocks.append(Block("brier", np.zeros(n, np.int64), ids, 1, cal.brier_per_sample(y, probs, task)))
-    return SumDesign(n, blocks), groups
+    return blocks, groups
 
 
 def _evaluator(task: str, n: int, c: int, groups: list[RankingDesign], n_forecasts: int, positive: int = 1):
@@ -126,28 +139,59 @@ def _counts(y: np.ndarray, probs: np.ndarray, ml: bool) -> tuple:
     return tp, fp, fn, len(y) - tp - fp - fn, int(tp.sum())
 
 
-def _governing(counts: tuple, names: list[str]) -> dict[str, list[tuple[int, str]]]:
+def _governing(counts: tuple, names: list[str], units: dict | None = None) -> dict[str, list[tuple[int, str]]]:
     """Per class, the count that decides whether a bootstrap interval is reported, and its words.
 
     ``pos``: the class's samples (its F1, recall); ``neg``: the others (specificity);
-    ``pred``: its predictions (precision); ``rank``: the smaller of positives and negatives
-    (AUC and AP need both). See :func:`~medaudit.metrics.intervals.interval_withheld`.
+    ``pred``: its predictions (precision); ``npred``: the other predictions (NPV); ``rank``: the
+    smaller of positives and negatives (AUC and AP need both). See
+    :func:`~medaudit.metrics.intervals.interval_withheld`. ``units`` (patients, from
+    :func:`_patient_units`) replaces the image counts under the cluster bootstrap.
     """
     tp, fp, fn, tn = (np.asarray(x, dtype=np.int64) for x in counts)
-    out: dict[str, list[tuple[int, str]]] = {"pos": [], "neg": [], "pred": [], "rank": []}
+    if units is None:
+        units = {"pos": tp + fn, "neg": fp + tn, "pred": tp + fp, "npred": tn + fn, "word": "samples"}
+    u = units["word"]
+    out: dict[str, list[tuple[int, str]]] = {"pos": [], "neg": [], "pred": [], "npred": [], "rank": []}
     for j, name in enumerate(names):
-        pos = (int(tp[j] + fn[j]), f"{int(tp[j] + fn[j])} samples of class '{name}'")
-        neg = (int(fp[j] + tn[j]), f"{int(fp[j] + tn[j])} samples outside class '{name}'")
+        pos = (int(units["pos"][j]), f"{int(units['pos'][j])} {u} of class '{name}'")
+        neg = (int(units["neg"][j]), f"{int(units['neg'][j])} {u} outside class '{name}'")
         out["pos"].append(pos)
         out["neg"].append(neg)
-        out["pred"].append((int(tp[j] + fp[j]), f"{int(tp[j] + fp[j])} predictions of class '{name}'"))
+        pred_words = "predictions of" if u == "samples" else f"{u} with predictions of"
+        out["pred"].append((int(units["pred"][j]), f"{int(units['pred'][j])} {pred_words} class '{name}'"))
+        out["npred"].append((int(units["npred"][j]), f"{int(units['npred'][j])} {u} predicted outside class '{name}'"))
         out["rank"].append(min(pos, neg, key=lambda t: t[0]))
     return out
 
 
-def _per_class_json(point: dict, ci: dict, names: list[str], counts: tuple) -> dict:
+def _patient_units(cl: Clusters, y: np.ndarray, probs: np.ndarray, ml: bool) -> dict:
+    """Distinct patients behind each per-class count (the governing counts of the cluster bootstrap)."""
+    c = probs.shape[1]
+    pos = y.astype(bool) if ml else np.eye(c, dtype=bool)[y]
+    pred = probs >= 0.5 if ml else np.eye(c, dtype=bool)[probs.argmax(axis=1)]
+    out = {key: np.array([cl.count(m[:, j]) for j in range(c)], dtype=np.int64)
+           for key, m in (("pos", pos), ("neg", ~pos), ("pred", pred), ("npred", ~pred))}
+    return {**out, "word": "patients", "n": cl.n_clusters}
+
+
+def _clustered_proportion(base: dict, ci: tuple[float, float], count: tuple[int, str]) -> dict:
+    """A Wilson value object with its interval replaced by the cluster-bootstrap percentile one."""
+    if base["value"] is None:
+        return base
+    out = {**base, "ci_low": None, "ci_high": None, "ci_method": None}
+    withheld = interval_withheld(ci, *count)
+    if withheld:
+        return {**out, "ci_reason": withheld}
+    if np.isfinite(ci[0]) and np.isfinite(ci[1]):
+        out.update(ci_low=float(ci[0]), ci_high=float(ci[1]), ci_method="cluster-bootstrap")
+    return out
+
+
+def _per_class_json(point: dict, ci: dict, names: list[str], counts: tuple, units: dict | None = None,
+                    method: str = "bootstrap") -> dict:
     tp, fp, fn, tn = counts
-    gov = _governing(counts, names)
+    gov = _governing(counts, names, units)
     per_class = {}
     for j, name in enumerate(names):
         no_pos = f"no samples of class '{name}' in y_true"
@@ -155,14 +199,19 @@ def _per_class_json(point: dict, ci: dict, names: list[str], counts: tuple) -> d
 
         def boot(key: str, reason: str, kind: str, j: int = j) -> dict:
             interval = tuple(ci[key][:, j])
-            return estimate(point[key][j], interval, reason, ci_reason=interval_withheld(interval, *gov[kind][j]))
+            return estimate(point[key][j], interval, reason, method,
+                            ci_reason=interval_withheld(interval, *gov[kind][j]))
+
+        def prop(key: str, k, n, reason: str, kind: str, j: int = j) -> dict:
+            value = proportion(k, n, reason)
+            return value if units is None else _clustered_proportion(value, tuple(ci[key][:, j]), gov[kind][j])
 
         per_class[name] = {
             "support": int(tp[j] + fn[j]),
-            "precision": proportion(tp[j], tp[j] + fp[j], f"class '{name}' is never predicted"),
-            "recall": proportion(tp[j], tp[j] + fn[j], no_pos),
-            "specificity": proportion(tn[j], tn[j] + fp[j], no_neg),
-            "npv": proportion(tn[j], tn[j] + fn[j], f"every sample is predicted as class '{name}'"),
+            "precision": prop("precision", tp[j], tp[j] + fp[j], f"class '{name}' is never predicted", "pred"),
+            "recall": prop("recall", tp[j], tp[j] + fn[j], no_pos, "pos"),
+            "specificity": prop("specificity", tn[j], tn[j] + fp[j], no_neg, "neg"),
+            "npv": prop("npv", tn[j], tn[j] + fn[j], f"every sample is predicted as class '{name}'", "npred"),
             "f1": boot("f1", no_pos, "pos"),
             "auc": boot("auc", no_pos if tp[j] + fn[j] == 0 else no_neg, "rank"),
             "ap": boot("ap", no_pos, "rank"),
@@ -192,28 +241,29 @@ def _averaged_over(key: str, point: dict, task: str) -> np.ndarray | None:
 
 
 def _scalar_count(key: str, defined: np.ndarray | None, gov: dict, n: int, task: str,
-                  positive: int) -> tuple[int, str]:
+                  positive: int, unit: str = "samples") -> tuple[int, str]:
     """The governing count of a scalar: its smallest term's count, or the samples it is taken over."""
     if task == "binary" and key in ("auc_macro", "ap_macro"):
         return gov["rank"][positive]
     if defined is not None and defined.any():
         if key.startswith("weighted_"):
             total = sum(gov["pos"][j][0] for j in np.flatnonzero(defined))
-            return total, f"{total} samples"
+            return total, f"{total} {unit}"
         kind = "rank" if key == "balanced_accuracy" and task == "multilabel" else _TERM_COUNT[_AVERAGED[key]]
         return min((gov[kind][j] for j in np.flatnonzero(defined)), key=lambda t: t[0])
     if key in ("kappa", "mcc", "kappa_quadratic") and task != "multilabel":
         # Chance-corrected agreement needs every class's row; a class resampled from a few
         # samples barely varies, which narrows the interval.
         present = [t for t in gov["pos"] if t[0] > 0]
-        return min(present, key=lambda t: t[0]) if present else (n, f"{n} samples")
-    return n, f"{n} samples"
+        return min(present, key=lambda t: t[0]) if present else (n, f"{n} {unit}")
+    return n, f"{n} {unit}"
 
 
 def _scalars_json(point: dict, ci: dict, names: list[str], task: str, counts: tuple, n: int,
-                  positive: int = 1) -> dict:
+                  positive: int = 1, units: dict | None = None, method: str = "bootstrap") -> dict:
     ml, c = task == "multilabel", len(names)
-    gov = _governing(counts, names)
+    gov = _governing(counts, names, units)
+    n_units, unit = (n, "samples") if units is None else (units["n"], units["word"])
     reasons = {
         "kappa": "multilabel task: see per-label metrics" if ml else _NO_VARIATION,
         "mcc": "multilabel task: see per-label metrics" if ml else _NO_VARIATION,
@@ -232,8 +282,8 @@ def _scalars_json(point: dict, ci: dict, names: list[str], task: str, counts: tu
         reason = reasons.get(key) or (_NO_VARIATION if key == "kappa_quadratic"
                                       else f"{_AVERAGED.get(key, key)} is undefined for every class")
         interval = tuple(ci[key][:, 0])
-        withheld = interval_withheld(interval, *_scalar_count(key, defined, gov, n, task, positive))
-        value = estimate(point[key], interval, reason, "bootstrap-recentred" if key == "ece" else "bootstrap",
+        withheld = interval_withheld(interval, *_scalar_count(key, defined, gov, n_units, task, positive, unit))
+        value = estimate(point[key], interval, reason, method + "-recentred" if key == "ece" else method,
                          ci_reason=withheld)
         if defined is not None and value["value"] is not None:
             # Machine-readable for the gate (an average over some classes is not the average
@@ -250,7 +300,7 @@ def _scalars_json(point: dict, ci: dict, names: list[str], task: str, counts: tu
 
 def compute_metrics(
     y_true, probs, class_names, task, *, n_bootstrap: int = 1000, seed: int = 0, ece_bins: int = 15,
-    positive_class: str | None = None,
+    positive_class: str | None = None, clusters=None,
 ) -> dict:
     """The ``metrics`` block of the report snapshot, with confidence intervals.
 
@@ -273,6 +323,10 @@ def compute_metrics(
         Binary tasks: the class whose AUC/AP is the headline ``auc_macro``/``ap_macro`` (the
         disease class). Default: the second class (index 1). AP is not symmetric, so this
         matters: the AP of a majority "healthy" class would flatter the model.
+    clusters : array_like of str, shape (N,), optional
+        Hashed patient id of each sample (``""`` = unknown: its own patient). Given: the cluster
+        bootstrap for every interval, proportions included (module doc); point values unchanged.
+        None: resampling images, Wilson intervals for proportions.
 
     Returns
     -------
@@ -289,11 +343,12 @@ def compute_metrics(
         raise MedauditError(f"compute_metrics: n_bootstrap must be >= 0, got {n_bootstrap}", param="n_bootstrap")
     if ece_bins < 1:
         raise MedauditError(f"compute_metrics: ece_bins must be >= 1, got {ece_bins}", param="ece_bins")
+    ids = check_clusters(clusters, y.shape[0])
     order = _canonical_order(y, probs)
     y, probs = y[order], probs[order]
     n, c = probs.shape
     ml = task == "multilabel"
-    design, groups = _design(y, probs, task, ece_bins)
+    blocks, groups = _design(y, probs, task, ece_bins)
     positive = 1
     if positive_class is not None and task == "binary":
         if positive_class not in names:
@@ -303,15 +358,31 @@ def compute_metrics(
     evaluate = _evaluator(task, n, c, groups, n * c if ml else n, positive)
     strata = [n] if ml else np.bincount(y, minlength=c).tolist()
     keys = list(SCALARS) + list(PER_CLASS_BOOT) + (["kappa_quadratic"] if task == "ordinal" else [])
+    units, method = None, "bootstrap"
+    if ids is None:
+        design = SumDesign(n, blocks)
+    else:
+        # Patients resampled, within the stratum of their largest true class (multilabel: one stratum).
+        cl = cluster_index(ids[order], np.zeros(n, np.int64) if ml else y)
+        design, strata = SumDesign(cl.n_clusters, on_clusters(blocks, cl)), cl.strata_sizes
+        keys += ["accuracy", *PROPORTIONS]
+        units, method = _patient_units(cl, y, probs, ml), "cluster-bootstrap"
     point, boot = point_and_bootstrap(design, evaluate, strata, n_bootstrap, seed, keys)
     ci = {k: percentile_ci(boot[k].reshape(n_bootstrap, int(np.prod(boot[k].shape[1:])))) for k in keys}
     # ECE is biased upward under resampling: its percentile interval can miss the estimate.
     ci["ece"] = recentred_ci(ci["ece"], boot["ece"].reshape(n_bootstrap, 1), np.atleast_1d(point["ece"]))
 
     *counts, n_exact = _counts(y, probs, ml)
-    out = {"n": int(n), "accuracy": proportion(n_exact, n, "no samples"), "missed_disease_rate": None}
-    out.update(_scalars_json(point, ci, names, task, counts, int(n), positive))
-    out["per_class"] = _per_class_json(point, ci, names, counts)
+    accuracy = proportion(n_exact, n, "no samples")
+    if units is not None:
+        accuracy = _clustered_proportion(accuracy, tuple(ci["accuracy"][:, 0]),
+                                         (units["n"], f"{units['n']} patients"))
+        out_n = {"n": int(n), "n_patients": int(units["n"])}
+    else:
+        out_n = {"n": int(n)}
+    out = {**out_n, "accuracy": accuracy, "missed_disease_rate": None}
+    out.update(_scalars_json(point, ci, names, task, counts, int(n), positive, units, method))
+    out["per_class"] = _per_class_json(point, ci, names, counts, units, method)
     out["confusion_matrix"] = confusion_json(names, y, probs, ml)
     out["curves"] = curves_json(names, y, probs, ml)
     conf, outcome, _ = cal.forecasts(y, probs, ml)
