@@ -11,9 +11,11 @@ import math
 
 import numpy as np
 import pytest
+from scipy import special
 from scipy.stats import binom
 
 from medaudit.errors import MedauditError
+from medaudit.metrics import selective
 from medaudit.metrics.selective import (
     GRID_SIZE,
     aurc,
@@ -126,6 +128,90 @@ def test_aurc_interval_is_order_free_reproducible_and_as_wide_as_a_plain_bootstr
     width = np.subtract(*np.percentile(boot, [97.5, 2.5]))
     assert a["aurc"]["ci_high"] - a["aurc"]["ci_low"] == pytest.approx(width, rel=0.2)
     assert np.isfinite(conf).all() and err.any()
+
+
+def _plain_aurc_from_groups(n_g, e_g):
+    """The whole-array formula with digamma everywhere (the implementation before the blocked one)."""
+    n_g, e_g = np.asarray(n_g, dtype=np.float64), np.asarray(e_g, dtype=np.float64)
+    n_le = np.cumsum(n_g, axis=0)
+    n_lt = n_le - n_g
+    e_lt = np.cumsum(e_g, axis=0) - e_g
+    rate = np.zeros_like(n_g)
+    np.divide(e_g, n_g, out=rate, where=n_g > 0)
+    harmonic = special.digamma(n_le + 1.0) - special.digamma(n_lt + 1.0)
+    total = (e_lt - n_lt * rate) * harmonic + e_g
+    n, e = n_le[-1], e_lt[-1] + e_g[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = total.sum(axis=0) / n
+        optimal = (e - (n - e) * (special.digamma(n + 1.0) - special.digamma(n - e + 1.0))) / n
+    return a, a - optimal
+
+
+def _counts(rng, g, m, tie=3, dtype=np.float32):
+    n_g = rng.poisson(1.0, (g, m)) * rng.integers(1, tie + 1, (g, 1))  # some groups hold ties
+    return n_g.astype(dtype), rng.binomial(n_g, rng.random((g, 1))).astype(dtype)
+
+
+def test_weighted_groups_equal_the_mean_over_every_arrangement_of_their_errors(monkeypatch):
+    # A resample column repeats samples; a group of n tied cases with e errors has C(n, e)
+    # equally likely error layouts. Blocks of 2 groups make the running counts cross blocks.
+    monkeypatch.setattr(selective, "_BLOCK_ROWS", 2)
+    n_g = np.array([[2, 0, 3, 1], [0, 0, 1, 4], [3, 2, 0, 0], [1, 0, 2, 2], [4, 0, 1, 1]], np.float32)
+    e_g = np.array([[1, 0, 2, 0], [0, 0, 1, 3], [2, 1, 0, 0], [0, 0, 1, 2], [2, 0, 0, 1]], np.float32)
+    got, got_e = aurc_from_groups(n_g, e_g)
+    for j in range(n_g.shape[1]):
+        layouts = [
+            [np.isin(np.arange(int(n)), pos) for pos in itertools.combinations(range(int(n)), int(e))]
+            for n, e in zip(n_g[:, j], e_g[:, j])
+            if n
+        ]
+        errs = [np.concatenate(parts) for parts in itertools.product(*layouts)]
+        expected = np.mean([_naive_aurc(x) for x in errs])
+        best = _naive_aurc(np.sort(errs[0]))  # every error last
+        assert got[j] == pytest.approx(expected, rel=1e-12), j
+        assert got_e[j] == pytest.approx(expected - best, rel=1e-10, abs=1e-15), j
+    empty = aurc_from_groups(np.zeros((3, 1)), np.zeros((3, 1)))
+    assert np.isnan(empty[0]).all() and np.isnan(empty[1]).all()
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 512])
+@pytest.mark.parametrize(("g", "m"), [(1, 1), (300, 1), (513, 64), (1030, 5)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_aurc_is_bit_identical_to_the_whole_array_formula(monkeypatch, block_rows, g, m, dtype):
+    monkeypatch.setattr(selective, "_BLOCK_ROWS", block_rows)
+    n_g, e_g = _counts(np.random.default_rng(g * m + block_rows), g, m, dtype=dtype)
+    for got, expected in zip(aurc_from_groups(n_g, e_g), _plain_aurc_from_groups(n_g, e_g)):
+        assert got.dtype == np.float64 and np.array_equal(got, expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("n_bootstrap", [129, 150])  # last chunk of 1 resample (pairwise sum) or 22
+def test_bootstrap_intervals_are_bit_identical_to_the_whole_array_formula(monkeypatch, n_bootstrap):
+    rng = np.random.default_rng(11)
+    y, p = _model(rng, 3000, c=4)
+    p = np.round(p, 2)  # many ties, mixed ones too
+    p[:, 0] = 1.0 - p[:, 1:].sum(axis=1)
+    names = ["normal", "a", "b", "c"]
+    fast = selective_prediction(y, p, names, n_bootstrap=n_bootstrap, seed=4)
+    monkeypatch.setattr(selective, "_aurc_whole", _plain_aurc_from_groups)
+    plain = selective_prediction(y, p, names, n_bootstrap=n_bootstrap, seed=4)
+    assert fast == plain and fast["aurc"]["ci_low"] < fast["aurc"]["ci_high"]
+
+
+def test_float32_counts_past_2_to_24_are_summed_in_float64():
+    # 2**24 + 1 is not a float32: a float32 running count would round it and look up the wrong H.
+    n_g = np.array([[2**24 - 1], [2]], np.float32)
+    e_g = np.array([[0], [1]], np.float32)
+    for got, expected in zip(aurc_from_groups(n_g, e_g), _plain_aurc_from_groups(n_g, e_g)):
+        assert np.array_equal(got, expected)
+
+
+def test_aurc_from_groups_rejects_fractional_counts_and_mismatched_shapes():
+    with pytest.raises(ValueError, match="whole numbers"):
+        aurc_from_groups(np.array([[1.5], [1.0]]), np.array([[0.0], [1.0]]))
+    with pytest.raises(ValueError, match="whole numbers"):
+        aurc_from_groups(np.array([[2.0], [1.0]]), np.array([[0.5], [1.0]]))
+    with pytest.raises(ValueError, match=r"\(G, m\)"):
+        aurc_from_groups(np.ones((3, 2)), np.ones((3, 1)))
 
 
 # -- curve and operating points ----------------------------------------------------------------
