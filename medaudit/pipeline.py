@@ -24,7 +24,7 @@ import numpy
 import torch
 
 from medaudit import __version__
-from medaudit.audit import AuditSettings, ModelResult, assemble_snapshot, resolve_negative_classes
+from medaudit.audit import AuditSettings, ModelResult, assemble_snapshot, resolve_groups, resolve_negative_classes
 from medaudit.bench import benchmark_models, count_flops
 from medaudit.clinical import recalibrated_variant
 from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
@@ -34,6 +34,7 @@ from medaudit.fileio import require_regular_file, staging_dir
 from medaudit.models.checkpoint import Loaded, load_checkpoint
 from medaudit.models.factory import model_summary
 from medaudit.naming import file_stems, model_names
+from medaudit.phi import load_salt, salt_id
 from medaudit.predict import check_classes_match, predict_cached
 from medaudit.report import check_formats, check_output_dir, write_report
 from medaudit.validation import recorded_validation
@@ -55,6 +56,8 @@ class ReportOptions:
         Display names, one per checkpoint (default: file stems, :func:`medaudit.naming.model_names`).
     classes : list of str, optional
         Class names for data with integer labels, in label order.
+    patient_col : str, optional
+        The metadata column of patient ids (default: ``patient_id`` when the data has one).
     settings : AuditSettings
         How the numbers are computed (split, bootstrap, negative classes ...).
     device : str
@@ -99,6 +102,7 @@ class ReportOptions:
     out_dir: Path
     names: list[str] | None = None
     classes: list[str] | None = None
+    patient_col: str | None = None
     settings: AuditSettings = field(default_factory=AuditSettings)
     device: str = "auto"
     batch_size: int = 64
@@ -233,13 +237,28 @@ def _read_notes(notes_path: Path | None) -> str | None:
 
 def _load_inputs(opts: ReportOptions, names: list[str]) -> _Inputs:
     """Load the data and every checkpoint; the models' classes must be the data's, in order."""
-    dataset = load_dataset(opts.data_spec, classes=opts.classes)
+    dataset = load_dataset(opts.data_spec, classes=opts.classes, patient_col=opts.patient_col)
     split = dataset.split(opts.settings.split)  # an unknown split fails before the checkpoints are read
+    _check_subgroups(opts, dataset, split)
     loaded = [load_checkpoint(p) for p in opts.checkpoints]
     for ld in loaded:
         check_classes_match(ld, dataset.class_names)
-    opts.settings.clinical.check_classes(dataset.class_names)  # before inference, not after
+    negatives, _ = resolve_negative_classes(dataset.class_names, dataset.task, opts.settings)
+    opts.settings.clinical.check_classes(dataset.class_names, negatives)  # before inference, not after
     return _Inputs(dataset, split, names, file_stems(names), loaded)
+
+
+def _check_subgroups(opts: ReportOptions, dataset: Dataset, split: Split) -> None:
+    """Group columns, bins and the patient level against the evaluated split, before any inference;
+    records the salt's id when patient ids were hashed."""
+    sg = opts.settings.subgroups
+    resolve_groups(split.metadata, dataset.patient_column, sg, f"split '{opts.settings.split}' of {opts.data_spec}")
+    if dataset.patient_column is None:
+        if sg.level == "patient":
+            raise MedauditError(f"level 'patient': {opts.data_spec} names no patient column, so images cannot be "
+                                "combined per patient; give a column of patient ids (--patient-col)", param="level")
+        return
+    sg.salt_id = salt_id(load_salt())
 
 
 def _predict_models(opts: ReportOptions, inputs: _Inputs, staging: Path,

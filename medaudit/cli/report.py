@@ -34,11 +34,18 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--negative-class", "negative_classes", multiple=True, help="A 'healthy' class (repeatable). Default: auto-detected (normal, notumor, healthy, ...).")
 @click.option("--positive-class", default=None, help="Binary tasks: the disease class.")
 @click.option("--target-sensitivity", default=0.95, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True))
-@click.option("--prevalence", default=None, help="Share of disease where the model will be used (e.g. 0.02 or 2%): PPV/NPV, decision curves and costs at that prevalence. Default: the test split's own.")
+@click.option("--prevalence", default=None, help="Share of disease where the model will be used (e.g. 0.02 or 2%): PPV/NPV, decision curves and costs at that prevalence; or per disease class, CLASS=P[,CLASS=P...] (e.g. glioma=0.02,meningioma=1%): PPV/NPV of each class one-vs-rest. Default: the test split's own.")
 @click.option("--cost", default=None, help="Cost of a missed disease and of a false alarm, e.g. FN=10,FP=1: expected cost per patient at the cost-optimal threshold chosen on validation.")
 @click.option("--cost-matrix", type=click.Path(path_type=Path), default=None, help="CSV of costs, header 'true,<class>,...', one row per true class: expected cost of the argmax and of the cost-optimal (Bayes) decision.")
 @click.option("--conformal-alpha", default=0.1, show_default=True, type=float, help="Conformal prediction sets aim at coverage 1 - alpha for every class.")
 @click.option("--delta", default=0.05, show_default=True, type=float, help="A guaranteed threshold (and a risk target for referral) fails with probability at most delta.")
+@click.option("--group-by", "group_by", multiple=True, metavar="COL", help="Subgroup performance by this metadata column (repeatable), e.g. sex, site; numeric columns need --bins.")
+@click.option("--bins", "bins", multiple=True, metavar="COL=E0,E1,...", help="Bands of a numeric --group-by column, e.g. age=0,40,65,120 (strictly increasing; repeatable).")
+@click.option("--intersect", "intersections", multiple=True, metavar="A,B", help="Also cross two group columns, e.g. sex,site (repeatable).")
+@click.option("--patient-col", "patient_col", default=None, help="Metadata column of patient ids (hashed on load). Default: patient_id when present; intervals then resample patients.")
+@click.option("--level", default="image", show_default=True, type=click.Choice(["image", "patient"]), help="patient: also patient-level metrics (one prediction per patient).")
+@click.option("--aggregate", default="max", show_default=True, type=click.Choice(["max", "mean"]), help="How a patient's images combine at --level patient (max or mean of p(disease)).")
+@click.option("--min-group-n", default=10, show_default=True, type=click.IntRange(1, None), help="Smallest group (patients, else images) whose values are estimated.")
 @click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(0, 100000), help="Bootstrap resamples for CIs (0 = none).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--ece-bins", default=15, show_default=True, type=click.IntRange(2, 1000))
@@ -63,7 +70,8 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--quiet", is_flag=True)
 @handle_errors
 def report(models, more_models, data_spec, split, out_dir, names, classes, negative_classes, positive_class,
-           target_sensitivity, prevalence, cost, cost_matrix, conformal_alpha, delta, bootstrap, seed, ece_bins, device, batch_size, no_cache, amp, no_bench, bench_repeats, bench_batch_sizes,
+           target_sensitivity, prevalence, cost, cost_matrix, conformal_alpha, delta, group_by, bins, intersections,
+           patient_col, level, aggregate, min_group_n, bootstrap, seed, ece_bins, device, batch_size, no_cache, amp, no_bench, bench_repeats, bench_batch_sizes,
            no_cam, cam_method, cam_layer, cam_per_group, formats, title, author, notes_path, template_dir, gates,
            gate_on, quiet):
     """Audit checkpoints on a dataset and write report.html, report.pdf and report.json.
@@ -75,18 +83,22 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
     Inference runs once per (checkpoint, data, split) and is cached; everything else is computed
     from the saved predictions. With --gate, exit code 1 when a gate fails (the report is still written).
     """
-    from medaudit.audit import AuditSettings
-    from medaudit.clinical import ClinicalSettings, parse_cost, parse_prevalence, read_cost_matrix
+    from medaudit.audit import AuditSettings, SubgroupSettings
+    from medaudit.clinical import ClinicalSettings, parse_cost, parse_prevalence_spec, read_cost_matrix
     from medaudit.pipeline import ReportOptions, run_report
 
     costs = parse_cost(cost)
-    clinical = ClinicalSettings(prevalence=parse_prevalence(prevalence), cost_fn=costs and costs[0],
+    overall, per_class = parse_prevalence_spec(prevalence)
+    clinical = ClinicalSettings(prevalence=overall, prevalence_per_class=per_class, cost_fn=costs and costs[0],
                                 cost_fp=costs and costs[1], conformal_alpha=conformal_alpha, delta=delta,
                                 cost_matrix=read_cost_matrix(cost_matrix) if cost_matrix else None)
     settings = AuditSettings(
         split=split, bootstrap=bootstrap, seed=seed, ece_bins=ece_bins,
         negative_classes=list(negative_classes) or None, positive_class=positive_class,
         target_sensitivity=target_sensitivity, clinical=clinical,
+        subgroups=SubgroupSettings(group_by=[c.strip() for c in group_by], bins=_bins(bins),
+                                   intersections=[_pair(t) for t in intersections], min_group_n=min_group_n,
+                                   level=level, aggregate=aggregate),
     )
     if gates:  # parse before the long run so a typo fails in a second, not after inference
         for g in gates:
@@ -96,7 +108,7 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
     opts = ReportOptions(
         checkpoints=list(models) + list(more_models), data_spec=data_spec, out_dir=out_dir,
         names=[n.strip() for n in names.split(",")] if names else None,
-        classes=[c.strip() for c in classes.split(",")] if classes else None,
+        classes=[c.strip() for c in classes.split(",")] if classes else None, patient_col=patient_col,
         settings=settings, device=device, batch_size=batch_size, amp=amp, use_cache=not no_cache,
         bench=not no_bench, bench_repeats=bench_repeats, bench_batch_sizes=_int_list(bench_batch_sizes), cam=not no_cam and cam_per_group > 0,
         cam_method=cam_method, cam_layer=cam_layer, cam_per_group=cam_per_group, formats=tuple(formats.split(",")),
@@ -111,6 +123,28 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
         click.echo(format_table(result))
         if not result.passed:
             raise SystemExit(1)
+
+
+def _bins(values) -> dict[str, list[float]]:
+    """``--bins age=0,40,65`` (repeatable) as ``{column: edges}``; one --bins per column."""
+    from medaudit.metadata import parse_bins
+
+    out: dict[str, list[float]] = {}
+    for text in values:
+        col, edges = parse_bins(text)
+        if col.lower() in {c.lower() for c in out}:
+            raise MedauditError(f"bins: '{col}' is given twice; give one --bins per column", param="bins")
+        out[col] = edges
+    return out
+
+
+def _pair(text: str) -> list[str]:
+    """``--intersect sex,site`` as ``["sex", "site"]``."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise MedauditError(f"intersections {text!r}: give two columns separated by a comma, e.g. sex,site",
+                            param="intersections")
+    return parts
 
 
 def _check_names_form(names: str | None, models, more_models) -> None:
