@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -155,3 +156,67 @@ def test_cli_clinical_bad_expressions_exit_2(clinical_files, expr, fragment):
     assert res.exit_code == 2, res.output
     assert fragment in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+# -- subgroup checks (issue 18) on snapshots with the real subgroup block ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def subgroup_file(tmp_path_factory):
+    from tests.test_gate_subgroups import subgroup_snapshot
+
+    p = tmp_path_factory.mktemp("subgroups") / "report.json"
+    p.write_text(json.dumps(subgroup_snapshot()[0]), encoding="utf-8")
+    return p
+
+
+def test_cli_subgroup_checks_pass(subgroup_file):
+    res = _cli(subgroup_file, "-r", "m1:recall{site=B}>=0.1", "-r", "min_group(recall, site)>=0.1",
+               "-r", "max_gap(recall, sex)<=0.9", "--on", "conservative")
+    assert res.exit_code == 0, res.output
+    rows = res.output.splitlines()[1:-1]
+    assert [r.split()[0] for r in rows] == ["PASS"] * 5 and all("note: " in r for r in rows)
+    assert [re.split(r"\s{2,}", r)[2] for r in rows] == ["m1", "m1", "m2", "m1", "m2"]
+    assert "lowest recall lower bound: site=" in res.output
+    assert "largest |gap| upper bound: sex=" in res.output
+    assert res.output.rstrip().endswith("gate passed: 5 of 5 checks passed")
+
+
+def test_cli_subgroup_failures_and_their_files(subgroup_file, tmp_path):
+    junit, md, js = tmp_path / "gate.xml", tmp_path / "gate.md", tmp_path / "gate.json"
+    res = _cli(subgroup_file, "-r", "m1:max_gap(recall, site)<=0.001", "-r", "m1:min_group(recall, sex & site)>=0",
+               "-r", "m1:recall{site=A}>=0", "--on", "upper", "--junit", junit, "--markdown", md, "--json", js)
+    assert res.exit_code == 1, res.output
+    assert res.output.rstrip().endswith("gate FAILED: 2 of 3 checks failed")
+    assert "too few to estimate" in res.output and "--allow-partial leaves them out" in res.output
+    xml = junit.read_text(encoding="utf-8")
+    assert xml.count("<failure") == 2
+    assert "m1: max_gap(recall, site) (upper 95% bound) FAILED:" in xml and "not &lt;= 0.001" in xml
+    text = md.read_text(encoding="utf-8")
+    assert "| ❌ | m1:max_gap(recall, site)&lt;=0.001 | m1 | max_gap(recall, site) | upper |" in text
+    assert "| ✅ | m1:recall{site=A}&gt;=0 | m1 | recall{site=A} | upper |" in text
+    data = json.loads(js.read_text(encoding="utf-8"))
+    assert [r["metric"] for r in data["results"]] == ["max_gap(recall, site)", "min_group(recall, sex & site)",
+                                                      "recall{site=A}"]
+    assert data["results"][1]["value"] is None and "too few to estimate" in data["results"][1]["reason"]
+    assert "largest |gap| upper bound" in data["results"][0]["note"]
+    # --allow-partial leaves the too-few groups out, and says so
+    res = _cli(subgroup_file, "-r", "m1:min_group(recall, sex & site)>=0", "--allow-partial")
+    assert res.exit_code == 0 and "left out (no value, allowed by --allow-partial)" in res.output
+
+
+@pytest.mark.parametrize("expr, fragment", [
+    ("recall{region=B}>=0.5", "no subgroup column 'region' in the report; valid: 'site', 'sex', 'sex & site'"),
+    ("min_group(recall, site)<=0.5", "passes when a single group meets it"),
+    ("recall[normal]{site=B}>=0.5", "subgroup metrics are of disease (pneumonia) against healthy (normal)"),
+])
+def test_cli_subgroup_bad_expressions_exit_2(subgroup_file, expr, fragment):
+    res = _cli(subgroup_file, "-r", expr)
+    assert res.exit_code == 2, res.output
+    assert fragment in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_cli_subgroup_check_on_a_report_without_group_by(report_file):
+    res = _cli(report_file, "-r", "recall{site=B}>=0.5")
+    assert res.exit_code == 2 and "rerun `medaudit report` with --group-by" in res.output
