@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import numpy as np
 import pytest
@@ -419,3 +420,17 @@ def test_upper_bound_of_the_gap_rarely_passes_a_gap_at_the_ceiling():
             passed[on] += run_gates(snap, ["max_gap(recall, sex)<=0.12"], on=on).passed
     assert passed["upper"] / sims <= 0.07, passed
     assert 0.25 <= passed["point"] / sims <= 0.75, passed
+
+
+def test_every_subgroup_expression_in_the_docs_parses():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "gates.md").read_text(encoding="utf-8")
+    section = text.split("## Subgroup checks", 1)[1].split("\n## ", 1)[0]
+    shown = set(re.findall(r'-r "([^"]+)"', section)) | set(re.findall(r"`([^`\n]*[{(][^`\n]*(?:>=|<=)[^`\n]*)`",
+                                                                      section))
+    shown = {e.split(" --")[0] for e in shown}  # "... --on lower" in the prose
+    refused = {e for e in shown if re.match(r"(min_group\(.*\) <=|max_group\(.*\) >=|max_gap\(.*\) >=)", e)}
+    assert len(shown - refused) >= 8, shown
+    for expr in sorted(shown - refused):
+        assert parse_gate(expr).subgroup, expr

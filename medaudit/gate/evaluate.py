@@ -262,7 +262,9 @@ def run_gates(snapshot: dict, requires: list[str] | tuple[str, ...] = (), *, on:
         Parsed ``report.json`` (schema 1.x or 2.x, see :func:`medaudit.snapshot.load_snapshot`);
         ``baseline`` only with ``max_drops``.
     requires : list of str
-        Expressions ``[MODEL:]METRIC[CLASS] OP VALUE``.
+        Expressions ``[MODEL:]METRIC[CLASS] OP VALUE``; the clinical-use and subgroup forms
+        (``recall{site=B}>=0.9``, ``min_group(recall, site)>=0.85``, ``max_gap(recall, sex)<=0.05``)
+        of ``docs/gates.md``.
     on : {"point", "lower", "upper", "conservative"}
         What of the new snapshot is compared: the estimate, a 95% CI bound, or the bound
         least favourable to passing. Baseline values are always point estimates.
@@ -273,8 +275,9 @@ def run_gates(snapshot: dict, requires: list[str] | tuple[str, ...] = (), *, on:
         Option name used in error messages (the ``report --gate`` command passes its own).
     allow_partial : bool
         Compare averages taken over only some classes (``classes_defined < classes_total``,
-        e.g. a macro F1 on a split without positives) on their value; by default they are
-        undefined and fail. Either way the result carries the note.
+        e.g. a macro F1 on a split without positives) on their value, and let
+        ``min_group``/``max_group``/``max_gap`` leave out groups without a value; by default
+        both are undefined and fail. Either way the result carries the note.
 
     Returns
     -------
@@ -285,7 +288,8 @@ def run_gates(snapshot: dict, requires: list[str] | tuple[str, ...] = (), *, on:
     Raises
     ------
     MedauditError
-        Bad input: unparsable expression, unknown model/class/metric, schema mismatch,
+        Bad input: unparsable expression, unknown model/class/metric/subgroup column/group, a
+        subgroup check on a report without subgroups, schema mismatch,
         baseline models or classes that do not match, nothing to check.
     """
     check_snapshot(snapshot, "report")
