@@ -48,6 +48,9 @@ class ClinicalSettings:
     ----------
     prevalence : float, optional
         Share of disease where the model will be used, in (0, 1). None: the test split's own mix.
+    prevalence_per_class : dict of str to float, optional
+        ``{disease class: its share where the model is used}``, each in (0, 1): PPV/NPV of that
+        class one-vs-rest (score ``p(class)``) at thresholds chosen on validation for it.
     cost_fn, cost_fp : float, optional
         Cost of a missed disease and of a false alarm (correct calls cost 0); both or neither.
     conformal_alpha : float
@@ -62,10 +65,17 @@ class ClinicalSettings:
     conformal_alpha: float = 0.1
     delta: float = 0.05
     cost_matrix: dict | None = None  # {true class: {decided class: cost}} (read_cost_matrix)
+    prevalence_per_class: dict | None = None  # {disease class: prevalence} (parse_prevalence_spec)
 
     def __post_init__(self) -> None:
         _unit(self.prevalence, "prevalence", "the share of disease where the model is used, e.g. 0.02",
               optional=True)
+        if self.prevalence_per_class is not None:
+            if not isinstance(self.prevalence_per_class, dict) or not self.prevalence_per_class:
+                raise MedauditError("prevalence per class must name at least one class, e.g. glioma=0.02",
+                                    param="prevalence")
+            for cls, value in self.prevalence_per_class.items():
+                _unit(value, "prevalence", f"the share of {cls} where the model is used, e.g. {cls}=0.02")
         _unit(self.conformal_alpha, "conformal_alpha", "1 - the coverage conformal sets aim at, e.g. 0.1")
         _unit(self.delta, "delta", "the allowed probability that a guaranteed threshold misses, e.g. 0.05")
         if (self.cost_fn is None) != (self.cost_fp is None):
@@ -79,14 +89,27 @@ class ClinicalSettings:
             raise MedauditError("cost FN=0,FP=0: at least one cost must be positive", param="cost")
 
     def as_dict(self) -> dict:
-        return {"prevalence": self.prevalence, "cost": None if self.cost_fn is None else
-                {"FN": self.cost_fn, "FP": self.cost_fp}, "conformal_alpha": self.conformal_alpha,
-                "delta": self.delta, "cost_matrix": self.cost_matrix}
+        out = {"prevalence": self.prevalence, "cost": None if self.cost_fn is None else
+               {"FN": self.cost_fn, "FP": self.cost_fp}, "conformal_alpha": self.conformal_alpha,
+               "delta": self.delta, "cost_matrix": self.cost_matrix}
+        if self.prevalence_per_class is not None:  # only when given: older snapshots stay byte-identical
+            out["prevalence_per_class"] = dict(self.prevalence_per_class)
+        return out
 
-    def check_classes(self, class_names: list[str]) -> None:
-        """Before any inference: a cost matrix must name exactly the data's classes."""
+    def check_classes(self, class_names: list[str], negative_classes: list[str] | None = None) -> None:
+        """Before any inference: a cost matrix must name exactly the data's classes, and a prevalence
+        per class must name disease classes (not the healthy ones in ``negative_classes``)."""
         if self.cost_matrix is not None:
             cost_matrix_array(self.cost_matrix, class_names)
+        names, healthy = list(class_names), set(negative_classes or ())
+        for cls in self.prevalence_per_class or {}:
+            if cls not in names:
+                raise MedauditError(f"prevalence {cls}=...: {cls!r} is not a class; classes are: {', '.join(names)}",
+                                    param="prevalence")
+            if cls in healthy:
+                raise MedauditError(f"prevalence {cls}=...: {cls!r} is a healthy class; a prevalence per class is "
+                                    "of a disease class (PPV = how often a call of that disease is right)",
+                                    param="prevalence")
 
 
 def cost_matrix_array(matrix: dict, class_names: list[str]) -> np.ndarray:
@@ -160,6 +183,39 @@ def parse_prevalence(text: str | None) -> float | None:
     return value
 
 
+def parse_prevalence_spec(text: str | None) -> tuple[float | None, dict[str, float] | None]:
+    """``--prevalence`` → (prevalence of disease as a whole, ``{class: prevalence}``).
+
+    ``0.02`` or ``2%``: one prevalence of disease (every class but the healthy ones).
+    ``glioma=0.02,meningioma=1%``: one prevalence per disease class (one-vs-rest). One bare
+    number may come with them (``0.05,glioma=0.02``). ``None`` → (None, None). One-line errors
+    for anything else; class names are checked against the data by
+    :meth:`ClinicalSettings.check_classes`.
+    """
+    if text is None:
+        return None, None
+    overall, per_class = None, {}
+    for item in text.split(","):
+        cls, sep, value = item.rpartition("=")
+        cls = cls.strip()
+        if not sep:
+            if overall is not None:
+                raise MedauditError(f"prevalence {text!r}: give one prevalence of disease, or CLASS=P per class "
+                                    "(e.g. 0.02 or glioma=0.02,meningioma=0.01)", param="prevalence")
+            overall = parse_prevalence(item)
+            continue
+        if not cls:
+            raise MedauditError(f"prevalence {text!r}: {item.strip()!r} names no class; write CLASS=P, "
+                                "e.g. glioma=0.02", param="prevalence")
+        if cls in per_class:
+            raise MedauditError(f"prevalence {text!r}: {cls!r} is given twice", param="prevalence")
+        try:
+            per_class[cls] = parse_prevalence(value)
+        except MedauditError as exc:
+            raise MedauditError(f"prevalence of {cls}: {exc.args[0]}", param="prevalence") from None
+    return overall, per_class or None
+
+
 def parse_cost(text: str | None) -> tuple[float, float] | None:
     """``--cost FN=10,FP=1`` → (10.0, 1.0). One-line error for anything else."""
     if text is None:
@@ -209,8 +265,12 @@ def clinical_entry(test: Predictions, val: Predictions | None, negatives: list[s
     -------
     dict
         ``validation`` (split, n, or the reason there is none), ``thresholds``, ``prevalence``,
-        ``cost``, ``recalibration``, ``conformal`` (``lac`` and ``aps``, class-conditional),
-        ``selective``. Each is the metric function's block, or ``{"available": False, "reason"}``.
+        ``cost``, ``recalibration`` (temperature scaling), ``conformal`` (``lac`` and ``aps``,
+        class-conditional), ``selective``. Each is the metric function's block, or
+        ``{"available": False, "reason"}``. Only when they apply: ``prevalence_per_class``
+        (``settings.prevalence_per_class`` given: ``{class: {"prevalence", "positive", "score",
+        "thresholds", "points"}}``, one-vs-rest) and ``recalibration_platt`` (two classes: Platt
+        scaling, the same shape as ``recalibration``).
     """
     if test.multilabel:
         reason = "clinical-use analyses cover single-label tasks; a multilabel task has no single decision"
@@ -230,25 +290,30 @@ def clinical_entry(test: Predictions, val: Predictions | None, negatives: list[s
         thresholds = _skipped(NO_VALIDATION if not has_val else no_disease)
     entry["thresholds"] = thresholds
     entry["prevalence"] = _prevalence_block(test, negatives, thresholds, settings, boot, no_disease)
+    if settings.prevalence_per_class is not None:  # only when asked for: other snapshots keep their keys
+        entry["prevalence_per_class"] = {
+            cls: _class_prevalence_block(test, val if has_val else None, cls, pi, settings,
+                                         target_sensitivity, boot)
+            for cls, pi in settings.prevalence_per_class.items()}
     entry["cost"] = _cost_block(test, val if has_val else None, negatives, settings, boot, no_disease)
     # A full cost matrix needs no choice (the Bayes decision under the model's probabilities), so it
     # runs without validation too.
     entry["cost_matrix"] = None if settings.cost_matrix is None else cost_matrix_decisions(
         test.y_true, test.probs, names, cost_matrix_array(settings.cost_matrix, names), **boot)
     if has_val:
-        summary, after = recalibrate(val.y_true, val.probs, test.y_true, test.probs, names,
-                                     negative_classes=negatives or None, n_bins=n_bins, **boot)
-        # The reliability diagram before and after, on the same bins as metrics.calibration.
-        summary["reliability"] = {
-            when: reliability(*forecasts(test.y_true, probs, False)[:2], n_bins)
-            for when, probs in (("before", test.probs), ("after", after))}
+        summary = _recalibration_block(val, test, names, negatives, "temperature", n_bins, boot)
         entry["recalibration"] = summary
+        if len(names) == 2:  # Platt scaling is of one probability: binary tasks only
+            entry["recalibration_platt"] = _recalibration_block(val, test, names, negatives, "platt", n_bins,
+                                                                boot)
         entry["conformal"] = {m: conformal_prediction(val.y_true, val.probs, test.y_true, test.probs, names,
                                                       alpha=settings.conformal_alpha, method=m, mondrian=True,
                                                       negative_classes=negatives, **boot)
                               for m in CONFORMAL_METHODS}
     else:
         entry["recalibration"] = _skipped(NO_VALIDATION)
+        if len(names) == 2:
+            entry["recalibration_platt"] = _skipped(NO_VALIDATION)
         entry["conformal"] = _skipped(NO_VALIDATION)
     entry["selective"] = selective_prediction(
         test.y_true, test.probs, names, y_val=val.y_true if has_val else None,
@@ -271,6 +336,37 @@ def _prevalence_block(test, negatives, thresholds, settings, boot, no_disease) -
         points[point["name"]] = (ppv_npv_at_prevalence(y, score, settings.prevalence, threshold=t, **boot)
                                  if t is not None else _skipped(why))
     return {"available": True, "positive": label, "prevalence": settings.prevalence, "points": points}
+
+
+def _class_prevalence_block(test, val, cls, prevalence, settings, target, boot) -> dict:
+    """PPV/NPV of one disease class one-vs-rest (score p(cls)) at its prevalence, at the naive and the
+    guaranteed threshold chosen on validation for that class."""
+    if val is None:
+        return {**_skipped(NO_VALIDATION), "prevalence": prevalence}
+    names = list(test.class_names)
+    thresholds = guaranteed_operating_points(val.y_true, val.probs, test.y_true, test.probs, names,
+                                             disease_class=cls, target=target, delta=settings.delta)
+    y, score, label = disease_outcome(test.y_true, test.probs, names, disease_class=cls)
+    points = {}
+    for point in thresholds["points"]:
+        t = point.get("threshold")
+        why = (point.get("on_validation") or {}).get("reason") or "no threshold was chosen on validation"
+        points[point["name"]] = (ppv_npv_at_prevalence(y, score, prevalence, threshold=t, **boot)
+                                 if t is not None else _skipped(why))
+    return {"available": True, "positive": label, "prevalence": prevalence, "score": thresholds["score"],
+            "thresholds": thresholds, "points": points}
+
+
+def _recalibration_block(val, test, names, negatives, method, n_bins, boot) -> dict:
+    """:func:`recalibrate` of one method, with the reliability diagram before and after (the same
+    bins as metrics.calibration); Platt's block has none when no fit exists."""
+    summary, after = recalibrate(val.y_true, val.probs, test.y_true, test.probs, names, method=method,
+                                 negative_classes=negatives or None, n_bins=n_bins, **boot)
+    if summary.get("test") is not None:
+        summary["reliability"] = {
+            when: reliability(*forecasts(test.y_true, probs, False)[:2], n_bins)
+            for when, probs in (("before", test.probs), ("after", after))}
+    return summary
 
 
 def _cost_block(test, val, negatives, settings, boot, no_disease) -> dict | None:

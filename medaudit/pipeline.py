@@ -243,7 +243,8 @@ def _load_inputs(opts: ReportOptions, names: list[str]) -> _Inputs:
     loaded = [load_checkpoint(p) for p in opts.checkpoints]
     for ld in loaded:
         check_classes_match(ld, dataset.class_names)
-    opts.settings.clinical.check_classes(dataset.class_names)  # before inference, not after
+    negatives, _ = resolve_negative_classes(dataset.class_names, dataset.task, opts.settings)
+    opts.settings.clinical.check_classes(dataset.class_names, negatives)  # before inference, not after
     return _Inputs(dataset, split, names, file_stems(names), loaded)
 
 

@@ -4,6 +4,7 @@ validation samples a model was selected on."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 
@@ -20,6 +21,7 @@ from medaudit.clinical import (
     clinical_findings,
     parse_cost,
     parse_prevalence,
+    parse_prevalence_spec,
     recalibrated_variant,
 )
 from medaudit.errors import MedauditError
@@ -224,3 +226,176 @@ def test_a_cost_matrix_csv_is_read_in_class_order_and_checked(tmp_path):
         with pytest.raises(MedauditError, match=fragment) as exc:
             ClinicalSettings(cost_matrix=read_cost_matrix(path)).check_classes(CLASSES)
         assert exc.value.param == "cost_matrix"
+
+
+# -- prevalence per disease class (one-vs-rest) and Platt scaling beside temperature scaling --------
+
+
+def test_ppv_npv_per_class_are_bayes_of_the_test_counts_at_that_class_threshold():
+    val, test = _preds(400, 11, split="val"), _preds(300, 12)
+    settings = ClinicalSettings(prevalence_per_class={"glioma": 0.02, "pituitary": 0.005})
+    entry = clinical_entry(test, val, ["notumor"], settings, **KW)
+    assert entry["prevalence"] is None, "no prevalence of disease as a whole was given"
+    assert set(entry["prevalence_per_class"]) == {"glioma", "pituitary"}
+    for cls, pi in settings.prevalence_per_class.items():
+        blk = entry["prevalence_per_class"][cls]
+        k = CLASSES.index(cls)
+        direct = guaranteed_operating_points(val.y_true, val.probs, test.y_true, test.probs, CLASSES,
+                                             disease_class=cls, target=0.9, delta=0.05)
+        assert blk["available"] and blk["positive"] == cls and blk["prevalence"] == pi
+        assert blk["thresholds"]["points"] == direct["points"] and blk["score"] == f"p({cls})"
+        # The per-class threshold is not the disease-vs-healthy one: it was chosen for p(cls) alone.
+        assert [p["threshold"] for p in direct["points"]] != [p["threshold"] for p in entry["thresholds"]["points"]]
+        for point in direct["points"]:
+            y = (test.y_true == k).astype(int)
+            called = (test.probs[:, k] >= point["threshold"]).astype(int)
+            tn, fp, fn, tp = confusion_matrix(y, called, labels=[0, 1]).ravel()
+            sens, spec = tp / (tp + fn), tn / (tn + fp)
+            got = blk["points"][point["name"]]
+            assert (got["sensitivity"]["k"], got["sensitivity"]["n"]) == (tp, tp + fn)
+            assert got["ppv"]["value"] == pytest.approx(sens * pi / (sens * pi + (1 - spec) * (1 - pi)), rel=1e-12)
+            assert got["npv"]["value"] == pytest.approx(spec * (1 - pi) / (spec * (1 - pi) + (1 - sens) * pi),
+                                                        rel=1e-12)
+            assert got["ppv"]["ci_low"] <= got["ppv"]["value"] <= got["ppv"]["ci_high"]
+
+
+def test_per_class_prevalence_without_validation_is_skipped_with_the_reason():
+    entry = clinical_entry(_preds(200, 13), None, ["notumor"],
+                           ClinicalSettings(prevalence_per_class={"glioma": 0.02}), **KW)
+    assert entry["prevalence_per_class"] == {"glioma": {"available": False, "reason": NO_VALIDATION,
+                                                        "prevalence": 0.02}}
+
+
+def test_prevalence_per_class_and_platt_keys_only_appear_when_they_apply():
+    """Snapshots without them keep their keys (the pinned demo is multiclass, without --prevalence)."""
+    val, test = _preds(200, 14, split="val"), _preds(150, 15)
+    entry = clinical_entry(test, val, ["notumor"], ClinicalSettings(prevalence=0.1), **KW)
+    assert "prevalence_per_class" not in entry and "recalibration_platt" not in entry
+    assert "prevalence_per_class" not in ClinicalSettings(prevalence=0.1).as_dict()
+    given = ClinicalSettings(prevalence=0.1, prevalence_per_class={"glioma": 0.02})
+    assert given.as_dict()["prevalence_per_class"] == {"glioma": 0.02}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("0.02", (0.02, None)), ("2%", (0.02, None)), (None, (None, None)),
+    ("glioma=0.02", (None, {"glioma": 0.02})), (" glioma = 2% , pituitary=0.01", (None, {"glioma": 0.02,
+                                                                                       "pituitary": 0.01})),
+    ("0.1,glioma=0.02", (0.1, {"glioma": 0.02})), ("a=b=0.3", (None, {"a=b": 0.3})),
+])
+def test_parse_prevalence_spec(text, expected):
+    overall, per_class = parse_prevalence_spec(text)
+    assert overall == pytest.approx(expected[0]) if expected[0] else overall is None
+    assert per_class == (pytest.approx(expected[1]) if expected[1] else None)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("glioma=1.5", "prevalence of glioma: prevalence 1.5 must be in (0, 1)"),
+    ("glioma=0", "must be in (0, 1)"), ("glioma=x", "'x' is not a number"), ("=0.02", "names no class"),
+    ("glioma=0.02,glioma=0.01", "'glioma' is given twice"), ("0.1,0.2", "give one prevalence of disease"),
+])
+def test_bad_prevalence_spec_is_one_line(text, fragment):
+    with pytest.raises(MedauditError, match=re.escape(fragment)) as exc:
+        parse_prevalence_spec(text)
+    assert exc.value.param == "prevalence" and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("per_class, fragment", [
+    ({"astrocytoma": 0.02}, "'astrocytoma' is not a class; classes are: glioma, meningioma, notumor, pituitary"),
+    ({"glioma": 0.02, "notumor": 0.9}, "'notumor' is a healthy class"),
+])
+def test_check_classes_refuses_unknown_and_healthy_classes(per_class, fragment):
+    with pytest.raises(MedauditError, match=re.escape(fragment)) as exc:
+        ClinicalSettings(prevalence_per_class=per_class).check_classes(CLASSES, ["notumor"])
+    assert exc.value.param == "prevalence"
+    for bad in ({"glioma": 1.0}, {"glioma": -0.1}, {}, {"glioma": True}):
+        with pytest.raises(MedauditError):
+            ClinicalSettings(prevalence_per_class=bad)
+
+
+def _binary(n, seed, split, slope=2.5, shift=0.8):
+    """Miscalibrated two-class scores: the logit of p(pneumonia) is `slope` times, and `shift` above, the true one."""
+    rng = np.random.default_rng(seed)
+    true_logit = rng.normal(scale=2.0, size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    q = 1 / (1 + np.exp(-(slope * true_logit + shift)))
+    return Predictions(model_name="m", class_names=["normal", "pneumonia"], task="binary",
+                       sample_ids=np.array([f"{split}/{i}" for i in range(n)]), y_true=y,
+                       probs=np.column_stack([1 - q, q]), provenance={"split": split})
+
+
+def test_binary_tasks_fit_platt_beside_temperature_by_maximum_likelihood():
+    from scipy import optimize, special
+
+    from medaudit.metrics.recalibration import recalibrate
+
+    val, test = _binary(600, 21, "val"), _binary(400, 22, "test")
+    entry = clinical_entry(test, val, ["normal"], ClinicalSettings(), **KW)
+    temperature, platt = entry["recalibration"], entry["recalibration_platt"]
+    assert temperature["method"] == "temperature" and platt["method"] == "platt" and platt["fitted_on"] == "val"
+    direct, after = recalibrate(val.y_true, val.probs, test.y_true, test.probs, val.class_names, method="platt",
+                                negative_classes=["normal"], n_bins=10, n_bootstrap=50, seed=0)
+    assert platt["test"] == direct["test"] and platt["parameters"] == direct["parameters"]
+    # Independently: the logistic regression of y on logit(p) (Newton-free, by a generic minimiser).
+    z = special.logit(val.probs[:, 1])
+
+    def nll(ab):
+        eta = ab[0] + ab[1] * z
+        return np.sum(np.logaddexp(0, eta) - val.y_true * eta)
+
+    a, b = optimize.minimize(nll, [0.0, 1.0], method="BFGS", options={"gtol": 1e-10}).x
+    assert platt["parameters"]["intercept"] == pytest.approx(a, abs=1e-4)
+    assert platt["parameters"]["slope"] == pytest.approx(b, abs=1e-4)
+    # It undoes the planted miscalibration: the true logit is (logit(p) - 0.8) / 2.5.
+    assert b == pytest.approx(1 / 2.5, rel=0.25) and a == pytest.approx(-0.8 / 2.5, abs=0.25)
+    expected = special.expit(a + b * special.logit(test.probs[:, 1]))
+    np.testing.assert_allclose(after[:, 1], expected, rtol=1e-6)
+    # Its reliability diagram is drawn on the recalibrated probabilities, beside temperature scaling's.
+    assert set(platt["reliability"]) == {"before", "after"}
+    assert platt["reliability"]["before"] == temperature["reliability"]["before"]
+    skipped = clinical_entry(test, None, ["normal"], ClinicalSettings(), **KW)
+    assert skipped["recalibration_platt"] == {"available": False, "reason": NO_VALIDATION}
+
+
+def test_platt_without_a_fit_says_why_and_draws_nothing():
+    val, test = _binary(200, 23, "val"), _binary(100, 24, "test")
+    val = Predictions(model_name="m", class_names=val.class_names, task="binary", sample_ids=val.sample_ids,
+                      y_true=np.zeros_like(val.y_true), probs=val.probs, provenance={"split": "val"})
+    platt = clinical_entry(test, val, ["normal"], ClinicalSettings(), **KW)["recalibration_platt"]
+    assert platt["test"] is None and platt["parameters"]["reason"] and "reliability" not in platt
+
+
+def test_report_refuses_a_healthy_or_unknown_class_prevalence_before_inference(kaggle_layout, tmp_path,
+                                                                                monkeypatch):
+    import medaudit.pipeline
+    from medaudit.cli import main
+
+    def no_inference(*a, **k):
+        raise AssertionError("inference ran before the prevalence was checked")
+
+    monkeypatch.setattr(medaudit.pipeline, "predict_cached", no_inference)
+    data, ckpt = kaggle_layout
+    for spec, fragment in (("notumor=0.02", "'notumor' is a healthy class"),
+                           ("glioma=0.02,tumour=0.01", "'tumour' is not a class"),
+                           ("glioma=2", "must be in (0, 1)")):
+        r = CliRunner().invoke(main, ["report", "--models", str(ckpt), "--data", str(data), "--no-bench", "--no-cam",
+                                      "--format", "json", "--quiet", "--prevalence", spec, "-o", str(tmp_path / "r")])
+        assert r.exit_code == 2, r.output
+        assert fragment in r.output and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+        assert not (tmp_path / "r").exists()
+
+
+def test_report_with_a_prevalence_per_class_writes_and_gates_it(kaggle_layout, tmp_path):
+    from medaudit.cli import main
+
+    data, ckpt = kaggle_layout
+    out = tmp_path / "rep"
+    r = CliRunner().invoke(main, ["report", "--models", str(ckpt), "--data", str(data), "--no-bench", "--no-cam",
+                                  "--format", "json", "--bootstrap", "20", "--quiet", "--prevalence", "glioma=2%",
+                                  "--target-sensitivity", "0.5", "--gate", "ppv[glioma]@prev=0.02,naive>=0",
+                                  "-o", str(out)])
+    assert r.exit_code in (0, 1), r.output  # 1: the naive point may be undefined on a tiny validation split
+    snap = json.loads((out / "report.json").read_text())
+    assert snap["settings"]["clinical"]["prevalence_per_class"] == {"glioma": 0.02}
+    blk = snap["models"][0]["clinical"]["prevalence_per_class"]["glioma"]
+    assert blk["prevalence"] == 0.02 and blk["positive"] == "glioma"
+    assert "ppv[glioma]@prev=0.02,naive" in r.output

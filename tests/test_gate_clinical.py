@@ -42,14 +42,16 @@ def _preds(name, seed, n, first_id, classes=CLASSES, strength=2.0):
     return Predictions(name, list(classes), task, [f"s{first_id + i:04d}" for i in range(len(y))], y, p)
 
 
-def clinical_snapshot(*, val=400, prevalence=PI, cost=(COST_FN, COST_FP), bootstrap=200, classes=CLASSES, negatives=None):
+def clinical_snapshot(*, val=400, prevalence=PI, cost=(COST_FN, COST_FP), bootstrap=200, classes=CLASSES, negatives=None,
+                      per_class=None):
     """(snapshot read back from JSON, {model: (test Predictions, val Predictions or None)})."""
     results = []
     for name, seed in (("a", 0), ("b", 1)):
         v = _preds(name, seed + 10, val, 5000, classes) if val else None
         results.append(ModelResult(preds=_preds(name, seed, 240, 0, classes), checkpoint={"arch": "x"},
                                    prediction_info={"n": 240}, val_preds=v))
-    clinical = ClinicalSettings(prevalence=prevalence, cost_fn=cost and cost[0], cost_fp=cost and cost[1])
+    clinical = ClinicalSettings(prevalence=prevalence, cost_fn=cost and cost[0], cost_fp=cost and cost[1],
+                                prevalence_per_class=per_class)
     settings = AuditSettings(bootstrap=bootstrap, negative_classes=negatives, clinical=clinical)
     snap = assemble_snapshot(results, dataset={"spec": "mem"}, settings=settings, title="t")
     snap = json.loads(json.dumps(snap, allow_nan=False))  # what a gate reads: the file's JSON
@@ -197,8 +199,9 @@ def test_ppv_without_prev_is_still_the_per_class_precision(full):
 @pytest.mark.parametrize("expr, fragment", [
     ("ppv@prev=0.05>=0.3", "the report was made at prevalence 0.02; rerun `medaudit report` with --prevalence 0.05"),
     ("npv@prev=5%>=0.3", "the report was made at prevalence 0.02; rerun `medaudit report` with --prevalence 0.05"),
-    ("ppv[glioma]@prev=0.02>=0.3", "ppv@prev is of disease (glioma, meningioma, pituitary) against the healthy "
-                                   "classes as a whole, not of one class; write ppv@prev=0.02"),
+    ("ppv[glioma]@prev=0.02>=0.3", "made with a prevalence of disease as a whole (0.02) only, so it has no PPV/NPV "
+                                   "of glioma alone; write ppv@prev=0.02 for disease as a whole, or rerun `medaudit "
+                                   "report` with --prevalence glioma=0.02"),
 ])
 def test_prevalence_errors(full, expr, fragment):
     with pytest.raises(MedauditError, match=re.escape(fragment)):
@@ -218,7 +221,7 @@ def test_binary_task_accepts_its_disease_class_in_brackets():
     called = test.probs[:, 1] >= _point(snap, "a", "guaranteed")
     se, sp = called[test.y_true == 1].mean(), (~called[test.y_true == 0]).mean()
     assert r.value == pytest.approx(se * PI / (se * PI + (1 - sp) * (1 - PI)), rel=1e-12)
-    with pytest.raises(MedauditError, match="not of one class"):
+    with pytest.raises(MedauditError, match="'normal' is a healthy class; PPV/NPV at a prevalence are of a disease"):
         run_gates(snap, ["ppv[normal]@prev=0.02>=0"])
 
 
@@ -529,3 +532,127 @@ def test_the_pinned_demo_snapshot_is_gated_on_its_clinical_numbers():
     # The demo's validation split holds 8 images: far from the 59 disease samples a 95% guarantee needs.
     guaranteed = [r for r in report.results if r.metric == "sensitivity_guaranteed"]
     assert guaranteed and all(not r.passed and "needs at least 59" in r.reason for r in guaranteed)
+
+
+# -- PPV/NPV per disease class (--prevalence CLASS=P) and Platt scaling -------------------------------------
+
+PER_CLASS_PI = {"glioma": 0.02, "pituitary": 0.005}
+
+
+@pytest.fixture(scope="module")
+def per_class():
+    return clinical_snapshot(prevalence=0.1, cost=None, bootstrap=100, per_class=PER_CLASS_PI)
+
+
+@pytest.mark.parametrize("rule", ["guaranteed", "naive"])
+def test_ppv_npv_of_a_class_are_bayes_of_its_one_vs_rest_counts_at_its_own_threshold(per_class, rule):
+    snap, preds = per_class
+    for model in ("a", "b"):
+        test, val = preds[model]
+        for cls, pi in PER_CLASS_PI.items():
+            k = CLASSES.index(cls)
+            # The threshold the gate reads is the one chosen on validation for p(cls): re-choose it here by
+            # hand, the highest validation score that keeps the validation sensitivity of cls >= 0.95.
+            blk = next(m for m in snap["models"] if m["name"] == model)["clinical"]["prevalence_per_class"][cls]
+            t = next(p for p in blk["thresholds"]["points"] if p["name"].startswith(rule))["threshold"]
+            if rule == "naive":
+                pos = np.sort(val.probs[val.y_true == k, k])[::-1]
+                assert t == pos[math.ceil(0.95 * len(pos)) - 1]
+            y, called = test.y_true == k, test.probs[:, k] >= t
+            se, sp = called[y].mean(), (~called[~y]).mean()
+            suffix = "" if rule == "guaranteed" else ",naive"
+            r = _one(snap, f"ppv[{cls}]@prev={pi:g}{suffix}>=0.05", model)
+            assert r.metric == f"ppv[{cls}]@prev={pi:g},{rule}" and f"{cls} one-vs-rest at the {rule}" in r.note
+            assert r.value == pytest.approx(se * pi / (se * pi + (1 - sp) * (1 - pi)), rel=1e-12)
+            assert r.passed == (r.value >= 0.05)
+            r = _one(snap, f"npv[{cls}]@prev={100 * pi:g}%{suffix}>=0.9999", model)
+            assert r.value == pytest.approx(sp * (1 - pi) / (sp * (1 - pi) + (1 - se) * pi), rel=1e-12)
+            assert r.passed == (r.value >= 0.9999)
+            lower = _one(snap, f"ppv[{cls}]@prev={pi:g}{suffix}>=0", model, on="lower")
+            assert lower.value == lower.ci_low <= lower.point
+
+
+def test_a_class_gate_passes_and_fails_on_its_own_number(per_class):
+    snap, _ = per_class
+    value = _one(snap, "ppv[glioma]@prev=0.02>=0").value
+    assert 0 < value < 1
+    assert run_gates(snap, [f"a:ppv[glioma]@prev=0.02>={value - 1e-9}"]).passed
+    assert not run_gates(snap, [f"a:ppv[glioma]@prev=0.02>={value + 1e-9}"]).passed
+    # The collapsed (disease as a whole) number is still there beside it, and differs.
+    assert _one(snap, "ppv@prev=0.1>=0").value != value
+
+
+@pytest.mark.parametrize("expr, fragment", [
+    ("ppv[glioma]@prev=0.05>=0.3", "the report was made at prevalence 0.02 for glioma; rerun `medaudit report` "
+                                   "with --prevalence glioma=0.05 (or gate on ppv[glioma]@prev=0.02)"),
+    ("npv[pituitary]@prev=2%>=0.3", "the report was made at prevalence 0.005 for pituitary"),
+    ("ppv[meningioma]@prev=0.02>=0.3", "the report was made with a prevalence per class for glioma=0.02,"
+                                       "pituitary=0.005 only, so it has no PPV/NPV of meningioma alone; rerun "
+                                       "`medaudit report` with --prevalence meningioma=0.02"),
+    ("ppv[notumor]@prev=0.02>=0.3", "'notumor' is a healthy class"),
+    ("ppv[astro]@prev=0.02>=0.3", "unknown class 'astro'"),
+    ("ppv[*]@prev=0.02>=0.3", "ppv[*]@prev has no one prevalence for every class; name the class"),
+    ("ppv@prev=0.02>=0.3", "the report was made at prevalence 0.1"),
+])
+def test_per_class_prevalence_errors_are_bad_input(per_class, expr, fragment):
+    with pytest.raises(MedauditError, match=re.escape(fragment)):
+        run_gates(per_class[0], [expr])
+
+
+def test_a_report_with_only_per_class_prevalences_says_how_to_gate():
+    snap, _ = clinical_snapshot(prevalence=None, cost=None, bootstrap=0, per_class={"glioma": 0.02})
+    with pytest.raises(MedauditError, match=re.escape("made with a prevalence per class (glioma=0.02), not of "
+                                                      "disease as a whole; gate on a class, e.g. "
+                                                      "ppv[glioma]@prev=0.02")):
+        run_gates(snap, ["ppv@prev=0.02>=0.3"])
+    assert _one(snap, "ppv[glioma]@prev=0.02>=0").value is not None
+
+
+def test_per_class_without_validation_fails_closed_with_the_reason():
+    snap, _ = clinical_snapshot(val=0, prevalence=None, cost=None, bootstrap=0, per_class={"glioma": 0.02})
+    r = _one(snap, "ppv[glioma]@prev=0.02>=0")
+    assert not r.passed and "no validation split" in r.reason
+
+
+def _platt(val: Predictions) -> tuple[float, float]:
+    z = special.logit(val.probs[:, 1])
+
+    def nll(ab):
+        eta = ab[0] + ab[1] * z
+        return np.sum(np.logaddexp(0, eta) - val.y_true * eta)
+
+    return tuple(optimize.minimize(nll, [0.0, 1.0], method="BFGS", options={"gtol": 1e-10}).x)
+
+
+def test_ece_after_platt_by_hand_for_a_binary_task():
+    snap, preds = clinical_snapshot(classes=["normal", "pneumonia"], prevalence=None, cost=None, bootstrap=50)
+    test, val = preds["a"]
+    a, b = _platt(val)
+    q = special.expit(a + b * special.logit(test.probs[:, 1]))
+    after = np.column_stack([1 - q, q])
+    conf, correct = after.max(1), after.argmax(1) == test.y_true
+    bins = np.clip(np.ceil(conf * 15).astype(int) - 1, 0, 14)
+    ece = sum(abs(correct[bins == k].mean() - conf[bins == k].mean()) * (bins == k).mean()
+              for k in range(15) if (bins == k).any())
+    r = _one(snap, "ece_after_platt<=0.5")
+    assert r.value == pytest.approx(ece, rel=1e-4, abs=1e-6) and r.passed and "platt scaling" in r.note
+    assert not _one(snap, f"ece_after_platt<={r.value - 1e-9}").passed
+    nll = -np.log(after[np.arange(len(test.y_true)), test.y_true]).mean()
+    assert _one(snap, "nll_after_platt<=5").value == pytest.approx(nll, rel=1e-5)
+    # Temperature scaling is still what *_after_recalibration reads.
+    assert "temperature" in _one(snap, "ece_after_recalibration<=1").note
+
+
+def test_ece_after_platt_where_there_is_none():
+    with pytest.raises(MedauditError, match=r"two-class tasks only, and this one has 4 classes; gate on "
+                                            r"ece_after_recalibration"):
+        run_gates(clinical_snapshot(cost=None, bootstrap=0)[0], ["ece_after_platt<=0.1"])
+    snap, _ = clinical_snapshot(classes=["normal", "pneumonia"], cost=None, bootstrap=0)
+    old = copy.deepcopy(snap)
+    for m in old["models"]:
+        del m["clinical"]["recalibration_platt"]  # a binary snapshot from before Platt scaling
+    with pytest.raises(MedauditError, match="no Platt scaling block"):
+        run_gates(old, ["ece_after_platt<=0.1"])
+    no_val, _ = clinical_snapshot(classes=["normal", "pneumonia"], val=0, cost=None, bootstrap=0)
+    r = _one(no_val, "ece_after_platt<=0.1")
+    assert not r.passed and "no validation split" in r.reason

@@ -324,3 +324,130 @@ def test_overflow_check_catches_a_wide_table():
     html = f"<html><head><style>@page {{ size: A4; margin: 20mm 16mm }} td {{ white-space: nowrap }}</style></head>" \
            f"<body>{wide}</body></html>"
     assert any("TableBox" in line for line in _overflowing_boxes(html))
+
+
+# -- PPV/NPV per disease class and Platt scaling (real audits, tests.test_gate_clinical) --------------------
+
+
+def _shown_cells(html: str) -> dict[str, str]:
+    found = re.findall(r'data-key="([^"]+)">([^<]*)(?:<span class="ci">([^<]*)</span>)?', _section(html))
+    return {unescape(k): v.strip() + (" " + ci if ci else "") for k, v, ci in found}
+
+
+def _assert_shown_as_in_snapshot(snap: dict, cells: dict[str, str]) -> int:
+    for key, text in cells.items():
+        mv = _lookup(snap, key)
+        parsed = parse_metric_text(unescape(text))
+        if mv.get("value") is None:
+            assert parsed is None and text == UNDEFINED, key
+            continue
+        v, lo, hi = parsed
+        assert v == pytest.approx(round(mv["value"], 3), abs=1e-9), key
+        if mv.get("ci_low") is not None:
+            assert (lo, hi) == (pytest.approx(round(mv["ci_low"], 3), abs=1e-9),
+                                pytest.approx(round(mv["ci_high"], 3), abs=1e-9)), key
+    return len(cells)
+
+
+@pytest.fixture(scope="module")
+def per_class_snap():
+    from tests.test_gate_clinical import clinical_snapshot
+
+    return clinical_snapshot(prevalence=0.1, cost=None, bootstrap=40, per_class={"glioma": 0.02, "pituitary": 0.005})[0]
+
+
+def test_the_ppv_table_shows_a_row_per_class_and_rule(per_class_snap, tmp_path):
+    html = render_html(per_class_snap, tmp_path)
+    cells = _shown_cells(html)
+    per_class = {k: v for k, v in cells.items() if ".clinical.prevalence_per_class." in k}
+    # 2 models x 2 classes x 2 rules x (sensitivity, specificity, PPV, NPV), each its snapshot value
+    assert _assert_shown_as_in_snapshot(per_class_snap, per_class) == 2 * 2 * 2 * 4
+    assert {k.split(".points.")[1].split(".")[-1] for k in per_class} == {"sensitivity", "specificity", "ppv", "npv"}
+    text = _text(_section(html))
+    assert "glioma vs the rest at 2%" in text and "pituitary vs the rest at 0.5%" in text
+    assert "disease (not notumor) at 10%" in text, "the disease-as-a-whole rows stay beside them"
+    assert "Outcome, prevalence" in text
+    assert "Deployment prevalence per class glioma 2%, pituitary 0.5% (each class against the rest)" in text
+    ctx = _ctx(per_class_snap)["prevalence"]
+    assert [(r["model"], r["outcome"].split(" ")[0], r["point"]) for r in ctx["rows"]][:6] == [
+        ("a", "disease", "Naive"), ("a", "disease", "Guaranteed"), ("a", "glioma", "Naive"),
+        ("a", "glioma", "Guaranteed"), ("a", "pituitary", "Naive"), ("a", "pituitary", "Guaranteed")]
+    assert [r["first"] for r in ctx["rows"]].count(True) == 2  # the model's name once per model
+
+
+def test_only_per_class_prevalences_still_give_the_table(tmp_path):
+    from tests.test_gate_clinical import clinical_snapshot
+
+    snap, _ = clinical_snapshot(prevalence=None, cost=None, bootstrap=0, per_class={"glioma": 0.02})
+    ctx = _ctx(snap)["prevalence"]
+    assert ctx["reason"] is None and ctx["missing"] == [] and ctx["per_class"]
+    assert {r["outcome"] for r in ctx["rows"]} == {"glioma vs the rest at 2%"}
+    text = _text(_section(render_html(snap, tmp_path)))
+    assert NOT_REQUESTED["prevalence"] not in text and "glioma vs the rest at 2%" in text
+
+
+def test_per_class_without_validation_is_a_sentence(tmp_path):
+    from tests.test_gate_clinical import clinical_snapshot
+
+    snap, _ = clinical_snapshot(val=0, prevalence=None, cost=None, bootstrap=0, per_class={"glioma": 0.02})
+    text = _text(_section(render_html(snap, tmp_path)))
+    assert f"glioma vs the rest at 2% not available: {NO_VALIDATION}" in text
+
+
+def test_without_per_class_the_table_keeps_its_columns(snap2):
+    ctx = _ctx(snap2)["prevalence"]
+    assert ctx["per_class"] is False and ctx["prevalence"] == "2%"
+    assert all(r["outcome"] is None for r in ctx["rows"])
+
+
+@pytest.fixture(scope="module")
+def binary_snap():
+    from tests.test_gate_clinical import clinical_snapshot
+
+    return clinical_snapshot(classes=["normal", "pneumonia"], prevalence=None, cost=None, bootstrap=40)[0]
+
+
+def test_a_binary_snapshot_shows_platt_beside_temperature(binary_snap, tmp_path):
+    html = render_html(binary_snap, tmp_path)
+    cells = _shown_cells(html)
+    platt = {k: v for k, v in cells.items() if ".clinical.recalibration_platt." in k}
+    temperature = {k: v for k, v in cells.items() if ".clinical.recalibration.test." in k}
+    assert len(platt) == len(temperature) > 0
+    _assert_shown_as_in_snapshot(binary_snap, platt)
+    text = _text(_section(html))
+    p = binary_snap["models"][0]["clinical"]["recalibration_platt"]["parameters"]
+    assert f"Platt scaling of p(pneumonia): intercept {p['intercept']:.3f}, slope {p['slope']:.3f}" in text
+    assert text.index("temperature scaling") < text.index("Beside it, Platt scaling")
+    # The reliability figure draws Platt's curve beside temperature scaling's.
+    from medaudit.report.plots import _recalibration
+
+    fig = _recalibration(binary_snap["models"][0], {})
+    assert fig.axes[0].get_legend_handles_labels()[1] == ["perfect calibration", "before",
+                                                          "after (temperature-scaled)", "after (Platt-scaled)"]
+
+
+def test_an_older_binary_snapshot_without_platt_renders_as_before(binary_snap, tmp_path):
+    import copy
+
+    old = copy.deepcopy(binary_snap)
+    for m in old["models"]:
+        del m["clinical"]["recalibration_platt"]
+    text = _text(_section(render_html(old, tmp_path)))
+    assert "Platt" not in text and "temperature scaling" in text
+    assert all("platt" not in m for m in _ctx(old)["recalibration"]["per_model"])
+
+
+def test_multiclass_snapshots_show_no_platt(snap2, html2):
+    assert "Platt" not in _text(_section(html2))
+
+
+def test_pdf_per_class_table_fits_the_page(per_class_snap, tmp_path):
+    snap = json.loads(json.dumps(per_class_snap))
+    long_name = "efficientnet_b0_finetuned_on_the_hospital_B_external_cohort"
+    snap["models"][1]["name"] = long_name
+    dc = snap["clinical"]["decision_curves"]["models"]
+    dc[long_name] = dc.pop("b")
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "report.html.j2").write_text(ONLY_CLINICAL, "utf-8")
+    html = render_html(snap, tmp_path / "rep", template_dir=tmp_path / "tpl", target="pdf")
+    assert "glioma vs the rest" in html and _overflowing_boxes(html) == []

@@ -34,7 +34,7 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--negative-class", "negative_classes", multiple=True, help="A 'healthy' class (repeatable). Default: auto-detected (normal, notumor, healthy, ...).")
 @click.option("--positive-class", default=None, help="Binary tasks: the disease class.")
 @click.option("--target-sensitivity", default=0.95, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True))
-@click.option("--prevalence", default=None, help="Share of disease where the model will be used (e.g. 0.02 or 2%): PPV/NPV, decision curves and costs at that prevalence. Default: the test split's own.")
+@click.option("--prevalence", default=None, help="Share of disease where the model will be used (e.g. 0.02 or 2%): PPV/NPV, decision curves and costs at that prevalence; or per disease class, CLASS=P[,CLASS=P...] (e.g. glioma=0.02,meningioma=1%): PPV/NPV of each class one-vs-rest. Default: the test split's own.")
 @click.option("--cost", default=None, help="Cost of a missed disease and of a false alarm, e.g. FN=10,FP=1: expected cost per patient at the cost-optimal threshold chosen on validation.")
 @click.option("--cost-matrix", type=click.Path(path_type=Path), default=None, help="CSV of costs, header 'true,<class>,...', one row per true class: expected cost of the argmax and of the cost-optimal (Bayes) decision.")
 @click.option("--conformal-alpha", default=0.1, show_default=True, type=float, help="Conformal prediction sets aim at coverage 1 - alpha for every class.")
@@ -84,11 +84,12 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
     from the saved predictions. With --gate, exit code 1 when a gate fails (the report is still written).
     """
     from medaudit.audit import AuditSettings, SubgroupSettings
-    from medaudit.clinical import ClinicalSettings, parse_cost, parse_prevalence, read_cost_matrix
+    from medaudit.clinical import ClinicalSettings, parse_cost, parse_prevalence_spec, read_cost_matrix
     from medaudit.pipeline import ReportOptions, run_report
 
     costs = parse_cost(cost)
-    clinical = ClinicalSettings(prevalence=parse_prevalence(prevalence), cost_fn=costs and costs[0],
+    overall, per_class = parse_prevalence_spec(prevalence)
+    clinical = ClinicalSettings(prevalence=overall, prevalence_per_class=per_class, cost_fn=costs and costs[0],
                                 cost_fp=costs and costs[1], conformal_alpha=conformal_alpha, delta=delta,
                                 cost_matrix=read_cost_matrix(cost_matrix) if cost_matrix else None)
     settings = AuditSettings(

@@ -32,6 +32,8 @@ _CONFORMAL = {"coverage": ("lac", "coverage"), "coverage_lac": ("lac", "coverage
               "coverage_aps": ("aps", "coverage"), "mean_set_size": ("lac", "mean_set_size"),
               "mean_set_size_lac": ("lac", "mean_set_size"), "mean_set_size_aps": ("aps", "mean_set_size")}
 _RECAL = {f"{m}_after_recalibration": m for m in RECALIBRATED}
+# Platt scaling, fitted beside temperature scaling for two-class tasks (models[i].clinical.recalibration_platt).
+_PLATT = {f"{m}_after_platt": m for m in RECALIBRATED}
 _COST = ("expected_cost", "normalised_cost")
 _SELECTIVE = ("aurc", "e_aurc")
 
@@ -42,7 +44,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "net_benefit": (-INF, 1.0), **dict.fromkeys(_THRESHOLD_POINT, (0.0, 1.0)),
     **dict.fromkeys(_CONFORMAL, (0.0, 1.0)), "mean_set_size": (0.0, INF), "mean_set_size_lac": (0.0, INF),
     "mean_set_size_aps": (0.0, INF), **dict.fromkeys(_COST, (0.0, INF)), **dict.fromkeys(_SELECTIVE, (0.0, 1.0)),
-    **{f"{m}_after_recalibration": (0.0, {"brier": 2.0, "nll": INF}.get(m, 1.0)) for m in RECALIBRATED},
+    **{f"{m}_after_{how}": (0.0, {"brier": 2.0, "nll": INF}.get(m, 1.0)) for m in RECALIBRATED
+       for how in ("recalibration", "platt")},
 }
 # Names only ever read from the clinical blocks (ppv/npv are so only with @prev=P).
 NAMES = frozenset(RANGES)
@@ -88,10 +91,21 @@ def _pct(x: float) -> str:
     return f"{x:g}"
 
 
+def _per_class_text(per_class: dict) -> str:
+    return ",".join(f"{c}={_pct(p)}" for c, p in per_class.items())
+
+
 def check_prevalence(snapshot: dict, prevalence: float, where: str) -> None:
-    """MedauditError unless the report was made at this deployment prevalence."""
+    """MedauditError unless the report was made at this deployment prevalence (of disease as a whole)."""
     made = _settings_clinical(snapshot).get("prevalence")
     if made is None:
+        per_class = _settings_clinical(snapshot).get("prevalence_per_class") or {}
+        if per_class:
+            cls = next(iter(per_class))
+            raise MedauditError(f"{where}: the report was made with a prevalence per class "
+                                f"({_per_class_text(per_class)}), not of disease as a whole; gate on a class, "
+                                f"e.g. ppv[{cls}]@prev={_pct(per_class[cls])}, or rerun `medaudit report` with "
+                                f"--prevalence {_pct(prevalence)}")
         raise MedauditError(f"{where}: the report was made without a deployment prevalence, so it has no PPV/NPV "
                             f"at {_pct(prevalence)}; rerun `medaudit report` with --prevalence {_pct(prevalence)}")
     if not math.isclose(made, prevalence, rel_tol=1e-9, abs_tol=1e-12):
@@ -108,21 +122,68 @@ def prevalence_slot(snapshot: dict, model: dict, metric: str, cls: str | None, e
                     rule: str | None, where: str) -> tuple[str, dict, str | None]:
     """(label, value object, note) of ``ppv@prev=P[,rule]`` / ``npv@...`` for one model.
 
-    The PPV and NPV are of disease (every class but the healthy ones) against healthy, at the
-    operating point ``rule`` chosen on validation (default: the guaranteed-sensitivity one).
-    A ``[CLASS]`` is accepted only when it is the one disease class of the task.
+    Without ``[CLASS]`` the PPV and NPV are of disease (every class but the healthy ones) against
+    healthy (``models[i].clinical.prevalence``). With ``[CLASS]`` they are of that class
+    one-vs-rest at the prevalence the report was given for it (``--prevalence CLASS=P``,
+    ``models[i].clinical.prevalence_per_class``); a binary task's one disease class also reads the
+    disease block. Either way at the operating point ``rule`` chosen on validation (default: the
+    guaranteed-sensitivity one).
     """
-    check_prevalence(snapshot, prevalence, where)
     rule = rule or DEFAULT_RULE
     label = f"{metric}@prev={_pct(prevalence)},{rule}"
-    if cls is not None or every:
-        disease = _disease_classes(snapshot, model)
-        if every or disease != [cls]:
-            raise MedauditError(f"{where}: {metric}@prev is of disease ({', '.join(disease)}) against the healthy "
-                                f"classes as a whole, not of one class; write {metric}@prev={_pct(prevalence)}")
+    per_class = _settings_clinical(snapshot).get("prevalence_per_class") or {}
+    if every:
+        raise MedauditError(f"{where}: {metric}[*]@prev has no one prevalence for every class; name the class, "
+                            + (f"e.g. {metric}[{next(iter(per_class))}]@prev={_pct(next(iter(per_class.values())))}"
+                               if per_class else f"or write {metric}@prev={_pct(prevalence)}"))
+    if cls is not None and (cls in per_class or _disease_classes(snapshot, model) != [cls]):
+        return _class_prevalence_slot(snapshot, model, metric, cls, prevalence, rule, where)
+    check_prevalence(snapshot, prevalence, where)
     clinical, why = _model_clinical(model, where)
     block, why = (None, why) if clinical is None else _block(clinical.get("prevalence"),
                                                              "PPV/NPV at the deployment prevalence")
+    return _prevalence_point(metric, rule, label, block, why, "")
+
+
+def _class_prevalence_slot(snapshot: dict, model: dict, metric: str, cls: str, prevalence: float, rule: str,
+                           where: str) -> tuple[str, dict, str | None]:
+    """``ppv[CLASS]@prev=P``: the class's block of ``models[i].clinical.prevalence_per_class``."""
+    per_class = _settings_clinical(snapshot).get("prevalence_per_class") or {}
+    classes = list(model["metrics"].get("per_class") or {})
+    if cls not in classes:
+        raise MedauditError(f"{where} (model {model['name']!r}): unknown class {cls!r}; "
+                            f"valid: {', '.join(map(repr, classes))}")
+    negatives = (snapshot.get("settings") or {}).get("negative_classes") or ()
+    if cls in negatives:
+        raise MedauditError(f"{where}: {cls!r} is a healthy class; PPV/NPV at a prevalence are of a disease "
+                            f"class, e.g. {metric}[{(_disease_classes(snapshot, model) or ['CLASS'])[0]}]@prev=P")
+    if cls not in per_class:
+        made = _settings_clinical(snapshot).get("prevalence")
+        given = (f"a prevalence per class for {_per_class_text(per_class)} only" if per_class else
+                 f"a prevalence of disease as a whole ({_pct(made)}) only" if made is not None else
+                 "no deployment prevalence")
+        instead = f"write {metric}@prev={_pct(made)} for disease as a whole, or " if made is not None and not per_class else ""
+        raise MedauditError(f"{where}: the report was made with {given}, so it has no PPV/NPV of {cls} alone; "
+                            f"{instead}rerun `medaudit report` with --prevalence {cls}={_pct(prevalence)}")
+    made = per_class[cls]
+    if not math.isclose(made, prevalence, rel_tol=1e-9, abs_tol=1e-12):
+        raise MedauditError(f"{where}: the report was made at prevalence {_pct(made)} for {cls}; rerun `medaudit "
+                            f"report` with --prevalence {cls}={_pct(prevalence)} (or gate on "
+                            f"{metric}[{cls}]@prev={_pct(made)})")
+    label = f"{metric}[{cls}]@prev={_pct(prevalence)},{rule}"
+    clinical, why = _model_clinical(model, where)
+    blocks = None if clinical is None else clinical.get("prevalence_per_class")
+    if clinical is not None and not isinstance(blocks, dict):
+        why = ("the snapshot has no PPV/NPV per class (models[i].clinical.prevalence_per_class) although its "
+               "settings name them")
+    block, why = (None, why) if not isinstance(blocks, dict) else _block(
+        blocks.get(cls), f"PPV/NPV of {cls} at its deployment prevalence")
+    return _prevalence_point(metric, rule, label, block, why, " one-vs-rest")
+
+
+def _prevalence_point(metric: str, rule: str, label: str, block: dict | None, why: str | None,
+                      how: str) -> tuple[str, dict, str | None]:
+    """(label, value object, note) of the ``rule`` operating point of a PPV/NPV block."""
     points = {} if block is None else block.get("points") or {}
     name = next((k for k in points if k.startswith(f"{rule}_")), None)
     if block is not None and name is None:
@@ -131,7 +192,7 @@ def prevalence_slot(snapshot: dict, model: dict, metric: str, cls: str | None, e
     if point is None:
         return label, undefined(why), None
     t = point.get("threshold")
-    note = (f"{block.get('positive')} at the {rule} threshold" + (f" {t:.4g}" if t is not None else "")
+    note = (f"{block.get('positive')}{how} at the {rule} threshold" + (f" {t:.4g}" if t is not None else "")
             + " chosen on validation, test sensitivity and specificity")
     return label, _entry(point.get(metric), f"{metric} at the {rule} operating point is not in the snapshot"), note
 
@@ -204,9 +265,12 @@ def model_slots(snapshot: dict, model: dict, metric: str, cls: str | None, every
         block, why = _block(clinical.get("selective"), "the referral (selective prediction) analysis")
         return [(metric, undefined(why) if block is None else _entry(block.get(metric), f"{metric} is not computed"),
                  None)]
-    if metric in _RECAL:
-        key = _RECAL[metric]
-        block, why = _block(clinical.get("recalibration"), "the recalibration")
+    if metric in _RECAL or metric in _PLATT:
+        key = _RECAL.get(metric) or _PLATT[metric]
+        if metric in _PLATT:
+            block, why = _block(_platt_block(clinical, model, metric, where), "the Platt scaling")
+        else:
+            block, why = _block(clinical.get("recalibration"), "the recalibration")
         if block is not None and not isinstance(block.get("test"), dict):
             why = block.get("note") or (block.get("parameters") or {}).get("reason") or "no recalibration was fitted"
             block = None
@@ -227,6 +291,20 @@ def model_slots(snapshot: dict, model: dict, metric: str, cls: str | None, every
     rows = block.get("coverage_per_class") or {}
     return [(f"{metric}[{c}]", _entry(rows.get(c), f"no coverage of class {c!r} in the snapshot"), note)
             for c in ([cls] if cls is not None else per_class)]
+
+
+def _platt_block(clinical: dict, model: dict, metric: str, where: str) -> object:
+    """``models[i].clinical.recalibration_platt``; bad input when the task has no Platt scaling."""
+    if "recalibration_platt" in clinical:
+        return clinical["recalibration_platt"]
+    classes = list(model["metrics"].get("per_class") or {})
+    if len(classes) != 2:
+        raise MedauditError(f"{where}: Platt scaling is fitted for two-class tasks only, and this one has "
+                            f"{len(classes)} classes; gate on {metric.replace('_platt', '_recalibration')} "
+                            "(temperature scaling)")
+    raise MedauditError(f"{where}: model {model['name']!r} has no Platt scaling block "
+                        "(models[i].clinical.recalibration_platt): the snapshot was written by a medaudit without "
+                        "it; re-create it with `medaudit report`")
 
 
 def _grid_text(grid: list[float]) -> str:

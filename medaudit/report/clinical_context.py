@@ -105,6 +105,9 @@ def _settings(snapshot: dict, top: dict | None, entries: list[dict]) -> list[tup
             ("Costs", f"missed disease (FN) = {cost['FN']:g}, false alarm (FP) = {cost['FP']:g} (correct calls cost 0)"
              if isinstance(cost, dict) and cost.get("FN") is not None and cost.get("FP") is not None
              else "not given")]
+    if st.get("prevalence_per_class"):  # --prevalence CLASS=P: each class against the rest
+        rows.insert(1, ("Deployment prevalence per class", ", ".join(
+            f"{c} {pct(v)}" for c, v in st["prevalence_per_class"].items()) + " (each class against the rest)"))
     if st.get("conformal_alpha") is not None:
         rows.append(("Conformal sets aim at", f"{pct(1 - st['conformal_alpha'])} coverage for every class"))
     if st.get("delta") is not None:
@@ -244,28 +247,57 @@ def _point_label(name: str | None) -> str:
 
 
 def _prevalence(entries: list[dict]) -> dict:
+    """PPV/NPV rows: of disease as a whole (``prevalence``) and of each disease class one-vs-rest
+    (``prevalence_per_class``, ``--prevalence CLASS=P``), per model in that order."""
     have, missing, reason = _part(entries, "prevalence")
     notes = Footnotes()
-    rows = []
+    # entry index -> [(snapshot key, block, outcome or None = disease as a whole, its thresholds block)]
+    blocks: dict[int, list[tuple[str, dict, str | None, dict]]] = {}
     prev = None
     for e, blk in have:
         prev = prev if prev is not None else blk.get("prevalence")
-        points = blk.get("points") or {}
-        # In the order of the threshold table (naive, then guaranteed), not report.json's sorted keys.
-        order = [p.get("name") for p in (e["block"].get("thresholds") or {}).get("points") or []]
-        names = [n for n in order if n in points] + [n for n in points if n not in order]
-        for j, (pname, p) in enumerate((n, points[n]) for n in names):
-            key = f"models.{e['i']}.clinical.prevalence.points.{pname}"
-            row = {"model": e["name"], "color": e["color"], "first": j == 0, "point": _point_label(pname)}
-            if p.get("available") is False:
-                row["reason"] = not_available(p.get("reason"))
-            else:
-                row.update(threshold=fmt_float(p.get("threshold")),
-                           cells=[notes.metric(p.get(k), f"{key}.{k}") for k in ("sensitivity", "specificity", "ppv",
-                                                                                    "npv")])
-            rows.append(row)
-    return {"reason": reason, "missing": missing, "rows": rows, "notes": notes.reasons,
-            "prevalence": pct(prev) if prev is not None else None}
+        blocks.setdefault(e["i"], []).append((f"models.{e['i']}.clinical.prevalence", blk, None,
+                                              e["block"].get("thresholds") or {}))
+    per_class = False
+    for e in entries:
+        for cls, blk in ((e["block"] or {}).get("prevalence_per_class") or {}).items():
+            if isinstance(blk, dict):
+                per_class = True
+                blocks.setdefault(e["i"], []).append((f"models.{e['i']}.clinical.prevalence_per_class.{cls}", blk,
+                                                      f"{cls} vs the rest at {pct(blk.get('prevalence'))}",
+                                                      blk.get("thresholds") or {}))
+    if per_class:
+        # There are rows, so "no prevalence of disease as a whole was given" hides nothing.
+        reason = None
+        missing = [m for m in missing if m["reason"] != NOT_REQUESTED["prevalence"]]
+    rows = []
+    for e in entries:
+        for key, blk, outcome, thresholds in blocks.get(e["i"], []):
+            if outcome is None and per_class:
+                outcome = f"{blk.get('positive') or 'disease'} at {pct(blk.get('prevalence'))}"
+            row = {"model": e["name"], "color": e["color"], "first": not any(r["model"] == e["name"] for r in rows),
+                   "outcome": outcome, "outcome_first": True}
+            if blk.get("available") is False:
+                rows.append({**row, "point": "", "reason": not_available(blk.get("reason"))})
+                continue
+            points = blk.get("points") or {}
+            # In the order of the threshold table (naive, then guaranteed), not report.json's sorted keys.
+            order = [p.get("name") for p in thresholds.get("points") or []]
+            names = [n for n in order if n in points] + [n for n in points if n not in order]
+            for j, pname in enumerate(names):
+                p = points[pname]
+                r = {**row, "first": row["first"] and j == 0, "outcome_first": j == 0, "point": _point_label(pname)}
+                if p.get("available") is False:
+                    r["reason"] = not_available(p.get("reason"))
+                else:
+                    r.update(threshold=fmt_float(p.get("threshold")),
+                             cells=[notes.metric(p.get(k), f"{key}.points.{pname}.{k}")
+                                    for k in ("sensitivity", "specificity", "ppv", "npv")])
+                rows.append(r)
+            if not names:
+                rows.append({**row, "point": "", "reason": not_available("no operating point in the snapshot")})
+    return {"reason": reason, "missing": missing, "rows": rows, "notes": notes.reasons, "per_class": per_class,
+            "prevalence": pct(prev) if prev is not None and not per_class else None}
 
 
 def _thresholds(entries: list[dict]) -> dict:
@@ -327,27 +359,39 @@ def _spiegelhalter(sp: dict | None) -> str:
     return f"before: {one(sp.get('before'))}; after: {one(sp.get('after'))}"
 
 
+def _recal_table(blk: dict, key: str) -> dict[str, Any]:
+    """One method's before/after/change table (``key``: where its ``test.metrics`` live)."""
+    notes = Footnotes()
+    test = blk.get("test")
+    out: dict[str, Any] = {"method": blk.get("method"), "variant": blk.get("variant"), "params": _recal_params(blk),
+                           "note": blk.get("note"), "rows": [], "notes": []}
+    if not test:
+        out["reason"] = not_available(blk.get("note") or "no recalibrated test predictions")
+        return out
+    met = test.get("metrics") or {}
+    out.update(reason=None, n=fmt_int(test.get("n")), forecast=test.get("forecast"),
+               spiegelhalter=_spiegelhalter(test.get("spiegelhalter")))
+    for k, label in RECAL_ROWS:
+        if k in met:
+            out["rows"].append({"label": label, "cells": [notes.metric((met[k] or {}).get(w), f"{key}.{k}.{w}")
+                                                          for w in ("before", "after", "change")]})
+    out["notes"] = notes.reasons
+    return out
+
+
 def _recalibration(entries: list[dict], figs: dict) -> dict:
+    """Temperature scaling per model, and beside it Platt scaling where the snapshot has it (two-class
+    tasks: ``recalibration_platt``; older snapshots have none, and render as before)."""
     have, missing, reason = _part(entries, "recalibration")
     per_model = []
     for e, blk in have:
-        key = f"models.{e['i']}.clinical.recalibration.test.metrics"
-        notes = Footnotes()
-        test = blk.get("test")
-        entry: dict[str, Any] = {"name": e["name"], "color": e["color"], "method": blk.get("method"),
-                                 "variant": blk.get("variant"), "params": _recal_params(blk), "note": blk.get("note"),
-                                 "figure": figs.get(f"recalibration_m{e['i']}"), "rows": [], "notes": []}
-        if not test:
-            entry["reason"] = not_available(blk.get("note") or "no recalibrated test predictions")
-        else:
-            met = test.get("metrics") or {}
-            entry.update(reason=None, n=fmt_int(test.get("n")), forecast=test.get("forecast"),
-                         spiegelhalter=_spiegelhalter(test.get("spiegelhalter")))
-            for k, label in RECAL_ROWS:
-                if k in met:
-                    entry["rows"].append({"label": label, "cells": [notes.metric((met[k] or {}).get(w), f"{key}.{k}.{w}")
-                                                                    for w in ("before", "after", "change")]})
-            entry["notes"] = notes.reasons
+        entry = {"name": e["name"], "color": e["color"], "figure": figs.get(f"recalibration_m{e['i']}"),
+                 **_recal_table(blk, f"models.{e['i']}.clinical.recalibration.test.metrics")}
+        platt = e["block"].get("recalibration_platt")
+        if isinstance(platt, dict):
+            entry["platt"] = ({"method": "platt", "reason": not_available(platt.get("reason")), "rows": []}
+                              if platt.get("available") is False else
+                              _recal_table(platt, f"models.{e['i']}.clinical.recalibration_platt.test.metrics"))
         per_model.append(entry)
     return {"reason": reason, "missing": missing, "per_model": per_model}
 

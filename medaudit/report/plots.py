@@ -446,17 +446,20 @@ def _recalibration(model: dict, colors: dict) -> Figure | None:
     fig, (a1, a2) = _figure(2, 1, figsize=(3.6, 3.8), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     a1.plot([0, 1], [0, 1], color="#999999", lw=0.7, ls=":", label="perfect calibration")
     after = f"after ({blk.get('variant') or blk.get('method') or 'recalibrated'})"
-    for j, (when, c, col, mk) in enumerate((("before", rel["before"], "#777777", "o--"),
-                                            (after, rel["after"], color, "s-"))):
+    series = [("before", rel["before"], "#777777", "o--"), (after, rel["after"], color, "s-")]
+    platt = (_clinical(model, "recalibration_platt") or {}).get("reliability") or {}  # two-class tasks only
+    if platt.get("after"):
+        series.append(("after (Platt-scaled)", platt["after"], color, "^:"))
+    for j, (when, c, col, mk) in enumerate(series):
         conf, acc = _values(c.get("bin_confidence")), _values(c.get("bin_accuracy"))
         ok = np.isfinite(conf) & np.isfinite(acc)
         if ok.any():
             a1.plot(conf[ok], acc[ok], mk, ms=3, lw=1.2, color=col, label=when)
         edges = _values(c.get("bin_edges"))
         if edges.size >= 2:
-            widths = np.diff(edges)
-            a2.bar(edges[:-1] + widths * 0.5 * j, _values(c.get("bin_count")), widths * 0.5, align="edge", color=col,
-                   alpha=0.85)
+            widths = np.diff(edges) / len(series)
+            a2.bar(edges[:-1] + widths * j, _values(c.get("bin_count")), widths, align="edge", color=col,
+                   alpha=0.85 if j < 2 else 0.45)
     a1.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed accuracy", title=_short(model["name"], 30) + ": reliability")
     a1.legend(frameon=False, loc="upper left")
     a2.set(xlabel="predicted confidence (max probability)", ylabel="test samples")
