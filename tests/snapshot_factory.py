@@ -575,3 +575,190 @@ def build_snapshot(models=None, classes=GATE_CLASSES, fingerprint="ab" * 32, tas
             "settings": {"split": "test", "bootstrap": 1000, "seed": 0, "ece_bins": 15,
                          "negative_classes": [GATE_NEGATIVE], "negative_classes_source": "auto"},
             "figures": {}, "run": {}}
+
+
+# ---------------------------------------------------------------- subgroups (issue 18)
+
+SUBGROUP_SALT = b"snapshot-factory-salt"
+SUBGROUP_COLUMNS = ("sex", "site", "age")
+AGE_EDGES = [0.0, 40.0, 65.0, 120.0]
+
+
+class _StubSplit:
+    """Just what :func:`medaudit.data.neardup.find_near_duplicates` and
+    :func:`medaudit.data.inspect.patient_leakage` read from a split, from seeded arrays."""
+
+    def __init__(self, ids, phashes, thumbs, metadata):
+        self.sample_ids, self.metadata = list(ids), metadata
+        self._sig = (phashes, thumbs)
+
+    def perceptual_hashes(self):
+        return self._sig
+
+    def content_hashes(self):
+        # Distinct per image: the planted near-duplicates are re-encoded copies, not pixel-identical.
+        return [f"sha-{i}" for i in self.sample_ids]
+
+
+def _subgroup_metadata(y, probs0, rng):
+    """Seeded sex, site, age and raw patient ids of the test samples.
+
+    Site B draws most of the disease cases model 0 misses, so its recall gap is real (the
+    subgroup functions find it; nothing is planted in their output). Site C is small (too few to
+    estimate some values); some sexes and ages are unknown.
+    """
+    n = len(y)
+    missed = (y != 0) & (probs0.argmax(1) == 0)
+    p_b = np.where(missed, 0.95, 0.2)
+    u = rng.random(n)
+    site = np.where(u < p_b, "B", np.where(u < p_b + 0.06, "C", "A"))
+    # About two images per patient; a patient keeps one site, sex and age.
+    raw = np.empty(n, dtype=object)
+    for s in ("A", "B", "C"):
+        idx = np.flatnonzero(site == s)
+        raw[idx] = [f"MRN-{s}-{k // 2:04d}" for k in range(len(idx))]
+    raw = raw.astype(str)
+    people, person = np.unique(raw, return_inverse=True)
+    sex = rng.choice(["F", "M"], size=len(people))
+    sex[rng.random(len(people)) < 0.05] = ""
+    age = rng.uniform(20, 90, len(people))
+    age[rng.random(len(people)) < 0.04] = np.nan
+    sex, age = sex[person], age[person]
+    return {"sex": sex, "site": site, "age": age}, raw
+
+
+def make_subgroup_snapshot(n_models: int = 2, n: int = 160, seed: int = 0, *, n_bootstrap: int = 1000,
+                           min_group_n: int = 10, with_patients: bool = True, intersections: bool = True) -> dict:
+    """:func:`make_snapshot` plus the issue-18 blocks, computed by the real functions.
+
+    ``models[i].subgroups`` is :func:`medaudit.metrics.subgroups.subgroup_metrics` on the
+    factory's seeded test predictions grouped by seeded ``sex``, ``site`` and ``age`` (banded with
+    :func:`medaudit.metrics` edges ``AGE_EDGES``), clustered by hashed patient ids
+    (``with_patients``); ``models[i].patient_level`` is ``compute_metrics`` on
+    :func:`medaudit.metrics.clustered.patient_level`; ``comparisons.subgroup_differences`` is
+    :func:`~medaudit.metrics.subgroups.subgroup_differences` per model pair;
+    ``dataset.patients`` and ``dataset.near_duplicates`` are
+    :func:`~medaudit.data.inspect.patient_leakage` and
+    :func:`~medaudit.data.neardup.find_near_duplicates` on stub splits with planted shared
+    patients and near-duplicate hashes. The findings follow the lead's wording for issue 18
+    (``_subgroup_findings``). Each call returns a fresh deep copy.
+    """
+    return copy.deepcopy(_cached_subgroups(n_models, n, seed, n_bootstrap, min_group_n, with_patients, intersections))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_subgroups(n_models, n, seed, n_bootstrap, min_group_n, with_patients, intersections) -> dict:
+    from medaudit.metadata import bin_numeric
+    from medaudit.metrics import compute_metrics
+    from medaudit.metrics.clustered import patient_level
+    from medaudit.metrics.subgroups import subgroup_differences, subgroup_metrics
+    from medaudit.phi import hash_identifiers, salt_id
+
+    snap = make_snapshot(n_models, n, seed)
+    y, ids, probs = _SEEDED[(n_models, n, seed)]
+    names = [m["name"] for m in snap["models"]]
+    rng = np.random.default_rng(seed + 2000)
+    meta, raw = _subgroup_metadata(y, probs[names[0]], rng)
+    patients = hash_identifiers(raw.tolist(), SUBGROUP_SALT) if with_patients else None
+    groups = {"sex": meta["sex"], "site": meta["site"], "age": bin_numeric(meta["age"], AGE_EDGES)}
+    groups["age"] = np.where(groups["age"] == "unknown", "", groups["age"])
+    inter = [("sex", "site")] if intersections else []
+    kw = {"clusters": patients, "intersections": inter, "min_group_n": min_group_n, "n_bootstrap": n_bootstrap,
+          "seed": seed}
+    for m in snap["models"]:
+        m["subgroups"] = subgroup_metrics(y, probs[m["name"]], CLASSES, NEG, groups, **kw)
+        if with_patients:
+            pl = patient_level(y, probs[m["name"]], patients, CLASSES, NEG, aggregate="max")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                met = compute_metrics(pl.y_true, pl.probs, pl.class_names, pl.task, n_bootstrap=n_bootstrap,
+                                      seed=seed, positive_class="disease")
+            m["patient_level"] = {"aggregate": "max", "n_patients": int(len(pl.y_true)), "metrics": met}
+        else:
+            m["patient_level"] = None
+    if snap["comparisons"] is not None:
+        snap["comparisons"]["subgroup_differences"] = [
+            {"a": a, "b": b, **subgroup_differences(y, probs[a], probs[b], CLASSES, NEG, groups, **kw)}
+            for i, a in enumerate(names) for b in names[i + 1:]]
+    snap["settings"]["subgroups"] = {
+        "group_by": list(SUBGROUP_COLUMNS), "bins": {"age": AGE_EDGES}, "intersections": [list(p) for p in inter],
+        "patient_column": "patient_id" if with_patients else None, "min_group_n": min_group_n, "level": "image",
+        "aggregate": "max", "salt_id": salt_id(SUBGROUP_SALT) if with_patients else None}
+    snap["dataset"]["patients"], snap["dataset"]["near_duplicates"] = _data_checks(ids, patients, rng)
+    snap["findings"] = snap["findings"] + _subgroup_findings(snap)
+    return json.loads(json.dumps(snap))
+
+
+def _data_checks(test_ids, test_patients, rng) -> tuple[dict, dict]:
+    """``dataset.patients`` and ``dataset.near_duplicates`` from the real functions on stub splits:
+    3 test patients also in train, 1 in val; 2 test images re-encoded from train, 1 within train."""
+    from medaudit.data.inspect import patient_leakage
+    from medaudit.data.neardup import find_near_duplicates
+    from medaudit.phi import hash_identifiers
+
+    sizes = {"train": 60, "val": 20, "test": len(test_ids)}
+    split_ids = {"train": [f"train/{k}" for k in range(60)], "val": [f"val/{k}" for k in range(20)],
+                 "test": list(test_ids)}
+    hashes = {s: rng.integers(0, 2**63, k, dtype=np.int64).astype(np.uint64) for s, k in sizes.items()}
+    thumbs = {s: rng.integers(0, 256, (k, 256)).astype(np.uint8) for s, k in sizes.items()}
+
+    def copy_of(src, i, dst, j, flips):
+        h = int(hashes[src][i])
+        for b in flips:
+            h ^= 1 << b
+        hashes[dst][j] = np.uint64(h)
+        thumbs[dst][j] = np.clip(thumbs[src][i].astype(int) + rng.integers(-1, 2, 256), 0, 255).astype(np.uint8)
+
+    copy_of("train", 5, "test", 3, [1, 9])
+    copy_of("train", 17, "test", 40, [4])
+    copy_of("train", 2, "train", 30, [7, 20, 33])
+    if test_patients is None:
+        meta = {s: None for s in sizes}
+        column = None
+    else:
+        train_p = hash_identifiers([f"MRN-T-{k // 3:04d}" for k in range(60)], SUBGROUP_SALT)
+        val_p = hash_identifiers([f"MRN-V-{k // 2:04d}" for k in range(20)], SUBGROUP_SALT)
+        shared = sorted(set(test_patients.tolist()) - {""})[:4]
+        train_p[:3], val_p[0] = shared[:3], shared[3]
+        meta = {"train": {"patient_id": train_p}, "val": {"patient_id": val_p},
+                "test": {"patient_id": np.asarray(test_patients)}}
+        column = "patient_id"
+    splits = {s: _StubSplit(split_ids[s], hashes[s], thumbs[s], meta[s]) for s in sizes}
+    return patient_leakage(splits, column), find_near_duplicates(splits)
+
+
+def _subgroup_findings(snap: dict) -> list[dict]:
+    """Findings in the lead's wording for issue 18 (a stand-in for the audit side's, same levels)."""
+    out = []
+    pats = snap["dataset"]["patients"]
+    for key, v in (pats.get("across") or {}).items():
+        if v["n"]:
+            a, b = key.split("/")
+            out.append({"level": "error", "model": None,
+                        "text": f"{v['n']} patients have images in both {a} and {b} (patient leakage); "
+                                f"{b} metrics overstate performance on new patients."})
+    near = snap["dataset"]["near_duplicates"]
+    for key, v in near["across"].items():
+        if v["n"]:
+            a, b = key.split("/")
+            out.append({"level": "warning", "model": None,
+                        "text": f"{v['n']} {b} images are near-duplicates of {a} images."})
+    for m in snap["models"]:
+        for col, block in m["subgroups"]["columns"].items():
+            small = []
+            for label, g in block["groups"].items():
+                for metric, gap in g["gap"].items():
+                    p = gap.get("p_adjusted")
+                    if p is not None and p < 0.05:
+                        word = "lower" if gap["diff"] < 0 else "higher"
+                        out.append({"level": "warning", "model": m["name"],
+                                    "text": f"{m['name']}: {metric.replace('_', ' ')} is {word} on {col} {label} by "
+                                            f"{abs(gap['diff']):.2f}, 95 % CI {gap['ci_low']:.2f}\u2013"
+                                            f"{gap['ci_high']:.2f}, Holm p = {p:.3f}"})
+                if any(g[k].get("too_few") for k in ("recall", "specificity", "auc")):
+                    small.append(label)
+            if small:
+                out.append({"level": "info", "model": m["name"],
+                            "text": f"{m['name']}: {col} group(s) {', '.join(small)} are too few to estimate some "
+                                    "metrics."})
+    return out

@@ -23,6 +23,7 @@ from matplotlib.patches import Circle
 from matplotlib.ticker import MaxNLocator
 
 from medaudit.report.format import ordered_splits
+from medaudit.report.subgroup_context import FOREST_METRICS
 
 DPI = 150
 WIDTH_IN = 6.7  # ~17 cm: the text width of an A4 page with 2 cm margins
@@ -97,6 +98,8 @@ def make_figures(snapshot: dict, fig_dir: Path, *, dpi: int = DPI) -> dict[str, 
                  ("risk_coverage", lambda: _risk_coverage(models, colors))]
     for i, m in enumerate(models):
         builders.append((f"recalibration_m{i}", lambda m=m: _recalibration(m, colors)))
+    for i, m in enumerate(models):
+        builders.append((f"subgroups_m{i}", lambda m=m: subgroup_forest(m, colors.get(m["name"], "#0072B2"))))
     out: dict[str, str] = {}
     with matplotlib.rc_context(STYLE):
         for key, build in builders:
@@ -463,5 +466,102 @@ def _recalibration(model: dict, colors: dict) -> Figure | None:
     a1.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed accuracy", title=_short(model["name"], 30) + ": reliability")
     a1.legend(frameon=False, loc="upper left")
     a2.set(xlabel="predicted confidence (max probability)", ylabel="test samples")
+    fig.tight_layout()
+    return fig
+
+
+FOREST_ROW_IN = 0.17  # inches per group row: 7-pt labels without overlap
+FOREST_MAX_IN = 9.0  # taller would not fit an A4 page beside its caption
+
+
+def forest_rows(block: dict) -> list[dict]:
+    """The rows of a subgroup forest plot, top to bottom: a header per column, then its groups.
+
+    Parameters
+    ----------
+    block : dict
+        ``models[i].subgroups`` (:func:`medaudit.metrics.subgroups.subgroup_metrics`).
+
+    Returns
+    -------
+    list of dict
+        ``{"kind": "header", "label"}`` or ``{"kind": "group", "label", "unknown", "values":
+        {metric: (value, ci_low, ci_high) or None}, "missing": {metric: "too few" or "undefined"}}``.
+    """
+    rows = []
+    for col, cb in (block.get("columns") or {}).items():
+        rows.append({"kind": "header", "label": str(col)})
+        for label, g in (cb.get("groups") or {}).items():
+            values, missing = {}, {}
+            for key, _ in FOREST_METRICS:
+                mv = g.get(key) if isinstance(g.get(key), dict) else {}
+                if mv.get("value") is None:
+                    missing[key] = "too few" if mv.get("too_few") else "undefined"
+                else:
+                    values[key] = (mv["value"], mv.get("ci_low"), mv.get("ci_high"))
+            rows.append({"kind": "group", "label": f"{label} (n={g.get('n')})", "unknown": bool(g.get("unknown")),
+                         "values": values, "missing": missing})
+    return rows
+
+
+def subgroup_forest(model: dict, color: str) -> Figure | None:
+    """Forest plot of one model's subgroups: a panel per metric of ``FOREST_METRICS``, a row per group.
+
+    Each known value is a dot with its interval; the whole test set is the dashed line and its
+    interval the band. A value that is too few to estimate (or undefined) is written out in the
+    row, never drawn as a point. ``None`` when the model has no subgroup columns.
+    """
+    block = model.get("subgroups")
+    if not isinstance(block, dict) or block.get("available") is False or not block.get("columns"):
+        return None
+    rows = forest_rows(block)
+    n = len(rows)
+    height = min(FOREST_MAX_IN, 0.75 + FOREST_ROW_IN * n)
+    fig, axes = _figure(1, len(FOREST_METRICS), figsize=(WIDTH_IN, height), sharey=True)
+    ys = np.arange(n)[::-1].astype(float)
+    overall = block.get("overall") or {}
+    for ax, (key, label) in zip(axes, FOREST_METRICS, strict=True):
+        ov = overall.get(key) if isinstance(overall.get(key), dict) else {}
+        lims = []
+        if ov.get("value") is not None:
+            if ov.get("ci_low") is not None and ov.get("ci_high") is not None:
+                ax.axvspan(ov["ci_low"], ov["ci_high"], color="#999999", alpha=0.15, lw=0)
+                lims += [ov["ci_low"], ov["ci_high"]]
+            ax.axvline(ov["value"], color="#555555", lw=0.9, ls="--")
+            lims.append(ov["value"])
+        for y, r in zip(ys, rows, strict=True):
+            if r["kind"] == "header":
+                ax.axhline(y - 0.5, color="#cccccc", lw=0.5)  # under the header: the column's groups follow
+                continue
+            if key in r["values"]:
+                v, lo, hi = r["values"][key]
+                if lo is not None and hi is not None:
+                    ax.errorbar(v, y, xerr=[[v - lo], [hi - v]], fmt="o", ms=3.2, color=color, ecolor=color,
+                                elinewidth=1.1, capsize=1.5)
+                    lims += [lo, hi]
+                else:
+                    ax.plot(v, y, "o", ms=3.2, color=color, mfc="white")
+                lims.append(v)
+            else:
+                # In axes x-coordinates: the text stays inside the panel whatever the data range.
+                ax.text(0.03, y, r["missing"][key], transform=ax.get_yaxis_transform(), fontsize=6,
+                        color="#777777", style="italic", va="center")
+        lo, hi = (min(lims), max(lims)) if lims else (0.0, 1.0)
+        pad = max(0.05, 0.08 * (hi - lo))
+        ax.set_xlim(max(-0.02, lo - pad), min(1.02, hi + pad))
+        ax.set_title(label)
+        ax.grid(axis="y", visible=False)
+        ax.tick_params(axis="y", length=0)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+    axes[0].set_yticks(ys, [_short(r["label"], 28) for r in rows])
+    axes[0].set_ylim(-0.7, n - 0.3)
+    for tick, r in zip(axes[0].get_yticklabels(), rows, strict=True):
+        if r["kind"] == "header":
+            tick.set_fontweight("bold")
+        elif r["unknown"]:
+            tick.set_color("#777777")
+            tick.set_fontstyle("italic")
+    fig.suptitle(_short(model.get("name", ""), 40) + ": per group (dot and bar: value, 95% interval; open dot: no interval; dashed: all samples)",
+                 fontsize=8.5)
     fig.tight_layout()
     return fig
