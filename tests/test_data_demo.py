@@ -80,18 +80,27 @@ def test_output_folder_rules(tmp_path):
 
 
 def test_a_small_cnn_learns_the_demo_data(tmp_path):
-    """The demo data carries learnable class evidence (chance is 0.25): a tiny ResNet reaches
-    >= 0.8 validation accuracy in a few seconds (measured: 0.95 by epoch 12)."""
-    from medaudit.data import load_dataset, make_demo_dataset
+    """The demo data carries learnable class evidence (chance is 0.25): a tiny ResNet trained for a
+    few seconds classifies the validation slices of site A (clear lesions) with accuracy >= 0.8.
+    Site B's faint lesions are the planted problem, so the claim is about site A."""
+    from medaudit.models.checkpoint import load_checkpoint
+    from medaudit.predict import run_inference
     from medaudit.train.config import TrainConfig
     from medaudit.train.loop import train
 
-    ds = load_dataset(str(make_demo_dataset(tmp_path / "d", n_train=15, n_val=10, n_test=5, size=48)))
+    root = make_demo_dataset(tmp_path / "d", n_train=15, n_val=10, n_test=1, size=48)
+    ds = load_dataset(str(root / MANIFEST))
     cfg = TrainConfig(arch="test_resnet", img_size=48, epochs=12, batch_size=16, lr=1e-2, device="cpu", seed=0,
                       augment="basic")
     res = train(ds, cfg, tmp_path / "m.pt", progress=False, log=lambda s: None)
-    accs = [h["val_acc"] for h in res.history]
-    assert accs[0] < 0.5 and max(accs) >= 0.8, accs
+    assert res.history[0]["val_acc"] < 0.5, res.history
+    val = ds.split("val")
+    p = run_inference(load_checkpoint(tmp_path / "m.pt"), val, split_name="val", split_fingerprint=None,
+                      dataset_spec="demo", device="cpu")
+    right = p.probs.argmax(1) == p.y_true
+    site = val.metadata["site"]
+    acc = {s: float(right[site == s].mean()) for s in DEMO_SITES}
+    assert acc["A"] >= 0.8, (acc, [h["val_acc"] for h in res.history])
 
 
 # -- patients, sites, sex and age (issue 18) ------------------------------------------------------
