@@ -23,8 +23,10 @@ from statsmodels.stats.proportion import proportion_confint
 from medaudit.errors import MedauditError
 from medaudit.gate import parse_gate, parse_max_drop, run_gates
 from medaudit.gate import subgroups as gate_subgroups
+from medaudit.metrics import compute_metrics
 from medaudit.metrics import subgroups as metric_subgroups
-from medaudit.metrics.subgroups import subgroup_metrics
+from medaudit.metrics.clustered import patient_level
+from medaudit.metrics.subgroups import subgroup_differences, subgroup_metrics
 from medaudit.snapshot import check_snapshot
 from tests.snapshot_factory import build_model, build_snapshot
 
@@ -109,8 +111,24 @@ def test_the_gate_names_are_the_subgroup_metrics():
     assert gate_subgroups.LOWER_IS_BETTER == metric_subgroups.LOWER_IS_BETTER
 
 
-def test_check_snapshot_accepts_the_subgroup_blocks(snap):
+def test_check_snapshot_accepts_the_subgroup_blocks(snap, arrays):
     check_snapshot(snap, "report")
+    # ... and the other issue-18 blocks beside them, made by the real functions, with patient ids.
+    full = copy.deepcopy(snap)
+    patients = np.asarray([f"p-{i // 3:016x}" for i in range(len(arrays["y"]))])
+    y = np.asarray([arrays["y"][i - i % 3] for i in range(len(arrays["y"]))])  # one class per patient
+    pl = patient_level(y, arrays["probs"], patients, BINARY, ["normal"], aggregate="max")
+    full["models"][0]["patient_level"] = {"aggregate": "max", "n_patients": int(len(pl.y_true)),
+                                          "metrics": compute_metrics(pl.y_true, pl.probs, pl.class_names, pl.task,
+                                                                     n_bootstrap=50)}
+    full["models"][0]["subgroups"] = subgroup_metrics(y, arrays["probs"], BINARY, ["normal"], {"site": arrays["site"]},
+                                                      clusters=patients, n_bootstrap=50, min_group_n=MIN_N)
+    other = _data(1)["probs"]
+    full["comparisons"] = {"subgroup_differences": [{"a": "m1", "b": "m2", **subgroup_differences(
+        y, arrays["probs"], other, BINARY, ["normal"], {"site": arrays["site"]}, clusters=patients, n_bootstrap=50)}]}
+    check_snapshot(json.loads(json.dumps(full, allow_nan=False)), "report")
+    r = run_gates(full, ["m1:min_group(recall, site)>=0"], on="lower").results[0]
+    assert r.passed and r.ci_method == "cluster-bootstrap" and " patients, " in r.note
     bad = copy.deepcopy(snap)
     bad["models"][0]["subgroups"]["columns"]["site"]["groups"]["B"]["recall"]["value"] = 5.0
     with pytest.raises(MedauditError, match=r"subgroups\.columns\.site\.groups\.B\.recall\.value = 5\.0"):
