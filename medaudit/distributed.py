@@ -420,6 +420,22 @@ class Context:
         return SyncBatchNormCPU.convert(model)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over ranks, differentiable: the gradient of a sum that every rank uses is the sum of their gradients."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+
 class SyncBatchNormCPU(nn.modules.batchnorm._BatchNorm):
     """BatchNorm over the union of every rank's batch, for any device and backend (gloo on the CPU).
 
@@ -427,7 +443,7 @@ class SyncBatchNormCPU(nn.modules.batchnorm._BatchNorm):
     computed in two passes (global mean, then the global sum of squared deviations) so that
     large means do not cancel; the running statistics move towards them with the unbiased
     variance, as ``BatchNorm`` does. Gradients flow through the all-reduces
-    (``torch.distributed.nn``), so they equal those of one BatchNorm over the global batch. In
+    (:class:`_AllReduceSum`), so they equal those of one BatchNorm over the global batch. In
     eval mode, or with one process, it is plain BatchNorm. Same parameters and buffers as
     ``BatchNorm*d``, so state dicts are interchangeable.
     """
@@ -441,8 +457,6 @@ class SyncBatchNormCPU(nn.modules.batchnorm._BatchNorm):
         need_sync = self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if not need_sync:
             return super().forward(input)
-        from torch.distributed.nn import functional as dist_fn
-
         factor = 0.0 if self.momentum is None else self.momentum
         if self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -452,11 +466,11 @@ class SyncBatchNormCPU(nn.modules.batchnorm._BatchNorm):
         shape = [1, -1] + [1] * (input.dim() - 2)
         x = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
-        sums = dist_fn.all_reduce(torch.cat([x.sum(dims), count]))
+        sums = _AllReduceSum.apply(torch.cat([x.sum(dims), count]))
         total = sums[-1]
         mean = sums[:-1] / total
         centred = x - mean.view(shape)
-        var = dist_fn.all_reduce((centred * centred).sum(dims)) / total
+        var = _AllReduceSum.apply((centred * centred).sum(dims)) / total
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
