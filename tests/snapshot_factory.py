@@ -640,8 +640,8 @@ def make_subgroup_snapshot(n_models: int = 2, n: int = 160, seed: int = 0, *, n_
     ``dataset.patients`` and ``dataset.near_duplicates`` are
     :func:`~medaudit.data.inspect.patient_leakage` and
     :func:`~medaudit.data.neardup.find_near_duplicates` on stub splits with planted shared
-    patients and near-duplicate hashes. The findings follow the lead's wording for issue 18
-    (``_subgroup_findings``). Each call returns a fresh deep copy.
+    patients and near-duplicate hashes; their findings come from :mod:`medaudit.findings`.
+    Each call returns a fresh deep copy.
     """
     return copy.deepcopy(_cached_subgroups(n_models, n, seed, n_bootstrap, min_group_n, with_patients, intersections))
 
@@ -651,6 +651,7 @@ def _cached_subgroups(n_models, n, seed, n_bootstrap, min_group_n, with_patients
     from medaudit.metadata import bin_numeric
     from medaudit.metrics import compute_metrics
     from medaudit.metrics.clustered import patient_level
+    from medaudit.metrics.risk import fn_risk
     from medaudit.metrics.subgroups import subgroup_differences, subgroup_metrics
     from medaudit.phi import hash_identifiers, salt_id
 
@@ -673,7 +674,15 @@ def _cached_subgroups(n_models, n, seed, n_bootstrap, min_group_n, with_patients
                 warnings.simplefilter("ignore")
                 met = compute_metrics(pl.y_true, pl.probs, pl.class_names, pl.task, n_bootstrap=n_bootstrap,
                                       seed=seed, positive_class="disease")
-            m["patient_level"] = {"aggregate": "max", "n_patients": int(len(pl.y_true)), "metrics": met}
+            # As audit._patient_level_entry: patients are the units of the missed-disease rate too.
+            risk = fn_risk(pl.y_true, pl.probs.argmax(axis=1), pl.class_names, ["no disease"], pl.patient_ids)
+            met["missed_disease_rate"] = risk["overall"]
+            met["per_class"]["disease"]["missed_disease_rate"] = risk["per_class"]["disease"]["rate"]
+            m["patient_level"] = {"available": True, "aggregate": "max", "view": "disease-vs-healthy",
+                                  "rule": "a patient is a disease patient when any of its images is; its score is "
+                                          "the max of its images' p(disease)",
+                                  "n_patients": int(len(pl.y_true)), "n_images": int(pl.n_images.sum()),
+                                  "n_unknown_patient_images": 0, "excluded": pl.excluded, "metrics": met}
         else:
             m["patient_level"] = None
     if snap["comparisons"] is not None:
@@ -728,37 +737,15 @@ def _data_checks(test_ids, test_patients, rng) -> tuple[dict, dict]:
 
 
 def _subgroup_findings(snap: dict) -> list[dict]:
-    """Findings in the lead's wording for issue 18 (a stand-in for the audit side's, same levels)."""
-    out = []
-    pats = snap["dataset"]["patients"]
-    for key, v in (pats.get("across") or {}).items():
-        if v["n"]:
-            a, b = key.split("/")
-            out.append({"level": "error", "model": None,
-                        "text": f"{v['n']} patients have images in both {a} and {b} (patient leakage); "
-                                f"{b} metrics overstate performance on new patients."})
-    near = snap["dataset"]["near_duplicates"]
-    for key, v in near["across"].items():
-        if v["n"]:
-            a, b = key.split("/")
-            out.append({"level": "warning", "model": None,
-                        "text": f"{v['n']} {b} images are near-duplicates of {a} images."})
+    """The issue-18 findings, by the real :mod:`medaudit.findings` functions."""
+    from medaudit.findings import (
+        near_duplicate_findings,
+        patient_findings,
+        patient_level_findings,
+        subgroup_findings,
+    )
+
+    out = near_duplicate_findings(snap["dataset"]) + patient_findings(snap["dataset"])
     for m in snap["models"]:
-        for col, block in m["subgroups"]["columns"].items():
-            small = []
-            for label, g in block["groups"].items():
-                for metric, gap in g["gap"].items():
-                    p = gap.get("p_adjusted")
-                    if p is not None and p < 0.05:
-                        word = "lower" if gap["diff"] < 0 else "higher"
-                        out.append({"level": "warning", "model": m["name"],
-                                    "text": f"{m['name']}: {metric.replace('_', ' ')} is {word} on {col} {label} by "
-                                            f"{abs(gap['diff']):.2f}, 95 % CI {gap['ci_low']:.2f}\u2013"
-                                            f"{gap['ci_high']:.2f}, Holm p = {p:.3f}"})
-                if any(g[k].get("too_few") for k in ("recall", "specificity", "auc")):
-                    small.append(label)
-            if small:
-                out.append({"level": "info", "model": m["name"],
-                            "text": f"{m['name']}: {col} group(s) {', '.join(small)} are too few to estimate some "
-                                    "metrics."})
+        out += subgroup_findings(m) + patient_level_findings(m)
     return out

@@ -173,8 +173,8 @@ def test_pdf_headings_are_not_orphaned(report):
     pdf = report["out"] / "report.pdf"
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     pages = text.split("\f")
-    for heading, follower in [("9 Efficiency", "Parameters (M)"), ("Training set-up", "Initialisation"),
-                              ("8 Grad-CAM and prediction galleries", "true:"),
+    for heading, follower in [("10 Efficiency", "Parameters (M)"), ("Training set-up", "Initialisation"),
+                              ("9 Grad-CAM and prediction galleries", "true:"),
                               ("Measurement environment", "Device"), ("All training settings", "class_weights_used"),
                               ("Bootstrap differences", "Macro-F1")]:
         page = next(p for p in pages[1:] if re.search(rf"^\s*{re.escape(heading)}", p, re.M))  # [1:]: not the TOC

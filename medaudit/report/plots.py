@@ -545,7 +545,8 @@ def subgroup_forest(model: dict, color: str) -> Figure | None:
             else:
                 # In axes x-coordinates: the text stays inside the panel whatever the data range.
                 ax.text(0.03, y, r["missing"][key], transform=ax.get_yaxis_transform(), fontsize=6,
-                        color="#777777", style="italic", va="center")
+                        color="#777777", style="italic", va="center",
+                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.4, "alpha": 0.85})
         lo, hi = (min(lims), max(lims)) if lims else (0.0, 1.0)
         pad = max(0.05, 0.08 * (hi - lo))
         ax.set_xlim(max(-0.02, lo - pad), min(1.02, hi + pad))

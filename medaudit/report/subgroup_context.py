@@ -12,6 +12,7 @@ Patient ids appear only as the salted hashes the loader made (``"p-<16 hex>"``).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from medaudit.report.format import Cell, Footnotes, fmt_float, fmt_int, fmt_p, not_available, ordered_splits
@@ -35,9 +36,11 @@ FOREST_METRICS = [("recall", "Sensitivity"), ("specificity", "Specificity"), ("a
 # Disease vs healthy at image and patient level: (label, key in subgroups.overall, key in the
 # patient-level per_class["disease"] block).
 PATIENT_ROWS = [("Sensitivity", "recall", "recall"), ("Specificity", "specificity", "specificity"),
-                ("PPV", "ppv", "precision"), ("NPV", "npv", "npv"), ("AUC", "auc", "auc")]
-SUBGROUP_WORDS = ("subgroup", "too few to estimate", "holm")
-DATA_WORDS = ("patient leakage", "near-duplicate", "near duplicate", "patients have images", "shared between splits")
+                ("PPV", "ppv", "precision"), ("NPV", "npv", "npv"), ("AUC", "auc", "auc"),
+                ("Missed-disease rate", "missed_disease_rate", "missed_disease_rate")]
+# How a finding without a ``topic`` key is placed (the wording of medaudit.findings).
+SUBGROUP_WORDS = ("subgroup", "too few", "holm p ", "patient-level")
+DATA_WORDS = ("leakage", "near-identical", "near-duplicate", "pixel-identical", "model selection may be optimistic")
 
 
 def _state(block: Any, missing: str) -> str | None:
@@ -65,7 +68,8 @@ def concerns(finding: dict, topic: str, columns: list[str]) -> bool:
         return any(w in text for w in DATA_WORDS)
     if any(w in text for w in DATA_WORDS):
         return False
-    return any(w in text for w in SUBGROUP_WORDS) or any(f" {c.lower()} " in f" {text} " for c in columns)
+    return any(w in text for w in SUBGROUP_WORDS) or any(
+        re.search(rf"(?<!\w){re.escape(c.lower())}(?!\w)", text) for c in columns)
 
 
 def _findings(snapshot: dict, topic: str, columns: list[str], colors: dict) -> list[dict]:
@@ -250,9 +254,8 @@ def _patient_level(models: list[dict], colors: dict) -> dict:
             rows.append({"label": label, "cells": cells})
         groups.append({"models": [{"name": n, "color": colors.get(n), "aggregate": pl.get("aggregate")}
                                   for _, n, _, pl in chunk], "rows": rows})
-    aggregates = sorted({str(pl.get("aggregate")) for *_, pl in entries})
-    return {"reason": None, "groups": groups, "notes": notes.reasons, "missing": missing,
-            "aggregate": ", ".join(aggregates)}
+    rules = list(dict.fromkeys(str(pl["rule"]) for *_, pl in entries if pl.get("rule")))
+    return {"reason": None, "groups": groups, "notes": notes.reasons, "missing": missing, "rules": rules}
 
 
 # -- model differences per group ---------------------------------------------------------------------
