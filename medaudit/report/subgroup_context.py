@@ -134,13 +134,13 @@ def _settings(st: dict, methods: dict | None) -> list[tuple[str, str]]:
                                                   for e in edges) + " (lower edge included)"))
     if st.get("intersections"):
         rows.append(("Crossed", "; ".join(" \u00d7 ".join(map(str, p)) for p in st["intersections"])))
-    if st.get("patient_column"):
-        rows.append(("Patients", f"column '{st['patient_column']}', salted hashes only (salt id "
-                                 f"{st.get('salt_id') or 'not recorded'})"))
+    if st.get("patient_column") or (methods or {}).get("clusters"):
+        rows.append(("Patients", f"column '{st.get('patient_column') or 'not recorded'}', salted hashes only "
+                                 f"(salt id {st.get('salt_id') or 'not recorded'})"))
     else:
         rows.append(("Patients", "no patient column: each image counts as its own patient"))
     if st.get("min_group_n") is not None:
-        unit = "patients" if st.get("patient_column") else "images"
+        unit = "patients" if st.get("patient_column") or (methods or {}).get("clusters") else "images"
         rows.append(("Smallest count estimated", f"{fmt_int(st['min_group_n'])} {unit} behind a value (fewer: "
                                                  "too few to estimate)"))
     if st.get("level"):
