@@ -136,3 +136,16 @@ def test_patients_in_the_summary_and_the_text():
     assert "WARNING: the same patient occurs in more than one split (patient leakage)" in text
     assert f"train/test: 1 patients (2 samples of the later split): {ids[1]}" in text
     assert "MRN" not in text
+
+
+def test_per_split_demographics_count_groups_summarise_numbers_and_never_list_patients():
+    from medaudit.data.inspect import split_demographics
+
+    meta = {"sex": np.array(["F", "M", "", "F"]), "age": np.array([30.0, np.nan, 70.0, 50.0]),
+            "patient_id": np.array(["p-1", "p-1", "p-2", ""])}
+    d = split_demographics(meta, "patient_id")
+    assert d["groups"] == {"sex": {"F": 2, "M": 1, "unknown": 1}}, "the patient column is counted, not listed"
+    assert d["numeric"]["age"] == {"n_known": 3, "n_unknown": 1, "mean": 50.0, "median": 50.0, "min": 30.0,
+                                   "max": 70.0}
+    assert d["n_patients"] == 3  # p-1, p-2 and the image without an id (its own patient)
+    assert split_demographics({"age": np.array([np.nan])}, None)["numeric"]["age"]["mean"] is None

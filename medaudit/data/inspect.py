@@ -122,6 +122,39 @@ def patient_leakage(splits: dict[str, Split], column: str | None, *, max_example
     }
 
 
+def split_demographics(metadata: dict, patient_column: str | None) -> dict:
+    """Who is in a split (CLAIM 36): counts per value of each categorical column ("unknown" for
+    missing), a summary of each numeric column, and the number of patients.
+
+    Returns
+    -------
+    dict
+        ``groups`` {column: {label: count}}, ``numeric`` {column: {n_known, n_unknown, mean, median,
+        min, max}}, ``n_patients`` (None without a patient column). The patient column itself is
+        counted, never listed: its values are identifiers.
+    """
+    groups: dict = {}
+    numeric: dict = {}
+    for col, values in metadata.items():
+        if col == patient_column:
+            continue
+        values = np.asarray(values)
+        if values.dtype.kind == "f":
+            known = values[np.isfinite(values)]
+            numeric[col] = {"n_known": int(known.size), "n_unknown": int(values.size - known.size),
+                            **({k: float(f(known)) for k, f in (("mean", np.mean), ("median", np.median),
+                                                                 ("min", np.min), ("max", np.max))}
+                               if known.size else {"mean": None, "median": None, "min": None, "max": None})}
+        else:
+            labels, counts = np.unique(np.where(values == "", "unknown", values), return_counts=True)
+            groups[col] = {str(k): int(c) for k, c in zip(labels, counts, strict=True)}
+    n_patients = None
+    if patient_column and patient_column in metadata:
+        ids = np.asarray(metadata[patient_column])
+        n_patients = int(np.unique(ids[ids != ""]).size) + int((ids == "").sum())
+    return {"groups": groups, "numeric": numeric, "n_patients": n_patients}
+
+
 def inspect_dataset(ds: Dataset, *, max_examples: int = 20) -> dict:
     """Summarise a dataset: splits, class counts, image sizes/modes and duplicates.
 
@@ -148,6 +181,8 @@ def inspect_dataset(ds: Dataset, *, max_examples: int = 20) -> dict:
             "image_sizes": _size_summary(sizes),
             "modes": dict(sorted(modes.items())),
         }
+        if split.metadata:
+            splits[name].update(split_demographics(split.metadata, ds.patient_column))
     return {
         "spec": ds.spec,
         "fingerprint": ds.fingerprint(),
