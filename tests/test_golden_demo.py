@@ -56,7 +56,10 @@ def _preds_json(p) -> dict | None:
         return None
     return {"model_name": p.model_name, "class_names": list(p.class_names), "task": p.task,
             "sample_ids": p.sample_ids.tolist(), "y_true": p.y_true.tolist(), "probs": p.probs.tolist(),
-            "provenance": p.provenance}
+            "provenance": p.provenance,
+            # the subgroup and patient analyses read these (hashed patient ids, never raw ones)
+            "metadata": {k: v.tolist() for k, v in p.metadata.items()} if p.metadata else None,
+            "patient_column": p.patient_column}
 
 
 def _preds_from_json(d: dict | None):
@@ -66,7 +69,9 @@ def _preds_from_json(d: dict | None):
         return None
     return Predictions(model_name=d["model_name"], class_names=d["class_names"], task=d["task"],
                        sample_ids=np.asarray(d["sample_ids"]), y_true=np.asarray(d["y_true"]),
-                       probs=np.asarray(d["probs"], dtype=np.float64), provenance=d["provenance"])
+                       probs=np.asarray(d["probs"], dtype=np.float64), provenance=d["provenance"],
+                       metadata={k: np.asarray(v) for k, v in d["metadata"].items()} if d.get("metadata") else None,
+                       patient_column=d.get("patient_column"))
 
 
 def capture_demo(root: Path) -> tuple[dict, dict]:
