@@ -68,7 +68,11 @@ def test_report_end_to_end_json_html(demo_data, two_checkpoints, tmp_path):
     snap2 = json.loads((out2 / "report.json").read_text())
     assert snap2["run"]["predictions"]["resnet18"]["cached"] is True
     # measurements live in `run` only: the rest is a pure function of the predictions
-    assert set(snap2["models"][0]["predictions"]) == {"n", "file", "csv"} and "efficiency" not in snap2["models"][0]
+    assert set(snap2["models"][0]["predictions"]) == {"n", "file", "csv", "variants"}
+    assert "efficiency" not in snap2["models"][0]
+    # the recalibrated variant is a file of the report, beside the original predictions
+    (variant,) = snap2["models"][0]["predictions"]["variants"]
+    assert variant["kind"] == "temperature-scaled" and (out2 / variant["file"]).is_file()
 
 
 def test_report_gate_failure_still_writes_report(demo_data, two_checkpoints, tmp_path):

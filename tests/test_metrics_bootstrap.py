@@ -7,7 +7,7 @@ from sklearn import metrics as skm
 from medaudit.errors import MedauditError
 from medaudit.metrics import compute_metrics
 from medaudit.metrics.intervals import stratified_weights
-from medaudit.metrics.resample import point_and_bootstrap
+from medaudit.metrics.resample import SumDesign, point_and_bootstrap
 from medaudit.metrics.summary import _design, _evaluator
 
 
@@ -27,7 +27,8 @@ def data(n, c, seed, decimals=2):
 def test_each_resample_equals_sklearn_with_sample_weight(task):
     n, c = 90, 3
     y, p = data(n, c, 2)
-    design, groups = _design(y, p, task, 10)
+    blocks, groups = _design(y, p, task, 10)
+    design = SumDesign(n, blocks)
     evaluate = _evaluator(task, n, c, groups, n)
     w = next(stratified_weights(np.bincount(y, minlength=c).tolist(), 6, np.random.default_rng(0), chunk=6))
     stats = evaluate(design.sums(w))
@@ -131,7 +132,8 @@ def test_chunk_argument_groups_the_draws_as_given():
     are then those of ``stratified_weights`` with that chunk, and differ from the default grouping."""
     n, c = 90, 3
     y, p = data(n, c, 2)
-    design, groups = _design(y, p, "multiclass", 10)
+    blocks, groups = _design(y, p, "multiclass", 10)
+    design = SumDesign(n, blocks)
     evaluate = _evaluator("multiclass", n, c, groups, n)
     strata = np.bincount(y, minlength=c).tolist()
     _, boot = point_and_bootstrap(design, evaluate, strata, 50, 3, ["macro_f1"], chunk=7)
