@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch/torchvision pinned to the builds available offline here; pyproject declares the lower bounds.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test venv install install-dev lint clean
+.PHONY: demo test test-slow venv install install-dev lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,12 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/medaudit demo --out reports/demo
 
+# The suite without the long simulations and multi-rank torchrun runs (marked slow): ~10 min on 2 cores.
 test: install-dev
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+# Everything, the slow tests included (coverage simulations, torchrun with 2 ranks): ~3 min more.
+test-slow: install-dev
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install-dev
