@@ -423,3 +423,15 @@ def test_phi_never_reaches_predictions_or_the_report(tmp_path):
             for blob in blobs:
                 assert needle not in blob and needle.decode().encode("utf-32-le") not in blob, \
                     f"{needle!r} found in {path.name}"
+
+
+def test_the_pixel_recipe_is_recorded_in_the_dataset_block(tmp_path):
+    from medaudit.data.inspect import inspect_dataset
+
+    for i, (split, cls) in enumerate([("train", "a"), ("train", "b"), ("test", "a"), ("test", "b")]):
+        write_dcm(tmp_path / split / cls / f"{i}.dcm", np.array([[0, i + 1]], np.uint16))
+    summary = inspect_dataset(load_dataset(f"dicom:{tmp_path}?window=40,400"))
+    recipe = summary["splits"]["test"]["pixel_recipe"]
+    assert recipe["format"] == "DICOM" and "window center 40, width 400" in recipe["voi"]
+    plain = inspect_dataset(load_dataset(str(tmp_path)))["splits"]["train"]["pixel_recipe"]
+    assert "VOI LUT Sequence" in plain["voi"] and plain["frame"] is None

@@ -254,6 +254,18 @@ def test_counting_rule_and_examples(tmp_path):
                      ("test/y/d.png", "test/y/d_bright.png")}
     assert near["examples"][0]["split_b"] == "test"  # across-split pairs first
     json.dumps(near)
+    # each example carries the two 16x16 thumbnails the report shows, as PNG data URIs
+    import base64
+    import io
+
+    from PIL import Image
+
+    hashes, thumbs = ds.splits["test"].perceptual_hashes()
+    uri_b = e["thumbnails"][1]
+    assert uri_b.startswith("data:image/png;base64,") and len(uri_b) < 4096
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri_b.split(",", 1)[1]))))
+    row = ds.splits["test"].sample_ids.index(e["b"])
+    np.testing.assert_array_equal(decoded.ravel(), thumbs[row])
     # The pixel-identical copy is what duplicates already counts.
     assert inspect_dataset(ds)["duplicates"]["across"] == {"train/test": 1}
 

@@ -376,3 +376,22 @@ def test_forest_height_is_bounded():
     assert fig.get_size_inches()[1] <= 9.0
     assert len(forest_rows({"columns": {"c": {"groups": groups}}})) == 81
     assert np.isfinite(fig.axes[0].get_xlim()).all()
+
+
+def test_near_duplicate_thumbnails_are_shown_and_only_png_data_uris_pass():
+    from medaudit.report.subgroup_context import _safe_thumbnails
+
+    ok = "data:image/png;base64,iVBORw0KGgo="
+    assert _safe_thumbnails([ok, ok]) == [ok, ok]
+    for bad in ([ok], [ok, "http://evil.example/x.png"], [ok, "data:image/svg+xml;base64,PHN2Zz4="],
+                [ok, 'data:image/png;base64,AA" onerror="x'], "nope", None, [ok, ok + "A" * 5000]):
+        assert _safe_thumbnails(bad) == [], bad
+
+
+
+def test_near_duplicate_pairs_show_both_thumbnails(snap2, html2):
+    near = snap2["dataset"]["near_duplicates"]["across"]["train/test"]["examples"]
+    sec = _section(html2, "data")
+    for e in near:
+        for uri in e["thumbnails"]:
+            assert f'<img class="nearthumb" src="{uri}"' in sec

@@ -409,6 +409,10 @@ class DicomSplit(Split):
     def _decode(self, i: int) -> tuple[Image.Image, str]:
         return decode_dicom(self.paths[i], self.options, display=self._display(i))
 
+    def pixel_recipe(self) -> dict:
+        """How stored values became the pixels every model saw (recorded in the snapshot's dataset block)."""
+        return {"format": "DICOM", **self.options.recipe()}
+
     def subset(self, indices, name: str) -> DicomSplit:
         """:meth:`Split.subset`, still decoding DICOM with the same options."""
         plain = super().subset(indices, name)

@@ -183,6 +183,8 @@ def inspect_dataset(ds: Dataset, *, max_examples: int = 20) -> dict:
         }
         if split.metadata:
             splits[name].update(split_demographics(split.metadata, ds.patient_column))
+        if hasattr(split, "pixel_recipe"):  # DICOM: the windowing etc. is part of what was audited
+            splits[name]["pixel_recipe"] = split.pixel_recipe()
     return {
         "spec": ds.spec,
         "fingerprint": ds.fingerprint(),

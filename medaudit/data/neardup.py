@@ -198,9 +198,26 @@ def near_duplicate_pairs(hashes_a, thumbs_a, hashes_b=None, thumbs_b=None, *, ma
     return {"ia": ia[keep], "ib": ib[keep], "distance": d[keep], "correlation": r[keep]}
 
 
-def _example(split_a: str, id_a: str, split_b: str, id_b: str, d: int, r: float) -> dict:
-    return {"split_a": split_a, "a": id_a, "split_b": split_b, "b": id_b, "distance": int(d),
-            "correlation": round(float(r), 4)}
+def _thumbnail_uri(thumb: np.ndarray) -> str:
+    """A 16x16 grey thumbnail as a PNG data URI (a few hundred bytes), so the report can show the
+    pair without the images."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    side = int(round(np.sqrt(thumb.size)))
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(thumb, np.uint8).reshape(side, side), "L").save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _example(split_a: str, id_a: str, split_b: str, id_b: str, d: int, r: float, thumb_a=None, thumb_b=None) -> dict:
+    out = {"split_a": split_a, "a": id_a, "split_b": split_b, "b": id_b, "distance": int(d),
+           "correlation": round(float(r), 4)}
+    if thumb_a is not None and thumb_b is not None:
+        out["thumbnails"] = [_thumbnail_uri(thumb_a), _thumbnail_uri(thumb_b)]
+    return out
 
 
 def find_near_duplicates(splits: dict[str, Split], *, max_examples: int = 20, max_distance: int = MAX_DISTANCE,
@@ -248,7 +265,7 @@ def find_near_duplicates(splits: dict[str, Split], *, max_examples: int = 20, ma
         differ = content[name][p["ia"]] != content[name][p["ib"]]
         order = np.lexsort((-p["correlation"], p["distance"]))
         within_examples += [_example(name, ids[name][p["ia"][i]], name, ids[name][p["ib"][i]],
-                                     p["distance"][i], p["correlation"][i])
+                                     p["distance"][i], p["correlation"][i], t[p["ia"][i]], t[p["ib"][i]])
                             for i in order if differ[i]][:max_examples]
 
     across: dict[str, dict] = {}
@@ -266,7 +283,8 @@ def find_near_duplicates(splits: dict[str, Split], *, max_examples: int = 20, ma
         copied = set(p["ib"][identical].tolist())
         best = [i for i in best if int(p["ib"][i]) not in copied]
         best.sort(key=lambda i: (int(p["distance"][i]), -float(p["correlation"][i]), int(p["ib"][i])))
-        examples = [_example(a, ids[a][p["ia"][i]], b, ids[b][p["ib"][i]], p["distance"][i], p["correlation"][i])
+        examples = [_example(a, ids[a][p["ia"][i]], b, ids[b][p["ib"][i]], p["distance"][i], p["correlation"][i],
+                             sig[a][1][p["ia"][i]], sig[b][1][p["ib"][i]])
                     for i in best[:max_examples]]
         across[f"{a}/{b}"] = {"n": len(samples), "n_pixel_identical": n_identical, "examples": examples}
         across_examples += examples

@@ -402,6 +402,18 @@ def _patients(p: Any, present: bool) -> dict:
             "across": across}
 
 
+_THUMB_URI = re.compile(r"data:image/png;base64,[A-Za-z0-9+/]+={0,2}")
+
+
+def _safe_thumbnails(value: Any) -> list[str]:
+    """The pair's two thumbnails when both are small PNG data URIs; anything else in an (untrusted)
+    snapshot is dropped, so no other URL can reach an <img>."""
+    if (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, str) and len(v) < 4096 and _THUMB_URI.fullmatch(v) for v in value)):
+        return list(value)
+    return []
+
+
 def _near(nd: Any, present: bool) -> dict:
     if not present:
         return {"reason": not_available("this snapshot was written before the near-duplicate check")}
@@ -416,6 +428,7 @@ def _near(nd: Any, present: bool) -> dict:
         for e in v.get("examples") or []:
             pairs.append({"split_a": str(e.get("split_a")), "a": str(e.get("a")), "split_b": str(e.get("split_b")),
                           "b": str(e.get("b")), "distance": fmt_int(e.get("distance")),
-                          "correlation": fmt_float(e.get("correlation"), 4)})
+                          "correlation": fmt_float(e.get("correlation"), 4),
+                          "thumbnails": _safe_thumbnails(e.get("thumbnails"))})
     return {"reason": None, "method": str(nd.get("method") or "not recorded"), "leakage": bool(nd.get("leakage")),
             "within": within, "across": across, "pairs": pairs}
