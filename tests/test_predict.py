@@ -148,10 +148,17 @@ def test_cached_entry_of_another_precision_is_a_miss(tiny_checkpoint, array_spli
     header["provenance"]["amp"] = True  # what an old CUDA run wrote
     arrays["header"] = np.array(json.dumps(header))
     # A valid checksum of the edited header: the precision guard, not the checksum, must refuse it.
-    arrays["checksum"] = np.array(arrays_checksum(str(arrays["header"]), arrays))
+    data = {k: v for k, v in arrays.items() if k not in ("header", "checksum")}
+    arrays["checksum"] = np.array(arrays_checksum(str(arrays["header"]), data))
     np.savez(entry, **arrays)
-    _, hit2 = predict_cached(loaded, array_split, split_name="test", dataset_spec="mem", cache_dir=tmp_path,
-                             device="cpu", amp=False)
+    import warnings
+
+    from medaudit.errors import MedauditWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MedauditWarning)  # a checksum warning would mean the wrong guard refused it
+        _, hit2 = predict_cached(loaded, array_split, split_name="test", dataset_spec="mem", cache_dir=tmp_path,
+                                 device="cpu", amp=False)
     _, hit3 = predict_cached(loaded, array_split, split_name="test", dataset_spec="mem", cache_dir=tmp_path,
                              device="cpu", amp=False)
     assert (hit1, hit2, hit3) == (False, False, True)  # re-run once, then the fresh fp32 entry is used
