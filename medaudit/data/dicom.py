@@ -69,7 +69,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder, pixel_array
 
 from medaudit.data import folders, manifest
-from medaudit.data.base import Dataset, Split, normalise_split_name, order_splits, resolve_task, warn_missing_classes
+from medaudit.data.base import Dataset, Split, order_splits, resolve_task, warn_missing_classes
 from medaudit.data.images import MAX_PIXELS, is_image_file
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.phi import hash_identifiers, load_salt
@@ -539,14 +539,7 @@ def _load_csv_labels(root: Path, csv_path: Path, options: DicomOptions, *, spec:
         where = f"{csv_path}:{line}"
         if len(row) < len(header):
             raise MedauditError(f"{where}: expected {len(header)} columns, found {len(row)}")
-        label = row[col["label"]].strip()
-        if not label:
-            raise MedauditError(f"{where}: empty label")
-        split = "all"
-        if "split" in col:
-            split = normalise_split_name(row[col["split"]]) or ""
-            if not split:
-                raise MedauditError(f"{where}: split '{row[col['split']]}' is not train/val/test")
+        label, split = manifest.row_label_and_split(row, col, where)  # the manifest's rules
         if key == "path":
             _sid, full = manifest._safe_relative(root, row[col["path"]], where)  # the manifest's path rules
             if not is_dicom_file(full):

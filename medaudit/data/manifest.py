@@ -42,6 +42,22 @@ RESERVED = ("path", "label", "split")
 DEFAULT_PATIENT_COLUMN = "patient_id"
 
 
+def row_label_and_split(row: list[str], col: dict[str, int], where: str) -> tuple[str, str]:
+    """A manifest row's label and normalised split ("all" without a split column); one-line errors.
+
+    Shared by the CSV manifests and the DICOM label CSVs, which follow the same rules.
+    """
+    label = row[col["label"]].strip()
+    if not label:
+        raise MedauditError(f"{where}: empty label")
+    split = "all"
+    if "split" in col:
+        split = normalise_split_name(row[col["split"]]) or ""
+        if not split:
+            raise MedauditError(f"{where}: split '{row[col['split']]}' is not train/val/test")
+    return label, split
+
+
 def _safe_relative(root: Path, raw: str, where: str) -> tuple[str, Path]:
     """(normalised posix id, absolute path) for a manifest path, refusing escapes."""
     text = raw.strip().replace("\\", "/")
@@ -153,14 +169,7 @@ def load_manifest(path: Path, *, spec: str, classes: list[str] | None = None, ta
         where = f"{path}:{line}"
         if len(row) < width:
             raise MedauditError(f"{where}: expected {width} columns, found {len(row)}")
-        label = row[col["label"]].strip()
-        if not label:
-            raise MedauditError(f"{where}: empty label")
-        split = "all"
-        if "split" in col:
-            split = normalise_split_name(row[col["split"]]) or ""
-            if not split:
-                raise MedauditError(f"{where}: split '{row[col['split']]}' is not train/val/test")
+        label, split = row_label_and_split(row, col, where)
         sid, full = _safe_relative(root, row[col["path"]], where)
         entries.append((split, sid, full, label))
         for name, i in meta.items():

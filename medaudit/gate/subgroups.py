@@ -28,12 +28,8 @@ Rules it owns:
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from medaudit.errors import MedauditError
-
-if TYPE_CHECKING:
-    from medaudit.gate.parse import Gate
 
 # The metrics of medaudit.metrics.subgroups.METRICS (the gate may not import metrics; a test keeps
 # the two equal) and the ones with a gap (GAP_METRICS: prevalence differs by nature, not by model).
@@ -191,7 +187,7 @@ def _gap_text(metric: str, gap: dict) -> str:
     return text
 
 
-def slots(snapshot: dict, model: dict, gate: Gate, bound: str, allow_partial: bool, partial_hint: str,
+def slots(snapshot: dict, model: dict, gate, bound: str, allow_partial: bool, partial_hint: str,
           where: str) -> list[tuple[str, dict, str | None]]:
     """(label, value object, note) of a subgroup check for one model.
 
