@@ -7,6 +7,7 @@ import json
 import click
 
 from medaudit.cli._common import handle_errors
+from medaudit.cli._rehash import rehash_option
 from medaudit.tasks import TASKS
 
 
@@ -26,6 +27,7 @@ def data() -> None:
 @click.option("--task", type=click.Choice(TASKS), default=None, help="Declare the task (ordinal is never detected).")
 @click.option("--patient-col", "patient_col", default=None, help="Metadata column of patient ids, hashed on load (default: patient_id when present); patients in two splits are listed by hash.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (keys sorted).")
+@rehash_option
 @handle_errors
 def inspect(spec: str, classes: str | None, task: str | None, patient_col: str | None, as_json: bool) -> None:
     """Summarise SPEC: decodes every image, so unreadable files are reported by name.

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medaudit.data.hashcache import HashCache
 from medaudit.data.images import (
     THUMBNAIL_SIDE,
     array_hash,
@@ -156,7 +157,11 @@ class Split:
             }
             return self._scan
         # The perceptual hash and thumbnail (near-duplicates) come from this same pass: a second
-        # decode of every image would double the cost of ``report``.
+        # decode of every image would double the cost of ``report``. Files unchanged since an
+        # earlier run are not decoded at all (the persistent hash cache). One image at a time is
+        # held, so memory is the (N, 256) thumbnails and N hashes, not the pixels.
+        tag = self._hash_cache_tag()
+        cache = HashCache.open(self.paths, split=self.name, tag=tag) if tag is not None else None
         phashes = np.zeros(n, dtype=np.uint64)
         thumbs = np.zeros((n, THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.uint8)
         hashes: list[str] = []
@@ -164,6 +169,12 @@ class Split:
         modes: Counter = Counter()
         errors: list[str] = []
         for i in range(len(self.paths)):
+            if cache is not None and cache.lookup(i):
+                hashes.append(cache.hex(i))
+                phashes[i], thumbs[i] = cache.phash[i], cache.thumbs[i]
+                sizes[tuple(int(v) for v in cache.size[i])] += 1
+                modes[str(cache.mode[i])] += 1
+                continue
             try:
                 im, original = self._decode(i)
             except MedauditError as exc:
@@ -175,9 +186,22 @@ class Split:
             thumbs[i] = thumb.ravel()
             sizes[im.size] += 1
             modes[original] += 1
+            if cache is not None:
+                cache.store(i, hashes[-1], int(phashes[i]), thumb, im.size, original)
+        if cache is not None:
+            cache.save()
         self._scan = {"hashes": hashes, "phashes": phashes, "thumbs": thumbs, "sizes": sizes, "modes": modes,
                       "errors": errors}
         return self._scan
+
+    def _hash_cache_tag(self) -> str | None:
+        """Which decoder's results the persistent hash cache may hold for this split, or None (no cache).
+
+        Only the plain image decoder qualifies: a subclass that overrides :meth:`_decode` (DICOM,
+        corrupted views) returns other pixels for the same file, so it gets no cache unless it
+        overrides this with a tag naming everything its pixels depend on.
+        """
+        return "pixels" if type(self)._decode is Split._decode else None
 
     def verify(self) -> None:
         """Decode every image; raise one MedauditError naming the unreadable files (if any)."""
