@@ -26,6 +26,7 @@ from medaudit.metrics.clustered import AGGREGATES, patient_level
 from medaudit.metrics.decision import disease_outcome
 from medaudit.metrics.subgroups import subgroup_differences, subgroup_metrics
 from medaudit.predictions import Predictions, align
+from medaudit.robustness import robustness_findings
 from medaudit.snapshot import SCHEMA_VERSION
 
 LEVELS = ("image", "patient")
@@ -522,6 +523,7 @@ def assemble_snapshot(
     author: str | None = None,
     notes_markdown: str | None = None,
     run: dict | None = None,
+    robustness: dict | None = None,
 ) -> dict:
     """Build the whole snapshot from the models' predictions.
 
@@ -542,6 +544,8 @@ def assemble_snapshot(
         Reviewer notes shown in the report.
     run : dict, optional
         The measurements and provenance of this run (docs/report-schema.md, "run").
+    robustness : dict, optional
+        The corruption sweep (:func:`medaudit.robustness.robustness_block`); None: not run.
 
     Returns
     -------
@@ -594,6 +598,7 @@ def assemble_snapshot(
     clinical = clinical_comparison(aligned, negatives, settings.clinical, n_bootstrap=settings.bootstrap,
                                    seed=settings.seed)
     findings.extend(clinical_findings(models, clinical))
+    findings.extend(robustness_findings(robustness))
     return {
         "schema_version": SCHEMA_VERSION,
         "title": title,
@@ -603,6 +608,7 @@ def assemble_snapshot(
         "models": models,
         "comparisons": comparisons,
         "clinical": clinical,
+        "robustness": robustness,
         "findings": findings,
         "settings": settings_block,
         "figures": {},

@@ -30,6 +30,7 @@ from medaudit.clinical import recalibrated_variant
 from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.explain import cam_tiles_for_report
+from medaudit.explain.evidence import check_lesion_source
 from medaudit.fileio import require_regular_file, staging_dir
 from medaudit.models.checkpoint import Loaded, load_checkpoint
 from medaudit.models.factory import model_summary
@@ -37,6 +38,7 @@ from medaudit.naming import file_stems, model_names
 from medaudit.phi import load_salt, salt_id
 from medaudit.predict import check_classes_match, predict_cached
 from medaudit.report import check_formats, check_output_dir, write_report
+from medaudit.sweep import DEFAULT_SAMPLES, check_sweep_options, run_sweep
 from medaudit.validation import recorded_validation
 
 
@@ -79,11 +81,13 @@ class ReportOptions:
     cam : bool
         Draw Grad-CAM galleries.
     cam_method : str
-        A key of :data:`medaudit.explain.CAM_METHODS`.
+        A key of :data:`medaudit.explain.CAM_METHODS` (``auto``: the family's measured default).
     cam_layer : str, optional
         Dotted path of the CAM target layer (default: chosen per architecture).
     cam_per_group : int
         Samples per gallery group.
+    cam_masks, cam_boxes : Path, optional
+        Lesion masks folder or boxes CSV (``--masks``/``--boxes``): localisation of the CAMs.
     formats : tuple of {"html", "pdf", "json"}
     title, author : str, optional
         Shown on the cover (default title: the models and the data).
@@ -95,6 +99,12 @@ class ReportOptions:
         Progress bars for inference.
     command : str, optional
         The command line recorded in ``run.command`` (default: ``sys.argv``).
+    robustness : str or tuple of str, optional
+        Corruption sweep (``--robustness``): ``"default"`` or corruption names; None: no sweep.
+    robustness_samples : int
+        Stratified subsample of the split the sweep runs on.
+    robustness_severities : tuple of int
+        Severities (1..5) of each corruption.
     """
 
     checkpoints: list[Path]
@@ -115,9 +125,11 @@ class ReportOptions:
     # timing a batch of 32 costs more than inferring a small test split (benchmarks/report_overhead.py).
     bench_batch_sizes: tuple[int, ...] = (1,)
     cam: bool = True
-    cam_method: str = "gradcam"
+    cam_method: str = "auto"
     cam_layer: str | None = None
     cam_per_group: int = 8
+    cam_masks: Path | None = None
+    cam_boxes: Path | None = None
     formats: tuple[str, ...] = ("html", "pdf", "json")
     title: str | None = None
     author: str | None = None
@@ -125,6 +137,9 @@ class ReportOptions:
     template_dir: Path | None = None
     progress: bool = False
     command: str | None = None
+    robustness: str | tuple[str, ...] | None = None
+    robustness_samples: int = DEFAULT_SAMPLES
+    robustness_severities: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 
 @dataclass
@@ -180,11 +195,15 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
         if opts.cam:
             with _timed(timings, "cam"):
                 extra_files.update(_explain(opts, inputs, results, staging))
+        robustness = None
+        if opts.robustness is not None:
+            with _timed(timings, "robustness"):
+                robustness = _robustness(opts, inputs, results)
         run = _run_block(opts, timings, inference, efficiency)
         snapshot = assemble_snapshot(
             results, dataset=dataset_block, settings=opts.settings,
             title=opts.title or f"Audit of {', '.join(names)} on {Path(opts.data_spec).name}",
-            author=opts.author, notes_markdown=notes, run=run,
+            author=opts.author, notes_markdown=notes, run=run, robustness=robustness,
         )
         run["duration_s"] = round(time.perf_counter() - t0, 3)
         paths = write_report(snapshot, opts.out_dir, formats=formats, template_dir=opts.template_dir,
@@ -204,6 +223,13 @@ def _check_inputs(opts: ReportOptions) -> tuple[tuple[str, ...], list[str]]:
     formats = check_formats(opts.formats)
     _refuse_inputs_inside(opts)  # first: its message names the input, the other only "unknown files"
     check_output_dir(opts.out_dir)
+    if opts.cam:
+        check_lesion_source(opts.cam_masks, opts.cam_boxes)
+    elif opts.cam_masks is not None or opts.cam_boxes is not None:
+        raise MedauditError("--masks/--boxes measure the Grad-CAM maps: drop --no-cam (and keep --cam-per-group > 0)",
+                            param="masks")
+    if opts.robustness is not None:
+        check_sweep_options(opts.robustness, opts.robustness_severities, opts.robustness_samples)
     return formats, model_names(opts.checkpoints, opts.names or None)
 
 
@@ -368,7 +394,8 @@ def _explain(opts: ReportOptions, inputs: _Inputs, results: list[ModelResult], s
     cams = cam_tiles_for_report(
         inputs.loaded, [r.preds for r in results], inputs.split, names=inputs.names, file_stems=inputs.stems,
         negative_classes=negatives, method=opts.cam_method, layer=opts.cam_layer, per_group=opts.cam_per_group,
-        out_dir=staging / "cams",
+        out_dir=staging / "cams", masks_dir=opts.cam_masks, boxes_csv=opts.cam_boxes,
+        n_bootstrap=opts.settings.bootstrap, seed=opts.settings.seed,
     )
     tiles: dict[str, Path] = {}
     for r, name in zip(results, inputs.names, strict=True):
@@ -376,6 +403,18 @@ def _explain(opts: ReportOptions, inputs: _Inputs, results: list[ModelResult], s
         for tile in cams[name].get("tiles", []):
             tiles[tile["file"]] = staging / tile["file"]
     return tiles
+
+
+def _robustness(opts: ReportOptions, inputs: _Inputs, results: list[ModelResult]) -> dict:
+    """The ``robustness`` block: every model on corrupted copies of a subsample (medaudit.sweep), cached."""
+    ds = inputs.dataset
+    negatives, _ = resolve_negative_classes(ds.class_names, ds.task, opts.settings)
+    return run_sweep(inputs.loaded, inputs.names, inputs.split, [r.preds for r in results],
+                     corruptions=opts.robustness, severities=opts.robustness_severities,
+                     n_samples=opts.robustness_samples, seed=opts.settings.seed, negative_classes=negatives,
+                     n_bootstrap=opts.settings.bootstrap, split_name=opts.settings.split, progress=opts.progress,
+                     dataset_spec=opts.data_spec, cache_dir=opts.cache_dir, use_cache=opts.use_cache,
+                     device=opts.device, amp=opts.amp, batch_size=opts.batch_size)
 
 
 def _run_block(opts: ReportOptions, timings: dict[str, float], inference: dict[str, dict],

@@ -36,7 +36,10 @@ _UNIT = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_prec
          "sensitivity")
 METRIC_RANGES: dict[str, tuple[float, float]] = {
     **dict.fromkeys(_UNIT, (0.0, 1.0)), "kappa": (-1.0, 1.0), "kappa_quadratic": (-1.0, 1.0),
-    "mcc": (-1.0, 1.0), "brier": (0.0, 2.0)}
+    "mcc": (-1.0, 1.0), "brier": (0.0, 2.0),
+    # models[i].cam: localisation against lesion masks, and the predicted-class probability the
+    # faithfulness check removes ("probability change": [-1, 1]); medaudit.explain.evidence.
+    "pointing_game": (0.0, 1.0), "energy_inside": (0.0, 1.0), "probability": (0.0, 1.0)}
 # Float32 sums leave ~1e-7 of rounding in a bootstrap bound; a tampered value is far outside.
 _RANGE_TOL = 1e-6
 
@@ -255,6 +258,34 @@ def _check_diffs(x: object, where: _Where) -> None:
             _check_diffs(v, where / k)
 
 
+def _check_cam(cam: dict, where: _Where) -> None:
+    """The value objects of a cam block: localisation rates in [0, 1], differences in [-1, 1]."""
+    def rows(block):
+        block = block if isinstance(block, dict) else {}
+        per_class = block.get("per_class") if isinstance(block.get("per_class"), dict) else {}
+        return [("overall", block.get("overall"))] + [(f"per_class/{c}", r) for c, r in per_class.items()]
+
+    loc = cam.get("localisation")
+    if isinstance(loc, dict):
+        for name, row in rows(loc):
+            for key in ("pointing_game", "energy_inside"):
+                v = row.get(key) if isinstance(row, dict) else None
+                if _is_value_object(v):
+                    _check_value_object(v, where / "localisation" / name / key, key)
+        paired = loc.get("paired") if isinstance(loc.get("paired"), dict) else {}
+        for other, p in paired.items():
+            for name, row in rows(p):
+                v = row.get("energy_inside") if isinstance(row, dict) else None
+                if _is_value_object(v):
+                    _check_value_object(v, where / "localisation" / "paired" / other / name, "energy_inside change")
+    faith = cam.get("faithfulness")
+    for key in ("drop", "random_drop", "difference"):
+        part = faith.get(key) if isinstance(faith, dict) else None
+        for k, v in (part.items() if isinstance(part, dict) else ()):
+            if _is_value_object(v):
+                _check_value_object(v, where / "faithfulness" / key / k, "probability change")
+
+
 def _check_values(data: dict, source: str) -> None:
     """Refuse numbers no medaudit run writes: out of range, non-finite, strings, negative counts."""
     root = _Where(source)
@@ -271,7 +302,47 @@ def _check_values(data: dict, source: str) -> None:
         for k, v in m.items():
             if k not in ("metrics", "fn_risk", "checkpoint", "cam", "predictions", "efficiency"):
                 _walk_values(v, at / k, k)
+        if isinstance(m.get("cam"), dict):
+            _check_cam(m["cam"], at / "cam")
     _check_comparisons(data.get("comparisons"), root / "comparisons")
+    _check_robustness(data.get("robustness"), root / "robustness")
+
+
+_ROBUST_RATES = ("accuracy", "balanced_accuracy", "missed_disease_rate", "auc", "flip_rate")
+
+
+def _check_robustness(block: object, where: _Where) -> None:
+    """The corruption sweep (docs/report-schema.md, "robustness"): rates in [0, 1], severities 1..5,
+    drops (differences of two rates) in [-1, 1] with ordered bounds."""
+    if block is None:
+        return
+    if not isinstance(block, dict) or not isinstance(block.get("models"), list):
+        raise where.fail("is not an object with a 'models' list")
+    for i, m in enumerate(block["models"]):
+        at = where / "models" / i
+        if not isinstance(m, dict) or not isinstance(m.get("cells"), list):
+            raise at.fail("is not an object with a 'cells' list")
+        for j, c in enumerate([m.get("clean")] + m["cells"]):
+            cw = at / "clean" if j == 0 else at / "cells" / (j - 1)
+            if not isinstance(c, dict):
+                raise cw.fail("is not an object")
+            if j and (isinstance(c.get("severity"), bool) or c.get("severity") not in (1, 2, 3, 4, 5)):
+                raise (cw / "severity").fail(f"= {c.get('severity')!r} is not a severity (1 to 5)")
+            for k in _ROBUST_RATES:
+                _in_range(_finite(c.get(k), cw / k), (0.0, 1.0), cw / k, "a rate")
+            for cls, v in (c.get("recall") or {}).items():
+                _in_range(_finite(v, cw / "recall" / cls), (0.0, 1.0), cw / "recall" / cls, "a recall")
+            drop = c.get("drop") or {}
+            rows = [(cw / "drop" / "recall" / cls, v) for cls, v in (drop.get("recall") or {}).items()]
+            rows += [(cw / "drop" / k, v) for k, v in drop.items() if k != "recall"]
+            for w, v in rows:
+                if not isinstance(v, dict):
+                    raise w.fail("is not a value object")
+                lo, val, hi = (_finite(v.get(k), w / k) for k in ("ci_low", "value", "ci_high"))
+                for k, x in (("ci_low", lo), ("value", val), ("ci_high", hi)):
+                    _in_range(x, (-1.0, 1.0), w / k, "a difference of two rates")
+                if lo is not None and hi is not None and lo > hi + 1e-9:
+                    raise w.fail(f"has ci_low {lo!r} > ci_high {hi!r}")
 
 
 def load_snapshot(path: str | Path, *, require_models: bool = True) -> dict:

@@ -36,6 +36,7 @@ TORCH_FREE = (
     "medaudit.compare",
     "medaudit.findings",
     "medaudit.clinical",
+    "medaudit.robustness",
     "medaudit.audit",
     "medaudit.snapshot",
     "medaudit.gate",

@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "medaudit.cli.train:train",
     "predict": "medaudit.cli.predict:predict",
     "report": "medaudit.cli.report:report",
+    "robustness": "medaudit.cli.robustness:robustness",
     "render": "medaudit.cli.render:render",
     "compare": "medaudit.cli.compare:compare",
     "gate": "medaudit.cli.gate:gate",

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from medaudit.cli._common import handle_errors, progress_disabled
+from medaudit.cli._rehash import rehash_option
+from medaudit.cli.cam import BOXES_HELP, MASKS_HELP, METHOD_HELP
 from medaudit.cli.cam import METHODS as CAM_METHODS  # the CLI's copy of explain.CAM_METHODS: no torch for --help
 from medaudit.errors import MedauditError
 from medaudit.gate import ON_CHOICES, format_table, parse_gate, run_gates
@@ -52,14 +54,17 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 65536))
 @click.option("--no-cache", is_flag=True, help="Re-run inference even if cached predictions exist.")
+@rehash_option
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (bf16, else fp16) for inference on CUDA; CPU always runs fp32.")
 @click.option("--no-bench", is_flag=True, help="Skip the efficiency measurements.")
 @click.option("--bench-repeats", default=10, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--bench-batch-sizes", default="1", show_default=True, help="Batch sizes timed by the efficiency step, e.g. 1,32 (the evaluation pass reports its own throughput).")
 @click.option("--no-cam", is_flag=True, help="Skip the Grad-CAM galleries.")
-@click.option("--cam-method", default="gradcam", show_default=True, type=click.Choice(CAM_METHODS))
+@click.option("--cam-method", default="auto", show_default=True, type=click.Choice(CAM_METHODS), help=METHOD_HELP)
 @click.option("--cam-layer", default=None, help="Dotted path of the CAM target layer (default: chosen per architecture).")
 @click.option("--cam-per-group", default=8, show_default=True, type=click.IntRange(0, 256))
+@click.option("--masks", "cam_masks", default=None, type=click.Path(path_type=Path), help=MASKS_HELP)
+@click.option("--boxes", "cam_boxes", default=None, type=click.Path(path_type=Path), help=BOXES_HELP)
 @click.option("--format", "formats", default="html,pdf,json", show_default=True, help="Comma list of html, pdf, json (checked before any inference).")
 @click.option("--title", default=None)
 @click.option("--author", default=None)
@@ -67,13 +72,16 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--template-dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Templates that override/extend the built-in ones.")
 @click.option("--gate", "gates", multiple=True, help="Gate expression checked after the report is written (see `medaudit gate`).")
 @click.option("--gate-on", default="point", show_default=True, type=click.Choice(ON_CHOICES), help="What a --gate compares: the point estimate or a 95% bound (conservative = the bound on the failing side).")
+@click.option("--robustness", default=None, is_flag=False, flag_value="default", metavar="[default|LIST]", help="Corruption sweep: every model on corrupted copies of the images at 5 severities (default: all 13 corruptions; or a comma list, e.g. gaussian_noise,jpeg). See docs/robustness.md.")
+@click.option("--robustness-samples", default=500, show_default=True, type=int, help="Stratified subsample of the split the sweep runs on (cost: N x corruptions x severities forwards, cached).")
+@click.option("--robustness-severities", default="1,2,3,4,5", show_default=True, help="Severities of each corruption (among 1-5).")
 @click.option("--quiet", is_flag=True)
 @handle_errors
 def report(models, more_models, data_spec, split, out_dir, names, classes, negative_classes, positive_class,
            target_sensitivity, prevalence, cost, cost_matrix, conformal_alpha, delta, group_by, bins, intersections,
            patient_col, level, aggregate, min_group_n, bootstrap, seed, ece_bins, device, batch_size, no_cache, amp, no_bench, bench_repeats, bench_batch_sizes,
-           no_cam, cam_method, cam_layer, cam_per_group, formats, title, author, notes_path, template_dir, gates,
-           gate_on, quiet):
+           no_cam, cam_method, cam_layer, cam_per_group, cam_masks, cam_boxes, formats, title, author, notes_path, template_dir, gates,
+           gate_on, robustness, robustness_samples, robustness_severities, quiet):
     """Audit checkpoints on a dataset and write report.html, report.pdf and report.json.
 
     \b
@@ -111,9 +119,12 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
         classes=[c.strip() for c in classes.split(",")] if classes else None, patient_col=patient_col,
         settings=settings, device=device, batch_size=batch_size, amp=amp, use_cache=not no_cache,
         bench=not no_bench, bench_repeats=bench_repeats, bench_batch_sizes=_int_list(bench_batch_sizes), cam=not no_cam and cam_per_group > 0,
-        cam_method=cam_method, cam_layer=cam_layer, cam_per_group=cam_per_group, formats=tuple(formats.split(",")),
+        cam_method=cam_method, cam_layer=cam_layer, cam_per_group=cam_per_group, cam_masks=cam_masks,
+        cam_boxes=cam_boxes, formats=tuple(formats.split(",")),
         title=title, author=author, notes_path=notes_path, template_dir=template_dir,
         progress=not (quiet or progress_disabled()),
+        robustness=robustness, robustness_samples=robustness_samples,
+        robustness_severities=_severities(robustness_severities),
     )
     snapshot, paths = run_report(opts)
     for kind, path in paths.items():
@@ -123,6 +134,15 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
         click.echo(format_table(result))
         if not result.passed:
             raise SystemExit(1)
+
+
+def _severities(text: str) -> tuple[int, ...]:
+    """``--robustness-severities 1,3,5`` as integers (their range is checked by the library)."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise MedauditError(f"robustness_severities {text!r}: give comma-separated integers among 1-5, e.g. 1,3,5",
+                            param="robustness_severities") from None
 
 
 def _bins(values) -> dict[str, list[float]]:

@@ -27,6 +27,7 @@ from medaudit.gate.parse import (
     parse_max_drop,
 )
 from medaudit.gate.result import GateReport, GateResult
+from medaudit.gate.robustness import slots as robustness_slots
 from medaudit.gate.subgroups import BOUND_FIELD
 from medaudit.gate.subgroups import slots as subgroup_slots
 from medaudit.snapshot import check_snapshot, partial_average
@@ -173,7 +174,10 @@ def _require(gate: Gate, snapshot: dict, on: str, option: str, allow_partial: bo
     hint = "--allow-partial to accept" if option == "--require" else "`medaudit gate --allow-partial` accepts it"
     bound = _bound(on, gate.op in (">=", ">"))
     for model in _models(snapshot, gate.model, where):
-        if gate.subgroup:
+        if gate.robustness:
+            slots = [(_Slot(label, None, entry), note) for label, entry, note in
+                     robustness_slots(snapshot, model, gate, bound, where)]
+        elif gate.subgroup:
             groups_hint = ("--allow-partial leaves them out" if option == "--require"
                            else "`medaudit gate --allow-partial` leaves them out")
             slots = [(_Slot(label, None, entry), note or None) for label, entry, note in

@@ -13,6 +13,8 @@ from medaudit.errors import MedauditError
 from medaudit.gate.clinical import NAMES as CLINICAL_NAMES
 from medaudit.gate.clinical import PER_CLASS, RULES, VERSUS
 from medaudit.gate.clinical import RANGES as CLINICAL_RANGES
+from medaudit.gate.robustness import AGGREGATE as ROBUST_AGGREGATE
+from medaudit.gate.robustness import check_form as robust_check_form
 from medaudit.gate.subgroups import AGGREGATES, check_form
 from medaudit.snapshot import METRIC_RANGES
 
@@ -69,7 +71,12 @@ class Gate:
     @property
     def subgroup(self) -> bool:
         """Read from the subgroup blocks (``models[i].subgroups``)."""
-        return bool(self.groups) or self.aggregate is not None
+        return bool(self.groups) or (self.aggregate is not None and not self.robustness)
+
+    @property
+    def robustness(self) -> bool:
+        """Read from the corruption sweep (``max_drop(recall[glioma], robustness)``, ``snapshot.robustness``)."""
+        return self.aggregate == ROBUST_AGGREGATE
 
 
 @dataclass(frozen=True)
@@ -351,7 +358,7 @@ def parse_gate(text: str, option: str = "--require") -> Gate:
     cur = _Cursor(text, option, _FORM)
     model, metric, cls, every = _parse_target(cur)
     groups, aggregate, column = (), None, None
-    if metric in AGGREGATES and cur.peek() == "(" and cls is None and not every:
+    if (metric in AGGREGATES or metric == ROBUST_AGGREGATE) and cur.peek() == "(" and cls is None and not every:
         aggregate = metric
         metric, cls, every, column = _parse_aggregate(cur)
     elif cur.peek() == "{":
@@ -375,6 +382,9 @@ def parse_gate(text: str, option: str = "--require") -> Gate:
     cur.ws()
     if cur.pos != len(text):
         raise cur.error("end of expression")
+    if aggregate == ROBUST_AGGREGATE:
+        metric = robust_check_form(metric, cls, every, m.group(0), threshold, column, f"{option} {text!r}")
+        return Gate(text.strip(), metric, m.group(0), threshold, model, cls, every, aggregate=aggregate, column=column)
     if groups or aggregate:
         # The subgroup metric set (disease vs healthy) is its own; checked there, not as a metric of the classes.
         metric = check_form(metric, aggregate, m.group(0), threshold, every, f"{option} {text!r}")

@@ -34,6 +34,7 @@ from medaudit.report.format import (
 )
 from medaudit.report.perf_context import gallery_section, risk_section
 from medaudit.report.plots import model_colors
+from medaudit.report.robustness_context import robustness_section
 from medaudit.report.subgroup_context import data_checks, subgroup_section
 from medaudit.report.train_context import all_settings, training_rows
 from medaudit.snapshot import measured_efficiency, measured_models
@@ -46,6 +47,7 @@ SECTIONS = [
     ("risk", "Missed-disease risk and operating points"),
     ("clinical", "Clinical use"),
     ("subgroups", "Subgroups"),
+    ("robustness", "Robustness to image corruptions"),
     ("comparison", "Model comparison"),
     ("gallery", "Grad-CAM and prediction galleries"),
     ("efficiency", "Efficiency"),
@@ -119,6 +121,7 @@ def build_context(snapshot: dict, embed: Embed, *, target: str = "html") -> dict
     ctx["risk"] = risk_section(models, figs, snapshot.get("settings"))
     ctx["clinical"] = clinical_section(snapshot, models, figs, colors)
     ctx["subgroups"] = subgroup_section(snapshot, models, figs, colors)
+    ctx["robustness"] = robustness_section(snapshot, figs, colors)
     ctx["comparison"] = comparison_section(snapshot.get("comparisons"), len(models), figs, colors)
     ctx["gallery"] = gallery_section(models, embed)
     ctx["efficiency"] = efficiency_section(models, measured_efficiency(snapshot))

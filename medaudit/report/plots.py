@@ -23,6 +23,7 @@ from matplotlib.patches import Circle
 from matplotlib.ticker import MaxNLocator
 
 from medaudit.report.format import ordered_splits
+from medaudit.report.robustness_context import robustness_heatmap
 from medaudit.report.subgroup_context import FOREST_METRICS
 
 DPI = 150
@@ -100,6 +101,7 @@ def make_figures(snapshot: dict, fig_dir: Path, *, dpi: int = DPI) -> dict[str, 
         builders.append((f"recalibration_m{i}", lambda m=m: _recalibration(m, colors)))
     for i, m in enumerate(models):
         builders.append((f"subgroups_m{i}", lambda m=m: subgroup_forest(m, colors.get(m["name"], "#0072B2"))))
+    builders.append(("robustness", lambda: robustness_heatmap(snapshot)))
     out: dict[str, str] = {}
     with matplotlib.rc_context(STYLE):
         for key, build in builders:
