@@ -69,7 +69,7 @@ def robustness_block(clean: Sequence[Predictions], corrupted: Sequence[dict[tupl
         base = cell_metrics(p0.y_true, p0.y_pred, p0.probs, names, negative_classes)
         models.append({"name": p0.model_name, "clean": base, "cells": cells,
                        "summary": sweep_summary(base, cells, disease)})
-    return {"settings": dict(settings), "labels": dict(labels or {}), "models": models,
+    return {"settings": {**settings, "negative_classes": list(negative_classes)}, "labels": dict(labels or {}), "models": models,
             "examples": list(examples or [])}
 
 

@@ -9,9 +9,10 @@ from Python's ``hash()`` (salted per process) or a global seed.
 
 Spatial parameters (blur widths, motion length) are given for a 224-pixel image and scaled to the
 shorter side of each image, so a severity means the same physical degradation at 28, 64 or 224
-pixels. ``torchvision.transforms.v2`` does the transforms it has (Gaussian blur, JPEG, rotation);
-numpy and scipy the rest. Its ``GaussianNoise`` is not used: it draws from torch's global
-generator, which would break the per-sample determinism.
+pixels. ``torchvision.transforms.v2`` does the transforms it has (Gaussian blur, rotation); numpy,
+scipy and PIL the rest. Its ``GaussianNoise`` is not used: it draws from torch's global
+generator, which would break the per-sample determinism; nor its ``JPEG``: it encodes through
+``torchvision.io``, deprecated since torchvision 0.29 (PIL's libjpeg does the same).
 
 Why not ``medmnistc`` (the MedMNIST-C reference code): it pins ``medmnist`` and its
 ``wand`` dependency needs the ImageMagick system library, which ``pip`` cannot install; its
@@ -22,6 +23,7 @@ its kinds of corruption, on any image size and channel count (docs/robustness.md
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -131,8 +133,12 @@ def _gamma(x, gamma, rng):
 
 
 def _jpeg(x, quality, rng):
-    u8 = _chw(np.clip(np.rint(x * 255), 0, 255).astype(np.uint8))
-    return _hwc(TF.jpeg(u8, quality=int(quality))).astype(np.float32) / 255.0
+    # PIL's libjpeg: torchvision's v2 JPEG goes through torchvision.io's encoder, deprecated since 0.29.
+    u8 = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(u8[..., 0] if u8.shape[2] == 1 else u8).save(buf, format="JPEG", quality=int(quality))
+    out = np.asarray(Image.open(buf), dtype=np.float32) / 255.0
+    return out[..., None] if out.ndim == 2 else out
 
 
 def _pixelate(x, fraction, rng):

@@ -21,7 +21,8 @@ MAX_TILE_URI = 16384  # a 64-pixel PNG tile is a few kB; anything larger in an (
 
 def disease_classes(snapshot: dict, block: dict) -> list[str]:
     """The classes whose recall drop the heat map shows: every class but the healthy ones."""
-    negatives = set((snapshot.get("settings") or {}).get("negative_classes") or [])
+    own = (block.get("settings") or {}).get("negative_classes")
+    negatives = set(own if isinstance(own, list) else (snapshot.get("settings") or {}).get("negative_classes") or [])
     models = block.get("models") or []
     names = list(((models[0].get("clean") or {}).get("recall") or {}) if models else [])
     return [c for c in names if c not in negatives] or names
