@@ -293,6 +293,124 @@ def bench_folder(args, tmp: Path) -> None:
     report(fns, len(split), args.repeats)
 
 
+# -- (iii) JPEG folder, whole processes, cold --------------------------------------
+def make_jpeg_folder(root: Path, n_per_class: int, seed: int = 0) -> None:
+    """Synthetic brain-MRI-like JPEGs of mixed sizes (200-640 px) and modes (2/3 L, 1/3 RGB), q 90."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in ("glioma", "notumor"):
+        (root / "test" / c).mkdir(parents=True, exist_ok=True)
+        (root / "train" / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class + 1):
+            w, h = (int(v) for v in rng.integers(200, 641, 2))
+            yy, xx = np.mgrid[0:h, 0:w]
+            r = np.hypot((xx - w / 2) / (0.4 * w), (yy - h / 2) / (0.45 * h))
+            img = np.where(r < 1, 120 + 60 * np.cos(9 * r), 5) + rng.normal(0, 8, (h, w))
+            if c == "glioma":
+                cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
+                img += 80 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * (0.06 * w) ** 2))
+            g = np.clip(img, 0, 255).astype(np.uint8)
+            im = Image.fromarray(g) if i % 3 else Image.fromarray(np.stack([g, g, (g * 0.9).astype(np.uint8)], -1))
+            im.save(root / ("train" if i == n_per_class else "test") / c / f"{i:05d}.jpg", quality=90)
+
+
+def careful_loop(root: str, ckpt: str, out: str, batch_size: int, workers: int) -> None:
+    """Child: the careful minimal loop (ImageFolder, T.Resize((s, s)), DataLoader, channels-last, inference_mode)."""
+    import torch
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    from medaudit.models.checkpoint import load_checkpoint
+
+    ld = load_checkpoint(ckpt)
+    s = ld.recipe.img_size
+    tf = T.Compose([T.Resize((s, s)), T.ToTensor(), T.Normalize(ld.recipe.mean, ld.recipe.std)])
+    loader = torch.utils.data.DataLoader(datasets.ImageFolder(str(Path(root) / "test"), tf), batch_size=batch_size,
+                                         num_workers=workers)
+    model = ld.model.eval().to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        probs = [model(x.contiguous(memory_format=torch.channels_last)).softmax(1) for x, _ in loader]
+    np.save(out, torch.cat(probs).numpy())
+
+
+def _timed_process(cmd: list[str], env: dict) -> float:
+    import subprocess
+
+    t = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return wall
+
+
+def bench_jpeg(args, tmp: Path) -> None:
+    """``medaudit predict`` (empty caches: hash scan + inference) vs the careful loop, each a whole process."""
+    import sys
+
+    from medaudit.models.preprocess import Recipe
+    from medaudit.predictions import Predictions
+
+    root = tmp / "jpeg"
+    make_jpeg_folder(root, args.jpeg_per_class, args.seed)
+    n = 2 * args.jpeg_per_class
+    recipe = Recipe(img_size=args.jpeg_size, in_chans=3, resize_backend="pil")  # torchvision's Resize on PIL
+    make_loaded(tmp, "jpeg_model", args.arch, ["glioma", "notumor"], "binary", recipe, False)
+    ckpt = tmp / "jpeg_model.pt"
+    workers = 2
+    print(f"\n## (iii) JPEG folder, whole processes, cold: {n} synthetic JPEGs 200-640 px (L and RGB) -> "
+          f"{args.jpeg_size} px, {args.arch}, batch {args.batch_size}; careful loop: ImageFolder + T.Resize((s, s)) + "
+          f"DataLoader({workers} workers) + channels-last + inference_mode; medaudit predict with an empty cache "
+          "folder each round (hash scan of the split + inference)")
+    walls: dict[str, list[float]] = {"medaudit predict": [], "careful loop": []}
+    for r in range(args.repeats):
+        cache = tmp / f"cache{r}"
+        env = dict(os.environ, MEDAUDIT_CACHE=str(cache), CI="true", MEDAUDIT_QUIET="1")
+        cmds = {
+            "medaudit predict": [sys.executable, "-m", "medaudit", "predict", "--model", str(ckpt), "--data", str(root),
+                                 "--split", "test", "-o", str(tmp / f"m{r}.npz"), "--device", "cpu", "--batch-size",
+                                 str(args.batch_size), "--quiet"],
+            "careful loop": [sys.executable, __file__, "--_careful", str(root), str(ckpt), str(tmp / f"c{r}.npy"),
+                             str(args.batch_size), str(workers)],
+        }
+        for name in (list(cmds) if r % 2 == 0 else list(cmds)[::-1]):
+            walls[name].append(_timed_process(cmds[name], env))
+        print(f"  round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in walls.items()))
+    diff = float(np.abs(Predictions.load(tmp / "m0.npz").probs - np.load(tmp / "c0.npy")).max())
+    print(f"same outputs: max |dprob| medaudit vs careful loop {diff:.1e}")
+    ratio = np.asarray(walls["careful loop"]) / np.asarray(walls["medaudit predict"])
+    print(f"medaudit predict vs careful loop (whole processes, cold): {np.median(ratio):.2f}x "
+          f"[{ratio.min():.2f}-{ratio.max():.2f}] (target >= 1.2x: {'met' if np.median(ratio) >= 1.2 else 'NOT met'}); "
+          f"medaudit {n / np.median(walls['medaudit predict']):.1f} images/s, careful loop "
+          f"{n / np.median(walls['careful loop']):.1f} images/s")
+    draft_effect(root, args.jpeg_size)
+
+
+def draft_effect(root: Path, size: int) -> None:
+    """What JPEG draft decoding (DCT scaling) would save, and how far it moves the recipe's pixels."""
+    from PIL import Image
+
+    paths = sorted((root / "test").rglob("*.jpg"))
+    full_t = draft_t = 0.0
+    diffs = []
+    for p in paths:
+        t = time.perf_counter()
+        with Image.open(p) as im:
+            a = im.convert("RGB").resize((size, size), Image.BILINEAR)
+        full_t += time.perf_counter() - t
+        t = time.perf_counter()
+        with Image.open(p) as im:
+            im.draft(im.mode, (size, size))
+            b = im.convert("RGB").resize((size, size), Image.BILINEAR)
+        draft_t += time.perf_counter() - t
+        diffs.append(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)))
+    d = np.concatenate([x.ravel() for x in diffs])
+    print(f"JPEG draft mode (not used by medaudit): decode+resize {1000 * full_t / len(paths):.2f} ms/img full vs "
+          f"{1000 * draft_t / len(paths):.2f} ms/img draft ({full_t / draft_t:.2f}x); the {size} px input differs by "
+          f"mean {d.mean():.2f}, p99 {np.percentile(d, 99):.0f}, max {d.max()} grey levels")
+
+
 def report(fns: dict, n_images: int, repeats: int) -> None:
     times, outputs = time_interleaved(fns, repeats)
     print("same outputs: " + check_same(outputs))
@@ -306,6 +424,11 @@ def report(fns: dict, n_images: int, repeats: int) -> None:
 
 
 def main() -> None:
+    import sys
+
+    if len(sys.argv) > 1 and sys.argv[1] == "--_careful":
+        a = sys.argv[2:]
+        return careful_loop(a[0], a[1], a[2], int(a[3]), int(a[4]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="resnet18", help="timm name (random init)")
     ap.add_argument("--img-size", type=int, default=28, help="model input for the npz source (px)")
@@ -315,7 +438,10 @@ def main() -> None:
     ap.add_argument("--npz", type=Path, default=PNEUMONIA, help="MedMNIST-layout npz (synthetic if absent)")
     ap.add_argument("--folder-size", type=int, default=64, help="demo image size and model input (px)")
     ap.add_argument("--folder-per-class", type=int, default=80, help="demo test images per class (4 classes)")
-    ap.add_argument("--source", choices=("both", "npz", "folder"), default="both")
+    ap.add_argument("--source", choices=("both", "npz", "folder", "jpeg", "all"), default="both",
+                    help="both = npz + folder; jpeg = (iii) whole processes on a JPEG folder; all = the three")
+    ap.add_argument("--jpeg-per-class", type=int, default=150, help="(iii) test JPEGs per class (2 classes)")
+    ap.add_argument("--jpeg-size", type=int, default=224, help="(iii) model input (px)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -326,10 +452,12 @@ def main() -> None:
     print_machine(machine_info())
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="medaudit-bench-") as tmp:
-        if args.source in ("both", "npz"):
+        if args.source in ("both", "npz", "all"):
             bench_npz(args, Path(tmp))
-        if args.source in ("both", "folder"):
+        if args.source in ("both", "folder", "all"):
             bench_folder(args, Path(tmp))
+        if args.source in ("jpeg", "all"):
+            bench_jpeg(args, Path(tmp))
     print(f"\nload average after: {tuple(round(x, 2) for x in os.getloadavg())}; wall {time.perf_counter() - t0:.0f} s")
 
 

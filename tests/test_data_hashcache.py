@@ -199,3 +199,20 @@ def test_cli_rehash_decodes_again(tmp_path, count_decodes):
     count_decodes.clear()
     runner.invoke(main, ["data", "inspect", str(root), "--json"])  # --rehash does not stick
     assert count_decodes == []
+
+
+def test_worker_scan_matches_the_sequential_one(tmp_path):
+    root = _folder(tmp_path / "d", n_per_class=3)
+    (root / "train" / "a" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    split = load_dataset(str(root)).split("train")
+    idx = list(range(len(split)))
+    seq = list(base._scan_files(split, idx, workers=0))
+    par = list(base._scan_files(split, idx, workers=2))
+    assert [isinstance(r, str) for r in seq] == [isinstance(r, str) for r in par] and sum(
+        isinstance(r, str) for r in seq) == 1
+    for a, b in zip(seq, par):
+        if isinstance(a, str):
+            assert a == b and "bad.png" in a
+        else:
+            assert a[0] == b[0] and a[1] == b[1] and a[3:] == b[3:]
+            np.testing.assert_array_equal(a[2], b[2])

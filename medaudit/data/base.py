@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -158,36 +160,36 @@ class Split:
             return self._scan
         # The perceptual hash and thumbnail (near-duplicates) come from this same pass: a second
         # decode of every image would double the cost of ``report``. Files unchanged since an
-        # earlier run are not decoded at all (the persistent hash cache). One image at a time is
-        # held, so memory is the (N, 256) thumbnails and N hashes, not the pixels.
+        # earlier run are not decoded at all (the persistent hash cache); the others are decoded
+        # by worker processes when there are many. Results stream in one image at a time, so
+        # memory is the (N, 256) thumbnails and N hashes, never the pixels of a split.
         tag = self._hash_cache_tag()
         cache = HashCache.open(self.paths, split=self.name, tag=tag) if tag is not None else None
         phashes = np.zeros(n, dtype=np.uint64)
         thumbs = np.zeros((n, THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.uint8)
-        hashes: list[str] = []
+        hashes: list[str] = [""] * n
         sizes: Counter = Counter()
         modes: Counter = Counter()
         errors: list[str] = []
-        for i in range(len(self.paths)):
+        misses = []
+        for i in range(n):
             if cache is not None and cache.lookup(i):
-                hashes.append(cache.hex(i))
+                hashes[i] = cache.hex(i)
                 phashes[i], thumbs[i] = cache.phash[i], cache.thumbs[i]
                 sizes[tuple(int(v) for v in cache.size[i])] += 1
                 modes[str(cache.mode[i])] += 1
+            else:
+                misses.append(i)
+        for i, result in zip(misses, _scan_files(self, misses)):
+            if isinstance(result, str):
+                errors.append(result)
                 continue
-            try:
-                im, original = self._decode(i)
-            except MedauditError as exc:
-                errors.append(str(exc))
-                hashes.append("")
-                continue
-            hashes.append(pixel_hash(im))
-            phashes[i], thumb = perceptual_signature(im)
-            thumbs[i] = thumb.ravel()
-            sizes[im.size] += 1
+            hashes[i], phashes[i], thumb, size, original = result
+            thumbs[i] = thumb
+            sizes[size] += 1
             modes[original] += 1
             if cache is not None:
-                cache.store(i, hashes[-1], int(phashes[i]), thumb, im.size, original)
+                cache.store(i, hashes[i], int(phashes[i]), thumb, size, original)
         if cache is not None:
             cache.save()
         self._scan = {"hashes": hashes, "phashes": phashes, "thumbs": thumbs, "sizes": sizes, "modes": modes,
@@ -256,6 +258,45 @@ class Split:
         return _sha256_json(
             {"ids": self.sample_ids, "labels": self.labels.astype(np.int64).tolist(), "hashes": self.content_hashes()}
         )
+
+
+def scan_workers(n: int) -> int:
+    """Worker processes for decoding ``n`` image files (scans here, DataLoaders in
+    :func:`medaudit.models.preprocess.iter_batches`): none for a few hundred, else up to 4."""
+    return min(4, os.cpu_count() or 1) if n > 256 else 0
+
+
+_WORKER_SPLIT: Split | None = None
+
+
+def _scan_init(split: Split) -> None:
+    global _WORKER_SPLIT
+    _WORKER_SPLIT = split
+
+
+def _scan_one(i: int, split: Split | None = None):
+    """(pixel sha hex, pHash, thumbnail (256,) uint8, (w, h), original mode) of file ``i``, or the
+    decode error's message."""
+    split = split if split is not None else _WORKER_SPLIT
+    try:
+        im, original = split._decode(i)
+    except MedauditError as exc:
+        return str(exc)
+    ph, thumb = perceptual_signature(im)
+    return pixel_hash(im), ph, thumb.ravel(), im.size, original
+
+
+def _scan_files(split: Split, indices: list[int], workers: int | None = None):
+    """Yield :func:`_scan_one` of each index in order; in worker processes when there are many."""
+    workers = scan_workers(len(indices)) if workers is None else workers
+    if workers <= 1:
+        for i in indices:
+            yield _scan_one(i, split)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with ctx.Pool(workers, initializer=_scan_init, initargs=(split,)) as pool:
+        yield from pool.imap(_scan_one, indices, chunksize=64)
 
 
 @dataclass(eq=False)

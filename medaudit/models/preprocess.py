@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from medaudit.data.base import scan_workers
 from medaudit.errors import MedauditError
 from medaudit.models.recipe_options import (
     DEFAULT_RESIZE_BACKEND,
@@ -335,7 +336,7 @@ def iter_batches(split, recipe: Recipe, batch_size: int, *, indices=None, num_wo
             yield x, torch.as_tensor(split.labels[idx]), torch.as_tensor(idx)
         return
     if num_workers is None:
-        num_workers = min(4, os.cpu_count() or 1) if len(idx_all) > 256 else 0
+        num_workers = scan_workers(len(idx_all))
     ds = torch.utils.data.Subset(split_tensor_dataset(split, recipe), idx_all.tolist())
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     yield from loader
