@@ -19,6 +19,7 @@ from medaudit.clinical import (
 )
 from medaudit.compare import compare_models
 from medaudit.errors import MedauditError
+from medaudit.external import external_findings
 from medaudit.findings import comparison_findings, dataset_findings, model_findings, settings_findings
 from medaudit.metadata import UNKNOWN, bin_numeric, check_edges, column_kind, resolve_column
 from medaudit.metrics import compute_metrics, detect_negative_classes, fn_risk, operating_points
@@ -524,6 +525,7 @@ def assemble_snapshot(
     notes_markdown: str | None = None,
     run: dict | None = None,
     robustness: dict | None = None,
+    external: dict | None = None,
 ) -> dict:
     """Build the whole snapshot from the models' predictions.
 
@@ -546,6 +548,8 @@ def assemble_snapshot(
         The measurements and provenance of this run (docs/report-schema.md, "run").
     robustness : dict, optional
         The corruption sweep (:func:`medaudit.robustness.robustness_block`); None: not run.
+    external : dict, optional
+        External cohorts and sites (:func:`medaudit.external.external_block`); None: none.
 
     Returns
     -------
@@ -599,6 +603,7 @@ def assemble_snapshot(
                                    seed=settings.seed)
     findings.extend(clinical_findings(models, clinical))
     findings.extend(robustness_findings(robustness))
+    findings.extend(external_findings(external))
     return {
         "schema_version": SCHEMA_VERSION,
         "title": title,
@@ -609,6 +614,7 @@ def assemble_snapshot(
         "comparisons": comparisons,
         "clinical": clinical,
         "robustness": robustness,
+        "external": external,
         "findings": findings,
         "settings": settings_block,
         "figures": {},

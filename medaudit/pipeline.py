@@ -27,6 +27,7 @@ from medaudit import __version__
 from medaudit.audit import AuditSettings, ModelResult, assemble_snapshot, resolve_groups, resolve_negative_classes
 from medaudit.bench import benchmark_models, count_flops
 from medaudit.clinical import recalibrated_variant
+from medaudit.cohorts import check_not_inside, load_cohorts, parse_external, run_external
 from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.explain import cam_tiles_for_report
@@ -105,6 +106,8 @@ class ReportOptions:
         Stratified subsample of the split the sweep runs on.
     robustness_severities : tuple of int
         Severities (1..5) of each corruption.
+    external : tuple of str
+        ``NAME=SPEC`` external cohorts (``--external``, :mod:`medaudit.cohorts`): every model on each.
     """
 
     checkpoints: list[Path]
@@ -140,6 +143,7 @@ class ReportOptions:
     robustness: str | tuple[str, ...] | None = None
     robustness_samples: int = DEFAULT_SAMPLES
     robustness_severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    external: tuple[str, ...] = ()
 
 
 @dataclass
@@ -182,6 +186,7 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
     formats, names = _check_inputs(opts)
     notes = _read_notes(opts.notes_path)
     inputs = _load_inputs(opts, names)
+    cohorts = load_cohorts(parse_external(opts.external), inputs.dataset.class_names, opts.classes)
     dataset_block = inspect_dataset(inputs.dataset)
     dataset_block["split_evaluated"] = opts.settings.split
     timings: dict[str, float] = {}
@@ -199,11 +204,12 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
         if opts.robustness is not None:
             with _timed(timings, "robustness"):
                 robustness = _robustness(opts, inputs, results)
+        external = _external(opts, inputs, results, cohorts, timings)
         run = _run_block(opts, timings, inference, efficiency)
         snapshot = assemble_snapshot(
             results, dataset=dataset_block, settings=opts.settings,
             title=opts.title or f"Audit of {', '.join(names)} on {Path(opts.data_spec).name}",
-            author=opts.author, notes_markdown=notes, run=run, robustness=robustness,
+            author=opts.author, notes_markdown=notes, run=run, robustness=robustness, external=external,
         )
         run["duration_s"] = round(time.perf_counter() - t0, 3)
         paths = write_report(snapshot, opts.out_dir, formats=formats, template_dir=opts.template_dir,
@@ -230,6 +236,7 @@ def _check_inputs(opts: ReportOptions) -> tuple[tuple[str, ...], list[str]]:
                             param="masks")
     if opts.robustness is not None:
         check_sweep_options(opts.robustness, opts.robustness_severities, opts.robustness_samples)
+    check_not_inside(parse_external(opts.external), opts.out_dir)
     return formats, model_names(opts.checkpoints, opts.names or None)
 
 
@@ -403,6 +410,18 @@ def _explain(opts: ReportOptions, inputs: _Inputs, results: list[ModelResult], s
         for tile in cams[name].get("tiles", []):
             tiles[tile["file"]] = staging / tile["file"]
     return tiles
+
+
+def _external(opts: ReportOptions, inputs: _Inputs, results: list[ModelResult], cohorts: list,
+              timings: dict[str, float]) -> dict | None:
+    """The ``external`` block: every model on each ``--external`` cohort and per ``site`` (medaudit.cohorts)."""
+    ds = inputs.dataset
+    negatives, _ = resolve_negative_classes(ds.class_names, ds.task, opts.settings)
+    kw = dict(cache_dir=opts.cache_dir, use_cache=opts.use_cache, device=opts.device, batch_size=opts.batch_size,
+              amp=opts.amp, progress=opts.progress)
+    with _timed(timings, "external") if cohorts else contextlib.nullcontext():
+        return run_external(cohorts, inputs.loaded, inputs.names, [r.preds for r in results], inputs.split,
+                            opts.settings.split, negatives, settings=opts.settings, predict_kw=kw)
 
 
 def _robustness(opts: ReportOptions, inputs: _Inputs, results: list[ModelResult]) -> dict:

@@ -306,6 +306,7 @@ def _check_values(data: dict, source: str) -> None:
             _check_cam(m["cam"], at / "cam")
     _check_comparisons(data.get("comparisons"), root / "comparisons")
     _check_robustness(data.get("robustness"), root / "robustness")
+    _check_external(data.get("external"), root / "external")
 
 
 _ROBUST_RATES = ("accuracy", "balanced_accuracy", "missed_disease_rate", "auc", "flip_rate")
@@ -343,6 +344,59 @@ def _check_robustness(block: object, where: _Where) -> None:
                     _in_range(x, (-1.0, 1.0), w / k, "a difference of two rates")
                 if lo is not None and hi is not None and lo > hi + 1e-9:
                     raise w.fail(f"has ci_low {lo!r} > ci_high {hi!r}")
+
+
+def _check_external(block: object, where: _Where) -> None:
+    """External cohorts and sites (docs/report-schema.md, "External cohorts and dataset shift"):
+    each cohort's metrics as ``models[i].metrics``, drops (internal - cohort) in the range of a
+    difference, p-values and prevalences in [0, 1], counts whole numbers."""
+    if block is None:
+        return
+    if not isinstance(block, dict) or not isinstance(block.get("cohorts"), list) or \
+            not isinstance(block.get("sites"), list | type(None)):
+        raise where.fail("is not an object with a 'cohorts' list and a 'sites' list or null")
+    entries = [(where / "cohorts" / i, c) for i, c in enumerate(block["cohorts"])]
+    entries += [(where / "sites" / i, c) for i, c in enumerate(block["sites"] or [])]
+    for at, c in entries:
+        if not (isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("models"), list)):
+            raise at.fail("needs a 'name' and a 'models' list")
+        _count(c.get("n"), at / "n")
+        for cls, k in (c.get("class_counts") or {}).items():
+            _count(k, at / "class_counts" / cls, optional=False)
+        for j, m in enumerate(c["models"]):
+            mw = at / "models" / j
+            if not (isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("metrics"), dict)):
+                raise mw.fail("needs a 'name' and a 'metrics' object")
+            _check_metrics(m["metrics"], mw / "metrics")
+            if isinstance(m.get("missed_disease"), dict):
+                _walk_values(m["missed_disease"], mw / "missed_disease", "missed_disease_rate")
+            for key, d in (m.get("drop") or {}).items():
+                dw = mw / "drop" / key
+                if not _is_value_object(d):
+                    raise dw.fail("is not a value object")
+                _check_value_object(d, dw, key + _CHANGE)
+                for side in ("internal", "cohort"):
+                    _in_range(_finite(d.get(side), dw / side), _bounds(key), dw / side, key)
+                _in_range(_finite(d.get("p_value"), dw / "p_value"), (0.0, 1.0), dw / "p_value", "a p-value")
+        shift = c.get("shift")
+        if shift is None:
+            continue
+        sw = at / "shift"
+        if not isinstance(shift, dict) or not isinstance(shift.get("verdict"), str):
+            raise sw.fail("needs a 'verdict'")
+        for test in ("bbsd", "mmd"):
+            t = shift.get(test)
+            if isinstance(t, dict):
+                _in_range(_finite(t.get("p_value"), sw / test / "p_value"), (0.0, 1.0), sw / test / "p_value",
+                          "a p-value")
+                for cls, row in (t.get("per_class") or {}).items():
+                    pw = sw / test / "per_class" / cls / "p_value"
+                    _in_range(_finite((row or {}).get("p_value"), pw), (0.0, 1.0), pw, "a p-value")
+        ls = shift.get("label_shift") if isinstance(shift.get("label_shift"), dict) else {}
+        for key in ("prevalence", "reference_prevalence", "observed_prevalence"):
+            for cls, v in (ls.get(key) or {}).items():
+                _in_range(_finite(v, sw / "label_shift" / key / cls), (0.0, 1.0), sw / "label_shift" / key / cls,
+                          "a prevalence")
 
 
 def load_snapshot(path: str | Path, *, require_models: bool = True) -> dict:

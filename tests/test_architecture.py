@@ -37,6 +37,7 @@ TORCH_FREE = (
     "medaudit.findings",
     "medaudit.clinical",
     "medaudit.robustness",
+    "medaudit.external",
     "medaudit.audit",
     "medaudit.snapshot",
     "medaudit.gate",
