@@ -13,10 +13,19 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
+import warnings
 
 import numpy as np
 
-from tests.snapshot_factory import make_clinical_snapshot, make_snapshot, make_subgroup_snapshot
+from tests.snapshot_factory import (
+    _SEEDED,
+    CLASSES,
+    NEG,
+    make_clinical_snapshot,
+    make_snapshot,
+    make_subgroup_snapshot,
+)
 
 N = 120
 
@@ -41,21 +50,7 @@ def _full() -> dict:
                 "age": rng.normal(55, 12, n).round(), "patient_id": np.array([f"p{k // 2}" for k in range(n)])}
         split.update(split_demographics(meta, "patient_id"))
     classes = snap["dataset"]["class_names"]
-    snap["external"] = {
-        "reference": "test",
-        "cohorts": [{"name": "site-C", "spec": "data/site_c.csv", "n": 80,
-                     "class_counts": {c: 20 for c in classes},
-                     "models": [{"name": m["name"], "metrics": {"balanced_accuracy": _mv(0.71, 0.62, 0.79, "bootstrap"),
-                                                              "auc_macro": _mv(0.83, 0.77, 0.88, "bootstrap")},
-                                 "drop": {"balanced_accuracy": _mv(0.08, 0.01, 0.15, "bootstrap")},
-                                 "missed_disease": {}} for m in snap["models"]],
-                     "shift": {"verdict": "label shift", "explanation": "prevalence differs; the images do not",
-                               "bbsd": {}, "mmd": None,
-                               "label_shift": {"method": "EM (Saerens 2002)",
-                                               "prevalence": {c: 0.25 for c in classes},
-                                               "reference_prevalence": {c: 0.25 for c in classes}}}}],
-        "sites": None,
-    }
+    snap["external"] = _external(snap)
     snap["robustness"] = {
         "settings": {"corruptions": ["gaussian_noise", "jpeg"], "severities": [1, 3, 5], "n_samples": 60,
                      "n_requested": 500, "subsampled": True, "seed": 0},
@@ -75,6 +70,33 @@ def _full() -> dict:
                                         "difference": {"0.2": _mv(0.27, 0.15, 0.39, "bootstrap")}}
     snap["settings"]["checklists"] = ["claim2024", "tripod-ai", "stard-ai"]
     return snap
+
+
+def _external(snap: dict) -> dict:
+    """The ``external`` block from the real :func:`medaudit.external.cohort_entry`: the factory's test
+    predictions as the reference, and a cohort from the same generator with another prevalence."""
+    from medaudit.external import cohort_entry, external_block
+    from medaudit.predictions import Predictions
+
+    y, ids, probs = _SEEDED[(2, N, 0)]
+    classes = list(CLASSES)
+    names = [m["name"] for m in snap["models"]]
+    rng = np.random.default_rng(11)
+    y_new = rng.choice([0, 1, 3], size=80, p=[0.2, 0.5, 0.3])
+    ref, new = [], []
+    for i, name in enumerate(names):
+        ref.append(Predictions(model_name=name, class_names=classes, task="multiclass", sample_ids=ids, y_true=y,
+                               probs=probs[name], provenance={"split": "test"}))
+        logits = rng.normal(0, 1, (y_new.size, len(classes)))
+        logits[np.arange(y_new.size), y_new] += 1.2 + 0.4 * i
+        new.append(Predictions(model_name=name, class_names=classes, task="multiclass",
+                               sample_ids=np.array([f"c/{k}" for k in range(y_new.size)]), y_true=y_new,
+                               probs=np.exp(logits) / np.exp(logits).sum(1, keepdims=True),
+                               provenance={"split": "test"}))
+    with warnings.catch_warnings():  # the class absent from both samples warns, by design
+        warnings.simplefilter("ignore")
+        cohort = cohort_entry("site-C", "data/site_c.csv", ref, new, NEG, n_bootstrap=50, seed=0)
+    return json.loads(json.dumps(external_block("test", [cohort], None)))
 
 
 def full_snapshot() -> dict:

@@ -193,3 +193,15 @@ def test_report_html_has_one_table_per_requested_checklist_linking_to_sections(t
     assert render_html(snap, tmp_path).count('class="checklist tiny"') == 1
     del snap["settings"]["checklists"]  # an older snapshot: no appendix at all
     assert 'id="s-checklists"' not in render_html(snap, tmp_path)
+
+
+def test_external_cohort_items_restate_the_cohort_entry():
+    snap = full_snapshot()
+    cohort = snap["external"]["cohorts"][0]
+    text = facts.external_testing(snap).value
+    for m in cohort["models"]:
+        assert f"{m['name']} balanced accuracy {facts.fmt_estimate(m['metrics']['balanced_accuracy'])}" in text
+    assert facts.external_shift(snap).value.startswith(f"{cohort['name']}: {cohort['shift']['verdict']}")
+    site = {"name": "site = B", "n": 40, "models": [{"name": "resnet18", "metrics": {"auc_macro": {"value": 0.8}}}]}
+    snap["external"]["sites"] = [site]
+    assert facts.site_heterogeneity(snap).value == "site = B (40 images): resnet18 AUC 0.800 (no CI)"

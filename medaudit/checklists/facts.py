@@ -502,8 +502,13 @@ def site_heterogeneity(snapshot: dict) -> Part:
     """Performance per site/hospital/scanner: a site-like subgroup column or external.sites."""
     ext = _d(snapshot.get("external"))
     sites = [s for s in _l(ext.get("sites")) if isinstance(s, dict)]
-    if sites:
-        return Part("heterogeneity across sites", f"{len(sites)} sites compared (external cohorts block)")
+    if sites:  # each site against the other sites of the internal split (the external block)
+        cells = []
+        for site in sites:
+            per = [f"{_d(m).get('name')} AUC {fmt_estimate(_d(_d(m).get('metrics')).get('auc_macro')) or 'undefined'}"
+                   for m in _l(site.get("models"))]
+            cells.append(f"{site.get('name')} ({fmt_number(site.get('n'))} images): {', '.join(per)}")
+        return Part("heterogeneity across sites", "; ".join(cells))
     def fn(m):
         cols = _d(_d(m.get("subgroups")).get("columns"))
         hits = [c for c in cols if any(w in c.lower() for w in SITE_COLUMNS)]
@@ -628,7 +633,7 @@ def external_shift(snapshot: dict) -> Part:
         prev = _d(ls.get("prevalence"))
         cells.append(f"{c.get('name')}: {sh['verdict']}" + (f" ({sh['explanation']})" if _str(sh.get("explanation")) else "")
                      + (f"; estimated prevalence {', '.join(f'{k} {fmt_number(v, 2)}' for k, v in prev.items())}"
-                        if prev else "") + (f"; classes {_counts(c.get('class_counts'))}"
+                        if prev and "label shift" in sh["verdict"] else "") + (f"; classes {_counts(c.get('class_counts'))}"
                                             if _counts(c.get("class_counts")) else ""))
     return Part("difference from development data", "; ".join(cells))
 

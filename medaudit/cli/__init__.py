@@ -22,6 +22,7 @@ COMMANDS = {
     "render": "medaudit.cli.render:render",
     "compare": "medaudit.cli.compare:compare",
     "gate": "medaudit.cli.gate:gate",
+    "checklist": "medaudit.cli.checklist:checklist",
     "cam": "medaudit.cli.cam:cam",
     "bench": "medaudit.cli.bench:bench",
     "convert": "medaudit.cli.convert:convert",

@@ -15,6 +15,7 @@ from typing import Any
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml as escape_html
 
+from medaudit.report.checklist_context import checklist_section
 from medaudit.report.clinical_context import clinical_section
 from medaudit.report.compare_context import comparison_section
 from medaudit.report.eff_context import efficiency_section
@@ -126,6 +127,7 @@ def build_context(snapshot: dict, embed: Embed, *, target: str = "html") -> dict
     ctx["gallery"] = gallery_section(models, embed)
     ctx["efficiency"] = efficiency_section(models, measured_efficiency(snapshot))
     ctx["appendix"] = _appendix(snapshot, models)
+    ctx["checklists"] = checklist_section(snapshot, [sid for sid, _ in SECTIONS])
     return ctx
 
 
