@@ -26,6 +26,7 @@ import torch
 from medaudit import __version__
 from medaudit.audit import AuditSettings, ModelResult, assemble_snapshot, resolve_groups, resolve_negative_classes
 from medaudit.bench import benchmark_models, count_flops
+from medaudit.checklists import check_names as check_checklists
 from medaudit.clinical import recalibrated_variant
 from medaudit.cohorts import check_not_inside, load_cohorts, parse_external, run_external
 from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
@@ -108,6 +109,8 @@ class ReportOptions:
         Severities (1..5) of each corruption.
     external : tuple of str
         ``NAME=SPEC`` external cohorts (``--external``, :mod:`medaudit.cohorts`): every model on each.
+    checklists : tuple of str
+        Reporting checklists for the appendix (``--checklist``), recorded in ``settings.checklists``.
     """
 
     checkpoints: list[Path]
@@ -144,6 +147,7 @@ class ReportOptions:
     robustness_samples: int = DEFAULT_SAMPLES
     robustness_severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     external: tuple[str, ...] = ()
+    checklists: tuple[str, ...] = ()
 
 
 @dataclass
@@ -211,6 +215,8 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
             title=opts.title or f"Audit of {', '.join(names)} on {Path(opts.data_spec).name}",
             author=opts.author, notes_markdown=notes, run=run, robustness=robustness, external=external,
         )
+        if opts.checklists:  # only when asked: older snapshots and plain runs keep their keys
+            snapshot["settings"]["checklists"] = check_checklists(opts.checklists)
         run["duration_s"] = round(time.perf_counter() - t0, 3)
         paths = write_report(snapshot, opts.out_dir, formats=formats, template_dir=opts.template_dir,
                              extra_files=extra_files)
@@ -237,6 +243,7 @@ def _check_inputs(opts: ReportOptions) -> tuple[tuple[str, ...], list[str]]:
     if opts.robustness is not None:
         check_sweep_options(opts.robustness, opts.robustness_severities, opts.robustness_samples)
     check_not_inside(parse_external(opts.external), opts.out_dir)
+    check_checklists(opts.checklists)
     return formats, model_names(opts.checkpoints, opts.names or None)
 
 

@@ -75,6 +75,7 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--robustness", default=None, is_flag=False, flag_value="default", metavar="[default|LIST]", help="Corruption sweep: every model on corrupted copies of the images at 5 severities (default: all 13 corruptions; or a comma list, e.g. gaussian_noise,jpeg). See docs/robustness.md.")
 @click.option("--robustness-samples", default=500, show_default=True, type=int, help="Stratified subsample of the split the sweep runs on (cost: N x corruptions x severities forwards, cached).")
 @click.option("--robustness-severities", default="1,2,3,4,5", show_default=True, help="Severities of each corruption (among 1-5).")
+@click.option("--checklist", "checklists", multiple=True, metavar="NAME", help="Add a reporting checklist filled from the audit as an appendix (repeatable): claim2024, tripod-ai, stard-ai.")
 @click.option("--external", "external", multiple=True, metavar="NAME=SPEC", help="An external cohort evaluated beside the internal split (repeatable): SPEC is any --data spec (its test split, else its only split); metrics, drops with intervals, missed disease and dataset-shift tests. See docs/external.md.")
 @click.option("--quiet", is_flag=True)
 @handle_errors
@@ -82,7 +83,7 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
            target_sensitivity, prevalence, cost, cost_matrix, conformal_alpha, delta, group_by, bins, intersections,
            patient_col, level, aggregate, min_group_n, bootstrap, seed, ece_bins, device, batch_size, no_cache, amp, no_bench, bench_repeats, bench_batch_sizes,
            no_cam, cam_method, cam_layer, cam_per_group, cam_masks, cam_boxes, formats, title, author, notes_path, template_dir, gates,
-           gate_on, robustness, robustness_samples, robustness_severities, external, quiet):
+           gate_on, robustness, robustness_samples, robustness_severities, checklists, external, quiet):
     """Audit checkpoints on a dataset and write report.html, report.pdf and report.json.
 
     \b
@@ -127,6 +128,7 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
         robustness=robustness, robustness_samples=robustness_samples,
         robustness_severities=_severities(robustness_severities),
         external=tuple(external),
+        checklists=tuple(c.strip() for c in checklists),
     )
     snapshot, paths = run_report(opts)
     for kind, path in paths.items():
