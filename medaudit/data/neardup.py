@@ -54,7 +54,8 @@ from medaudit.data.base import Split
 MAX_DISTANCE = 6
 #: Smallest thumbnail correlation that confirms a candidate (see the module docstring).
 MIN_CORRELATION = 0.99
-_BLOCK = 1 << 21  # candidate pairs per vectorised block (~50 MB of temporaries)
+_BLOCK = 1 << 19  # candidate pairs per vectorised block (~25 MB of int64 temporaries)
+_CORR_BLOCK = 1 << 13  # pairs whose thumbnails are correlated at once (2 x 8192 x 256 float64 = 32 MB)
 _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
@@ -161,13 +162,23 @@ def thumbnail_correlation(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
     -------
     ndarray of float64, shape (P,)
     """
-    x = ta.astype(np.float64)
-    y = tb.astype(np.float64)
-    x -= x.mean(axis=1, keepdims=True)
-    y -= y.mean(axis=1, keepdims=True)
-    den = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+    # From raw sums, no centred copies. With uint8 inputs and D <= 256 every product (<= 255^2)
+    # and every partial sum (< 2^24) is an integer float32 holds exactly, and the float64 terms
+    # S_x S_y / D below are exact too, so only the final sqrt/divide round.
+    d = ta.shape[1]
+    ft = np.float32 if d <= 256 else np.float64
+    x, y = ta.astype(ft), tb.astype(ft)
+
+    def dot(u, v):
+        return np.einsum("ij,ij->i", u, v).astype(np.float64)
+
+    sx, sy = x.sum(axis=1, dtype=np.float64), y.sum(axis=1, dtype=np.float64)
+    vx = dot(x, x) - sx * sx / d
+    vy = dot(y, y) - sy * sy / d
+    num = dot(x, y) - sx * sy / d
+    den = np.sqrt(np.maximum(vx, 0.0) * np.maximum(vy, 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (x * y).sum(axis=1) / np.where(den > 0, den, 1.0), np.nan)
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 def near_duplicate_pairs(hashes_a, thumbs_a, hashes_b=None, thumbs_b=None, *, max_distance: int = MAX_DISTANCE,
@@ -192,8 +203,8 @@ def near_duplicate_pairs(hashes_a, thumbs_a, hashes_b=None, thumbs_b=None, *, ma
     same = hashes_b is None
     ia, ib, d = hamming_pairs(hashes_a, None if same else hashes_b, max_distance=max_distance)
     tb = thumbs_a if same else thumbs_b
-    r = np.concatenate([thumbnail_correlation(thumbs_a[ia[s:s + _BLOCK]], tb[ib[s:s + _BLOCK]])
-                        for s in range(0, len(ia), _BLOCK)]) if len(ia) else np.zeros(0)
+    r = np.concatenate([thumbnail_correlation(thumbs_a[ia[s:s + _CORR_BLOCK]], tb[ib[s:s + _CORR_BLOCK]])
+                        for s in range(0, len(ia), _CORR_BLOCK)]) if len(ia) else np.zeros(0)
     keep = r >= min_correlation  # NaN (flat) is never kept
     return {"ia": ia[keep], "ib": ib[keep], "distance": d[keep], "correlation": r[keep]}
 
@@ -266,7 +277,7 @@ def find_near_duplicates(splits: dict[str, Split], *, max_examples: int = 20, ma
         order = np.lexsort((-p["correlation"], p["distance"]))
         within_examples += [_example(name, ids[name][p["ia"][i]], name, ids[name][p["ib"][i]],
                                      p["distance"][i], p["correlation"][i], t[p["ia"][i]], t[p["ib"][i]])
-                            for i in order if differ[i]][:max_examples]
+                            for i in order[differ[order]][:max_examples]]  # thumbnails drawn for these only
 
     across: dict[str, dict] = {}
     across_examples: list[dict] = []
