@@ -68,7 +68,7 @@ def robustness_heatmap(snapshot: dict):
                 v, cls = _worst_drop(c, classes)
                 if v is not None:
                     g[i, j] = 100 * v
-                    t[i][j] = f"{100 * v:.0f}" + (f"\n{str(cls)[:10]}" if len(classes) > 1 else "")
+                    t[i][j] = f"{100 * v:.0f}" + (f"\n{str(cls)[:10]}" if len(classes) > 1 and v > 0 else "")
         grids.append(g)
         tags.append(t)
     finite = np.concatenate([g[np.isfinite(g)] for g in grids])
