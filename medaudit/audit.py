@@ -218,6 +218,9 @@ class AuditSettings:
         The "Clinical use" analyses.
     subgroups : SubgroupSettings
         Subgroups, patient-level metrics.
+    checklists : tuple of str
+        Reporting checklists of the report's appendix (issue 17, medaudit.checklists); recorded in
+        ``settings.checklists`` only when any are named.
     """
 
     split: str = "test"
@@ -229,6 +232,7 @@ class AuditSettings:
     target_sensitivity: float = 0.95
     clinical: ClinicalSettings = field(default_factory=ClinicalSettings)
     subgroups: SubgroupSettings = field(default_factory=SubgroupSettings)
+    checklists: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.clinical, dict):  # read back from JSON (a saved snapshot's inputs)
@@ -587,6 +591,7 @@ def assemble_snapshot(
         "target_sensitivity": settings.target_sensitivity,
         "clinical": settings.clinical.as_dict(),
         "subgroups": _subgroup_settings_block(settings.subgroups, groups, ref.patient_column),
+        **({"checklists": list(settings.checklists)} if settings.checklists else {}),
     }
     models = [model_entry(r, settings, negatives) for r in results]
     comparisons = None

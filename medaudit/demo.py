@@ -115,7 +115,7 @@ def run_demo(
         ckpts.append(out)
     opts = ReportOptions(
         checkpoints=ckpts, data_spec=str(manifest), out_dir=out_dir, names=[m[0] for m in DEMO_MODELS],
-        patient_col="patient_id",
+        patient_col="patient_id", checklists=("claim2024",),  # `make demo` shows the CLAIM 2024 table
         settings=AuditSettings(negative_classes=["notumor"], subgroups=SubgroupSettings(**DEMO_SUBGROUPS)),
         bench=bench, bench_repeats=5, formats=formats,
         title="medaudit demo: ResNet-18 vs ViT-Tiny on synthetic brain MRI", progress=progress,

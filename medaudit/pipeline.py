@@ -17,7 +17,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy
@@ -211,12 +211,10 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
         external = _external(opts, inputs, results, cohorts, timings)
         run = _run_block(opts, timings, inference, efficiency)
         snapshot = assemble_snapshot(
-            results, dataset=dataset_block, settings=opts.settings,
+            results, dataset=dataset_block, settings=_audit_settings(opts),
             title=opts.title or f"Audit of {', '.join(names)} on {Path(opts.data_spec).name}",
             author=opts.author, notes_markdown=notes, run=run, robustness=robustness, external=external,
         )
-        if opts.checklists:  # only when asked: older snapshots and plain runs keep their keys
-            snapshot["settings"]["checklists"] = check_checklists(opts.checklists)
         run["duration_s"] = round(time.perf_counter() - t0, 3)
         paths = write_report(snapshot, opts.out_dir, formats=formats, template_dir=opts.template_dir,
                              extra_files=extra_files)
@@ -245,6 +243,13 @@ def _check_inputs(opts: ReportOptions) -> tuple[tuple[str, ...], list[str]]:
     check_not_inside(parse_external(opts.external), opts.out_dir)
     check_checklists(opts.checklists)
     return formats, model_names(opts.checkpoints, opts.names or None)
+
+
+def _audit_settings(opts: ReportOptions) -> AuditSettings:
+    """``opts.settings`` with the requested checklists (``settings.checklists`` of the snapshot)."""
+    if not opts.checklists:
+        return opts.settings
+    return replace(opts.settings, checklists=tuple(check_checklists(opts.checklists)))
 
 
 def _refuse_inputs_inside(opts: ReportOptions) -> None:
