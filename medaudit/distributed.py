@@ -31,6 +31,7 @@ import contextlib
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,7 +43,7 @@ import torch.distributed as dist
 from torch import nn
 
 from medaudit.device import resolve_device
-from medaudit.errors import MedauditError
+from medaudit.errors import MedauditError, MedauditWarning
 
 TIMEOUT_ENV = "MEDAUDIT_DIST_TIMEOUT"
 # Long enough for rank 0 to write a checkpoint while the others wait, short enough that a hung rank
@@ -177,6 +178,19 @@ def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
     base, extra = divmod(n, world_size)
     lo = rank * base + min(rank, extra)
     return lo, lo + base + (rank < extra)
+
+
+def batch_shard_range(n: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The shard ``[lo, hi)`` of ``n`` samples that ``rank`` predicts: a contiguous run of whole batches.
+
+    The batches are those of the one-process pass (``batch_size`` each, the last one shorter), dealt
+    out by :func:`shard_range`, so each sample goes through the model in the same batch as with one
+    process: per-sample outputs of a kernel can depend on the batch they are in, and this keeps the
+    gathered logits bit for bit those of one process. Ranks beyond the number of batches get an empty shard.
+    """
+    n_batches = -(-n // batch_size)
+    lo, hi = shard_range(n_batches, rank, world_size)
+    return min(lo * batch_size, n), min(hi * batch_size, n)
 
 
 def global_batches(order: np.ndarray, batch_size: int, world_size: int = 1) -> list[np.ndarray]:
@@ -535,3 +549,132 @@ def session(device: str = "auto", environ: Mapping[str, str] | None = None) -> I
         with contextlib.suppress(Exception):  # closing must not hide the error that ended the run
             dist.destroy_process_group()
 
+
+
+# -- commands led by rank 0 (predict, report, cam) --------------------------------------------
+# A command that reads data and writes files runs on rank 0 only; the other ranks serve its forward
+# passes (each runs its shard and joins the gather) until rank 0 tells them to stop. The requests go
+# over a second (gloo) group whose timeout is long, because between two passes rank 0 may compute
+# metrics, CAMs and a benchmark for a long time; the passes' own collectives keep MEDAUDIT_DIST_TIMEOUT.
+_CONTROL_TIMEOUT = timedelta(days=7)
+_JOB: LedJob | None = None
+
+
+class LedJob:
+    """A command under torchrun led by rank 0: the request channel, the shards and the gather.
+
+    Parameters
+    ----------
+    ctx : Context
+        A distributed context (``world_size > 1``) opened by :func:`session`.
+
+    Notes
+    -----
+    Built on every rank at the same point (it makes a process group and exchanges each rank's device).
+    """
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.broken = False
+        self.control = dist.new_group(backend="gloo", timeout=_CONTROL_TIMEOUT)
+        devices: list[Any] = [None] * ctx.world_size
+        dist.all_gather_object(devices, str(ctx.device), group=self.control)
+        self.devices = [str(d) for d in devices]
+
+    def record(self) -> dict:
+        """``{"world_size", "backend", "devices"}``: how a pass was spread (devices in rank order)."""
+        return {"world_size": self.ctx.world_size, "backend": self.ctx.backend, "devices": list(self.devices)}
+
+    def batch_shard(self, n: int, batch_size: int) -> tuple[int, int]:
+        """This rank's :func:`batch_shard_range` of ``n`` samples."""
+        return batch_shard_range(n, batch_size, self.ctx.rank, self.ctx.world_size)
+
+    def request(self, fn, *args: Any, **kwargs: Any) -> None:
+        """Rank 0: ask every other rank to call ``fn(*args, **kwargs)`` (a module-level function, pickled)."""
+        self._control(("call", fn, args, kwargs))
+
+    def gather(self, lo: int, values: torch.Tensor, n: int, what: str) -> torch.Tensor | None:
+        """The rows of every rank's shard ``[lo, lo + len(values))`` in index order on rank 0 (None elsewhere).
+
+        A rank that died or stopped answering ends the pass with a one-line :class:`MedauditError`
+        (after at most ``MEDAUDIT_DIST_TIMEOUT`` seconds) instead of a hang or a traceback.
+        """
+        try:
+            return self.ctx.gather_indexed(np.arange(lo, lo + len(values)), values, n, dst=0)
+        except IncompleteGatherError:
+            raise
+        except (RuntimeError, dist.DistError) as exc:
+            self.broken = True
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise MedauditError(
+                f"rank {self.ctx.rank}: the {self.ctx.world_size}-process pass over {what} stopped because another "
+                f"rank died or did not answer within {process_group_timeout().total_seconds():g} s ({TIMEOUT_ENV}); "
+                f"nothing was written ({first})") from None
+
+    def _control(self, message: tuple) -> Any:
+        box = [message]
+        dist.broadcast_object_list(box, src=0, group=self.control)
+        return box[0]
+
+    def serve(self) -> bool:
+        """Ranks > 0: run rank 0's requests until it stops; returns whether rank 0 succeeded."""
+        while True:
+            kind, *rest = self._control(None)
+            if kind == "stop":
+                return bool(rest[0])
+            fn, args, kwargs = rest
+            fn(*args, **kwargs)
+
+    def finish(self, ok: bool) -> None:
+        """Rank 0: release the other ranks (nothing to say to a job whose pass already broke)."""
+        if not self.broken:
+            with contextlib.suppress(Exception):
+                self._control(("stop", ok))
+
+
+def led_job() -> LedJob | None:
+    """The running command's :class:`LedJob` under torchrun (within :func:`lead`), else None."""
+    return _JOB
+
+
+def lead(fn, *args: Any, device: str = "auto", environ: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+    """Run ``fn(*args, **kwargs)`` as rank 0 of the job while the other ranks serve its forward passes.
+
+    With one process this is ``fn(*args, **kwargs)``: no process group, nothing else. Under torchrun
+    rank 0 runs ``fn`` (it reads the data, writes every file, prints); each other rank only answers
+    the requests that :func:`medaudit.predict.run_inference` sends (its shard of each pass) and then
+    leaves with ``SystemExit(0)`` (``1`` when rank 0 failed, which prints the error), writing nothing.
+
+    Parameters
+    ----------
+    fn : callable
+    device : str
+        The ``device`` setting (:func:`rank_device`).
+    environ : mapping, optional
+
+    Returns
+    -------
+    object
+        ``fn``'s result (rank 0 and one process).
+    """
+    global _JOB
+    with session(device, environ) as ctx:
+        if not ctx.distributed:
+            return fn(*args, **kwargs)
+        job = LedJob(ctx)
+        _JOB = job
+        try:
+            if not ctx.is_main:
+                with warnings.catch_warnings():  # rank 0 speaks for the job
+                    warnings.simplefilter("ignore", MedauditWarning)
+                    ok = job.serve()
+                raise SystemExit(0 if ok else 1)
+            ok = False
+            try:
+                result = fn(*args, **kwargs)
+                ok = True
+                return result
+            finally:
+                job.finish(ok)
+        finally:
+            _JOB = None

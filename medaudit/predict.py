@@ -9,6 +9,14 @@ The split's metadata (patient, age, site, ...) is attached to the predictions he
 cached result: the cache key does not depend on it and cache entries do not hold it, so editing a
 manifest's metadata columns takes effect without re-running inference, and a cached pass is given
 the split's metadata as it is now.
+
+Under ``torchrun`` (a command run through :func:`medaudit.distributed.lead`) the pass is sharded
+here, so every caller of :func:`predict_cached` / :func:`run_inference` (report, cam, sweeps) gets
+it: rank 0 decides on the cache alone (a hit sends no request, so every rank skips), otherwise it
+asks the other ranks to run the same pass; each rank runs a contiguous run of whole batches of the
+one-process pass (no padding, no DDP wrapper), and rank 0 gathers ``(index, logits)``, checks the
+indices are exactly ``0..N-1`` and goes on as one process would: the same probabilities, the same
+cache key and entry. The other ranks return None and write nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from tqdm.auto import tqdm
 
 from medaudit import __version__
 from medaudit.device import resolve_device
+from medaudit.distributed import led_job
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.models.preprocess import iter_batches
 from medaudit.models.runtime import inference_state, use_channels_last
@@ -245,7 +254,8 @@ def run_inference(
 
     Returns
     -------
-    Predictions
+    Predictions or None
+        None on ranks > 0 of a command under torchrun (their shard went to rank 0). Else
         ``probs`` (N, C) float64 by :func:`medaudit.predictions.probabilities_from_logits`, in the
         split's sample order (or that of ``sample_ids``), with the pass's provenance (checkpoint
         sha256, data, recipe, device, precision, batch size, wall time, versions) and the split's
@@ -256,12 +266,25 @@ def run_inference(
         raise MedauditError("no sample ids given", param="sample_ids")
     if len(positions) == 0:
         raise MedauditError(f"split '{split_name}' of {dataset_spec} is empty")
-    dev = resolve_device(device)
+    job = led_job()
+    if job is not None and job.ctx.is_main:  # the other ranks run the same pass on their shards
+        job.request(_serve_pass, {"path": str(loaded.path), "sha256": loaded.sha256}, split,
+                    dict(split_name=split_name, split_fingerprint=split_fingerprint, dataset_spec=dataset_spec,
+                         model_name=model_name, batch_size=batch_size, amp=amp, sample_ids=sample_ids))
+    dev = job.ctx.device if job is not None else resolve_device(device)
+    lo, hi = job.batch_shard(len(positions), batch_size) if job is not None else (0, len(positions))
     channels_last = use_channels_last(loaded.model, dev)
     t0 = time.perf_counter()
     with inference_state(loaded.model, dev, channels_last=channels_last) as model, torch.inference_mode():
-        logits, used_bs = _forward_all(model, split, loaded.recipe, positions, dev, batch_size, amp=amp,
-                                       channels_last=channels_last, progress=progress)
+        logits, used_bs = _forward_all(model, split, loaded.recipe, positions[lo:hi], dev, batch_size, amp=amp,
+                                       channels_last=channels_last, progress=progress and (job is None or lo == 0))
+    if job is not None:
+        if hi == lo:  # an empty shard still joins the gather, with rows of the checkpoint's width
+            logits = np.zeros((0, len(loaded.class_names)), np.float32)
+        gathered = job.gather(lo, torch.from_numpy(logits), len(positions), f"split '{split_name}' of {dataset_spec}")
+        if gathered is None:
+            return None
+        logits = gathered.numpy()
     wall = time.perf_counter() - t0
     ids = np.asarray(split.sample_ids)[positions]
     _check_logits(loaded, logits, ids)
@@ -280,6 +303,7 @@ def run_inference(
         "batch_size": used_bs,
         "wall_s": round(wall, 4),
         "versions": {"medaudit": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        **({"distributed": job.record()} if job is not None else {}),
     }
     metadata = split_metadata(split, positions)
     return Predictions(
@@ -348,7 +372,8 @@ def predict_cached(
             f"{dataset_spec}: labels go up to {int(np.max(split.labels))} but {loaded.path.name} has "
             f"{len(loaded.class_names)} classes"
         )
-    precision = inference_precision(resolve_device(device), amp)
+    job = led_job()
+    precision = inference_precision(job.ctx.device if job is not None else resolve_device(device), amp)
     key = cache_key(loaded.sha256, fp, split_name, loaded.recipe.to_dict(), precision)
     path = (cache_dir or default_cache_dir()) / f"{key}.npz"
     name = model_name or loaded.name
@@ -361,6 +386,30 @@ def predict_cached(
     # The entry is the inference result only: metadata (and its patient hashes) stays with the data.
     _write_entry(dataclasses.replace(preds, metadata=None, patient_column=None), path)
     return preds, False
+
+
+# Ranks > 0 of a led job: the checkpoints they have loaded, by sha256 (a report asks for each model twice).
+_SERVED: dict[str, Loaded] = {}
+
+
+def _serve_pass(checkpoint: dict, split, kwargs: dict) -> None:
+    """A rank > 0's part of rank 0's :func:`run_inference` (called through the job's request channel).
+
+    The checkpoint is read from its path, which must hold the same bytes on every node (its sha256 is checked).
+    """
+    from medaudit.models.checkpoint import load_checkpoint  # torch-only module, needed on these ranks only
+
+    loaded = _SERVED.get(checkpoint["sha256"])
+    if loaded is None:
+        loaded = load_checkpoint(checkpoint["path"])
+        if loaded.sha256 != checkpoint["sha256"]:
+            raise MedauditError(f"{checkpoint['path']}: this node reads other bytes than rank 0 did (sha256 "
+                                f"{loaded.sha256[:12]} vs {checkpoint['sha256'][:12]}); every node must see the same "
+                                "checkpoint file")
+        if len(_SERVED) >= 4:
+            _SERVED.pop(next(iter(_SERVED)))
+        _SERVED[checkpoint["sha256"]] = loaded
+    run_inference(loaded, split, progress=False, **kwargs)
 
 
 def _read_entry(path: Path, precision: str) -> Predictions | None:

@@ -4,7 +4,6 @@ the CPU SyncBatchNorm and the collectives' timeout, on real gloo process groups 
 from __future__ import annotations
 
 import os
-import socket
 import time
 from datetime import timedelta
 
@@ -17,13 +16,7 @@ from torch import nn
 
 from medaudit import distributed as md
 from medaudit.errors import MedauditError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from tests._torchrun import free_port
 
 # -- the environment ------------------------------------------------------------------------
 

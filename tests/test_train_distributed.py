@@ -9,12 +9,8 @@ processes importing torch), so all but the LayerNorm exactness and the batch-siz
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -25,31 +21,15 @@ import torch
 from medaudit.models.weights import safe_torch_load
 from medaudit.train.config import TrainConfig
 from medaudit.train.loop import resume_training, train
+from tests._torchrun import launch
 from tests.test_train_loop import load, write_npz
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(args: list[str], *, nproc: int = 2, module: str | None = "medaudit", script: Path | None = None,
-             env: dict | None = None, timeout: float = 120, wait: bool = True):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr",
-           "127.0.0.1", "--master-port", str(free_port())]
-    cmd += [str(script)] if script is not None else ["-m", module]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "true", "PYTHONPATH": str(ROOT), **(env or {})}
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
-        full_env.pop(k, None)
-    proc = subprocess.Popen(cmd + ["train", *args] if script is None else cmd + args, cwd=ROOT, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if not wait:
-        return proc
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
+def torchrun(args: list[str], *, nproc: int = 2, script: Path | None = None, env: dict | None = None,
+             timeout: float = 120, wait: bool = True):
+    """``medaudit train ARGS`` under torchrun (with ``script``: ``SCRIPT ARGS``)."""
+    return launch(args if script is not None else ["train", *args], nproc=nproc, script=script, env=env,
+                  timeout=timeout, wait=wait)
 
 
 def cli_args(cfg: TrainConfig, out: Path) -> list[str]:

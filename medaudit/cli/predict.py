@@ -29,7 +29,16 @@ def predict(model_path, data_spec, split, output, csv_path, device, batch_size, 
     Example:
       medaudit predict --model checkpoints/r18.pt --data data/brain_mri --split test --csv r18.csv
     The .npz holds sample_ids, y_true, probs and a JSON header (see docs/predictions-format.md).
+    Under torchrun every rank runs a shard of the split and rank 0 writes the file (README: Scaling out).
     """
+    from medaudit.distributed import lead
+
+    lead(_predict, model_path, data_spec, split, output, csv_path, device, batch_size, no_cache, amp, classes, quiet,
+         device=device)
+
+
+def _predict(model_path, data_spec, split, output, csv_path, device, batch_size, no_cache, amp, classes, quiet):
+    """The command on rank 0 (the only process that reads the data and writes)."""
     from medaudit.data import load_dataset
     from medaudit.errors import MedauditError
     from medaudit.fileio import check_output_file
