@@ -109,13 +109,16 @@ def test_one_by_one_layer_is_explained():
     import timm
 
     model = timm.create_model("resnet18", pretrained=False, num_classes=2).eval()
-    res = compute_cams(model, torch.randn(1, 3, 32, 32), [0])  # 32 px / stride 32 = 1x1
+    res = compute_cams(model, torch.randn(1, 3, 32, 32), [0], layer="layer4")  # 32 px / stride 32 = 1x1
     assert not res.valid[0] and "1x1" in res.reasons[0]
+    # by default the CAM walks back to the latest stage with a 7x7 map or finer (layer1: 8x8)
+    res = compute_cams(model, torch.randn(1, 3, 32, 32), [0])
+    assert res.layer == "layer1.1" and res.grid == (8, 8) and "layer4.1 gives a 1x1 map" in res.layer_reason
 
 
 def test_bad_inputs():
     model = _model()
-    with pytest.raises(MedauditError, match="method 'magic' is not one of gradcam") as err:
+    with pytest.raises(MedauditError, match="method 'magic' is not one of auto, gradcam") as err:
         compute_cams(model, torch.randn(1, 3, 8, 8), [0], method="magic")
     assert err.value.param == "method"  # the CLI names its option (--cam-method) from this
     with pytest.raises(MedauditError, match="targets"):

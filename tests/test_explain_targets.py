@@ -84,7 +84,8 @@ def test_timm_families(arch, kw, expected):
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False, num_classes=3, **kw).eval()
     assert resolve_target_layer(model, arch)[1] == expected
-    res = compute_cams(model, torch.randn(2, 3, 64, 64), [0, 1], method="layercam")  # every family computes
+    # every family computes at its default layer (compute_cams alone may walk back from a coarse one at 64 px)
+    res = compute_cams(model, torch.randn(2, 3, 64, 64), [0, 1], method="layercam", layer=expected)
     assert res.cams.shape == (2, 64, 64) and res.layer == expected
     assert res.valid.any() and np.isfinite(res.cams[res.valid]).all() and res.cams[res.valid].max() > 0
 
@@ -127,3 +128,36 @@ def test_token_count_mismatch_is_a_clear_error():
     assert r(torch.zeros(2, 17, 5)).shape == (2, 5, 4, 4)
     with pytest.raises(MedauditError, match="patch tokens"):
         r(torch.zeros(2, 20, 5))
+
+
+def test_coarse_default_layers_walk_back_to_a_7x7_stage():
+    from medaudit.explain.targets import MIN_CAM_GRID, choose_target_layer
+    from medaudit.models.factory import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", 2, img_size=64, small_stem=False)  # the standard stem: layer4 is 2x2 at 64 px
+    name, reason = choose_target_layer(model, (64, 64))
+    assert name == "layer2.1" and "layer4.1 gives a 2x2 map at 64x64 input" in reason and "(8x8)" in reason
+    # at 224 px layer4 is 7x7: the family default stays
+    name, reason = choose_target_layer(model, (224, 224))
+    assert name == "layer4.1" and reason.startswith("family default; 7x7") and MIN_CAM_GRID == 7
+    # compute_cams records the choice, the map size and why
+    res = compute_cams(model, torch.randn(2, 3, 64, 64), [0, 1])
+    assert res.layer == "layer2.1" and res.grid == (8, 8) and "coarser than 7x7" in res.layer_reason
+    assert compute_cams(model, torch.randn(1, 3, 64, 64), [0], layer="layer4").layer_reason is None  # named: no reason
+
+
+def test_token_models_say_their_grid():
+    from medaudit.explain.targets import choose_target_layer
+
+    name, reason = choose_target_layer(_vit(img_size=32, patch_size=8), (32, 32))
+    assert name == "blocks.1.norm1" and "token grid 4x4 at 32x32" in reason and "every block" in reason
+
+
+def test_auto_method_is_the_family_default():
+    from medaudit.explain.cam import DEFAULT_METHODS, resolve_method
+
+    assert resolve_method(_vit(img_size=32, patch_size=8), "auto") == DEFAULT_METHODS["transformer"] == "layercam"
+    assert resolve_method(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3)), "auto") == DEFAULT_METHODS["cnn"]
+    with pytest.raises(MedauditError, match="not one of"):
+        resolve_method(_vit(img_size=32, patch_size=8), "nope")

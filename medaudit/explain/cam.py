@@ -20,12 +20,13 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from medaudit.errors import MedauditError
-from medaudit.explain.targets import RequireMap, candidate_layers, resolve_target_layer
-from medaudit.models.runtime import inference_state, model_device
+from medaudit.explain.targets import RequireMap, candidate_layers, choose_target_layer, resolve_target_layer
+from medaudit.models.runtime import inference_state, model_device, model_family
 
 # --cam-method name -> pytorch_grad_cam class name; "scorecam" costs one forward pass per
 # channel of the target layer per image (512 for ResNet-18), so it is far slower.
 CAM_METHODS = {
+    "auto": None,  # the family's default (DEFAULT_METHODS), resolved by resolve_method
     "gradcam": "GradCAM",
     "gradcam++": "GradCAMPlusPlus",
     "eigencam": "EigenCAM",
@@ -33,6 +34,17 @@ CAM_METHODS = {
     "scorecam": "ScoreCAM",
 }
 _GRADIENT_FREE = {"eigencam", "scorecam"}
+# ``method="auto"``: the default per family (medaudit.models.runtime.model_family), chosen by the
+# pointing game on planted lesions (docs/cam-defaults.md, benchmarks/cam_defaults.py).
+DEFAULT_METHODS = {"cnn": "gradcam", "transformer": "layercam"}
+
+
+def resolve_method(model: nn.Module, method: str) -> str:
+    """The concrete CAM method: ``method`` itself, or the family default for ``"auto"``."""
+    if method == "auto":
+        return DEFAULT_METHODS[model_family(model)]
+    _cam_class(method)  # one-line error for an unknown name
+    return method
 
 
 @dataclass
@@ -49,6 +61,13 @@ class CamResult:
         Why a CAM is invalid; None for valid ones.
     method, layer : str
         The method key and the concrete dotted name of the target layer.
+    targets : list of int
+        The class explained for each image.
+    layer_reason : str or None
+        Why this layer (map size at this input; a too-coarse default walked back); None for a
+        layer the caller named.
+    grid : (int, int) or None
+        The target layer's map size (h, w) before upsampling.
     """
 
     cams: np.ndarray
@@ -57,6 +76,8 @@ class CamResult:
     method: str
     layer: str
     targets: list[int] = field(default_factory=list)
+    layer_reason: str | None = None
+    grid: tuple[int, int] | None = None
 
 
 class _QuietScoreCAM(ScoreCAM):
@@ -84,7 +105,7 @@ class _QuietScoreCAM(ScoreCAM):
 
 
 def _cam_class(method: str):
-    if method not in CAM_METHODS:
+    if method not in CAM_METHODS or CAM_METHODS[method] is None:
         raise MedauditError(f"method '{method}' is not one of {', '.join(CAM_METHODS)}", param="method")
     if method == "scorecam":
         return _QuietScoreCAM
@@ -127,9 +148,10 @@ def compute_cams(
     targets : sequence of int, length B
         Class index explained for each image (usually the predicted class).
     method : str
-        A key of :data:`CAM_METHODS`.
+        A key of :data:`CAM_METHODS`, or ``"auto"`` (:data:`DEFAULT_METHODS` of the model's family).
     layer : str, optional
-        Dotted target-layer path; default chosen per family by :func:`resolve_target_layer`.
+        Dotted target-layer path; default: :func:`~medaudit.explain.targets.choose_target_layer`
+        (the family default, walked back to an earlier stage when its map is coarser than 7x7).
     arch : str, optional
         Architecture name for messages.
     batch_size : int
@@ -147,9 +169,13 @@ def compute_cams(
         raise MedauditError(f"got {len(targets)} targets for {images.shape[0]} images", param="targets")
     if batch_size < 1:
         raise MedauditError(f"batch_size must be >= 1 (got {batch_size})", param="batch_size")
+    method = resolve_method(model, method)
     cam_cls = _cam_class(method)
-    module, name, reshape = resolve_target_layer(model, arch=arch, layer=layer)
     b, _, h, w = images.shape
+    layer_reason = None
+    if not layer:
+        layer, layer_reason = choose_target_layer(model, (h, w), int(images.shape[1]))
+    module, name, reshape = resolve_target_layer(model, arch=arch, layer=layer)
     if reshape is not None:
         reshape.set_input_size(h, w)
     else:
@@ -157,6 +183,7 @@ def compute_cams(
     device = model_device(model)
     out = np.full((b, h, w), np.nan, dtype=np.float32)
     reasons: list[str | None] = []
+    grid = None
     # inference_mode(False): a caller inside torch.inference_mode() still gets gradients.
     with inference_state(model), torch.inference_mode(False), torch.enable_grad():
         # Gradients w.r.t. activations only: frozen weights skip weight-gradient work and
@@ -172,7 +199,10 @@ def compute_cams(
                     x.requires_grad_(True)
                 chunk = [ClassifierOutputTarget(int(t)) for t in targets[start : start + batch_size]]
                 maps = cam(input_tensor=x, targets=chunk)
-                flat_reason = _spatial_check(cam.activations_and_grads.activations, name)
+                acts = cam.activations_and_grads.activations
+                if acts:
+                    grid = (int(acts[0].shape[-2]), int(acts[0].shape[-1]))
+                flat_reason = _spatial_check(acts, name)
                 for j, m in enumerate(maps):
                     reason = flat_reason or _check(m)
                     reasons.append(reason)
@@ -181,4 +211,4 @@ def compute_cams(
         finally:
             cam.activations_and_grads.release()
     valid = np.array([r is None for r in reasons], dtype=bool)
-    return CamResult(out, valid, reasons, method, name, [int(t) for t in targets])
+    return CamResult(out, valid, reasons, method, name, [int(t) for t in targets], layer_reason, grid)

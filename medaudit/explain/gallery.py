@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from medaudit.errors import MedauditError
-from medaudit.explain.cam import compute_cams
+from medaudit.explain.cam import compute_cams, resolve_method
+from medaudit.explain.faithfulness import faithfulness
 from medaudit.explain.select import select_gallery
 from medaudit.explain.tiles import draw_tiles
 from medaudit.models.preprocess import iter_batches
@@ -42,6 +43,9 @@ def cam_block(
     layer: str | None = None,
     batch_size: int = 16,
     fmt: str = "jpeg",
+    faithful: bool = True,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
 ) -> dict:
     """CAMs and tiles for one model's gallery items (from :func:`select_gallery`).
 
@@ -66,17 +70,23 @@ def cam_block(
     batch_size : int
         Images per CAM call.
     fmt : {"jpeg", "png"}
+    faithful : bool
+        Also measure the maps' faithfulness on these samples
+        (:func:`medaudit.explain.faithfulness.faithfulness`).
+    seed, n_bootstrap : int
+        Seed of the random maps and the intervals; resamples of the intervals.
 
     Returns
     -------
     dict
-        The report's ``models[i].cam`` block: ``method``, ``layer`` (the concrete one),
-        ``tiles`` (one dict per item, with its ``file``), ``n_invalid`` and ``reason`` (set,
-        with the tiles still showing the inputs, when no CAM could be drawn).
+        The report's ``models[i].cam`` block: ``method`` (concrete, also for ``"auto"``),
+        ``layer`` (the concrete one) and ``layer_reason``, ``tiles`` (one dict per item, with its
+        ``file``), ``n_invalid``, ``faithfulness`` (or None) and ``reason`` (set, with the tiles still
+        showing the inputs, when no CAM could be drawn).
     """
     if not items:
-        return {"method": method, "layer": layer, "tiles": [], "n_invalid": 0,
-                "reason": "no samples selected for the gallery"}
+        return {"method": resolve_method(loaded.model, method), "layer": layer, "layer_reason": None, "tiles": [],
+                "n_invalid": 0, "faithfulness": None, "reason": "no samples selected for the gallery"}
     x = split_inputs(split, loaded.recipe, [it["sample_id"] for it in items])
     res = compute_cams(loaded.model, x, [it["target"] for it in items], method=method, layer=layer,
                        arch=loaded.arch, batch_size=batch_size)
@@ -87,7 +97,12 @@ def cam_block(
     reason = None
     if n_bad == len(items):
         reason = f"no valid CAM for any of {n_bad} samples: {res.reasons[0]}"
-    return {"method": method, "layer": res.layer, "tiles": tiles, "n_invalid": n_bad, "reason": reason}
+    faith = None
+    if faithful and n_bad < len(items):
+        faith = faithfulness(loaded.model, x, res.targets, res.cams, res.valid, res.grid or (7, 7), seed=seed,
+                             n_bootstrap=n_bootstrap, batch_size=batch_size)
+    return {"method": res.method, "layer": res.layer, "layer_reason": res.layer_reason, "tiles": tiles,
+            "n_invalid": n_bad, "faithfulness": faith, "reason": reason}
 
 
 def cam_tiles_for_report(
@@ -103,6 +118,10 @@ def cam_tiles_for_report(
     per_group: int = 8,
     out_dir: str | Path,
     batch_size: int = 16,
+    masks_dir: str | Path | None = None,
+    boxes_csv: str | Path | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
 ) -> dict[str, dict]:
     """Gallery for every model on the same samples (chosen by :func:`select_gallery`).
 
@@ -128,6 +147,12 @@ def cam_tiles_for_report(
     out_dir : path
         Folder the tile files are written to.
     batch_size : int
+    masks_dir, boxes_csv : path, optional
+        Lesion masks or boxes (:func:`medaudit.explain.evidence.read_lesions`): each block then
+        gains ``localisation`` (:func:`medaudit.explain.evidence.localisation_block`), the first
+        model of each pair holding the paired tests under ``localisation.paired[<other model>]``.
+    n_bootstrap, seed : int
+        Resamples and seed of the faithfulness and localisation intervals.
 
     Returns
     -------
@@ -142,8 +167,17 @@ def cam_tiles_for_report(
                     "reason": "Grad-CAM galleries are not available for multilabel tasks yet"} for n in names}
     galleries = select_gallery(preds, negative_classes=negative_classes, per_group=per_group)
     stems = list(file_stems) if file_stems is not None else unique_stems(names)
-    return {
+    blocks = {
         n: cam_block(ld, g["items"], split, name=n, out_dir=out_dir, file_stem=stem, method=method, layer=layer,
-                     batch_size=batch_size)
+                     batch_size=batch_size, seed=seed, n_bootstrap=n_bootstrap)
         for n, stem, ld, g in zip(names, stems, loaded, galleries, strict=True)
     }
+    if masks_dir is not None or boxes_csv is not None:
+        from medaudit.explain.evidence import localisation_for_models
+
+        loc = localisation_for_models(loaded, names, split, negative_classes, masks_dir=masks_dir, boxes_csv=boxes_csv,
+                                      method=method, layer=layer, batch_size=batch_size, n_bootstrap=n_bootstrap,
+                                      seed=seed)
+        for n in names:
+            blocks[n]["localisation"] = loc[n]
+    return blocks

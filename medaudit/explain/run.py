@@ -17,6 +17,7 @@ from pathlib import Path
 from medaudit.audit import AuditSettings, resolve_negative_classes
 from medaudit.data import load_dataset
 from medaudit.errors import MedauditError
+from medaudit.explain.evidence import check_lesion_source, localisation_for_models
 from medaudit.explain.gallery import cam_block
 from medaudit.explain.select import describe_samples, select_gallery
 from medaudit.fileio import atomic_path, check_destination, created_dir, replace_dir, require_regular_file
@@ -56,7 +57,7 @@ def run_cam_gallery(
     *,
     split: str = "test",
     sample_ids: Sequence[str] | None = None,
-    method: str = "gradcam",
+    method: str = "auto",
     layer: str | None = None,
     per_group: int = 8,
     negative_classes: Sequence[str] | None = None,
@@ -65,6 +66,8 @@ def run_cam_gallery(
     amp: bool = True,
     fmt: str = "jpeg",
     progress: bool = False,
+    masks_dir: Path | None = None,
+    boxes_csv: Path | None = None,
 ) -> CamGallery:
     """Write CAM tiles (input, overlay, true/predicted label) of every checkpoint on one data split.
 
@@ -102,6 +105,10 @@ def run_cam_gallery(
         Tile file format.
     progress : bool
         Show progress bars for the prediction passes.
+    masks_dir, boxes_csv : Path, optional
+        Lesion masks or boxes: each model's block gains ``localisation``
+        (:func:`medaudit.explain.evidence.localisation_for_models`), measured on every image of
+        the split with a lesion.
 
     Returns
     -------
@@ -110,6 +117,7 @@ def run_cam_gallery(
     """
     out_dir = Path(out_dir)
     check_cam_output(out_dir)
+    check_lesion_source(masks_dir, boxes_csv)
     loaded = [load_checkpoint(p) for p in checkpoints]
     names = model_names(checkpoints)
     ds = load_dataset(data_spec, classes=list(classes) if classes else None)
@@ -136,8 +144,12 @@ def run_cam_gallery(
     # tiles from the previous one, and a failed run leaves the previous output as it was (and
     # no empty OUT when there was none, e.g. after a wrong --cam-layer).
     with created_dir(out_dir):
+        loc = None
+        if masks_dir is not None or boxes_csv is not None:
+            loc = localisation_for_models(loaded, names, data, negatives, masks_dir=masks_dir, boxes_csv=boxes_csv,
+                                          method=method, layer=layer, batch_size=batch_size)
         return _write_gallery(out_dir, loaded, names, galleries, data, data_spec, split, negatives, source,
-                              method=method, layer=layer, batch_size=batch_size, fmt=fmt)
+                              method=method, layer=layer, batch_size=batch_size, fmt=fmt, localisation=loc)
 
 
 def check_cam_output(out_dir: Path) -> None:
@@ -168,7 +180,7 @@ def check_cam_output(out_dir: Path) -> None:
 
 
 def _write_gallery(out_dir, loaded, names, galleries, data, data_spec, split, negatives, source, *, method, layer,
-                   batch_size, fmt) -> CamGallery:
+                   batch_size, fmt, localisation=None) -> CamGallery:
     staging = Path(tempfile.mkdtemp(prefix=".cams.tmp-", dir=out_dir))
     staged_tiles = staging / TILES_DIR
     try:
@@ -177,6 +189,8 @@ def _write_gallery(out_dir, loaded, names, galleries, data, data_spec, split, ne
                          layer=layer, batch_size=batch_size, fmt=fmt)
             for ld, n, stem, g in zip(loaded, names, file_stems(names), galleries, strict=True)
         }
+        for n in names if localisation else ():
+            blocks[n]["localisation"] = localisation[n]
         summary = {"data": data_spec, "split": split, "negative_classes": negatives,
                    "negative_classes_source": source, "models": blocks}
         staged_tiles.mkdir(exist_ok=True)  # no tiles at all is still an (empty) result

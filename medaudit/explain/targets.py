@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from medaudit.errors import MedauditError
+from medaudit.models.runtime import inference_state, model_device
 
 GridFn = Callable[[int, int], tuple[int, int]]
 
@@ -223,3 +224,93 @@ def _resolve_path(model: nn.Module, dotted: str, arch: str | None) -> nn.Module:
                 param="layer",
             )
     return current
+
+
+# A CAM coarser than this (per side) cannot point at a lesion: a 2x2 map is four blurred
+# quadrants. 7 is what ResNets give at their design size (224 px / 32).
+MIN_CAM_GRID = 7
+
+
+def _stage_candidates(model: nn.Module, default: nn.Module) -> list[nn.Module]:
+    """The family default, then the earlier stages a CAM can fall back to (latest first)."""
+    stages: list[nn.Module] = []
+    if hasattr(model, "layer4"):  # ResNet family: last block of layer4, layer3, ...
+        stages = [_last(getattr(model, f"layer{k}")) for k in (4, 3, 2, 1) if hasattr(model, f"layer{k}")]
+    elif hasattr(model, "stages"):
+        stages = list(reversed(list(model.stages.children())))
+    elif type(model).__name__ in ("EfficientNet", "MobileNetV3") and hasattr(model, "blocks"):
+        stages = list(reversed(list(model.blocks.children())))
+    elif hasattr(model, "features") and isinstance(model.features, nn.Sequential):
+        stages = list(reversed(list(model.features.children())))
+    return [default] + [s for s in stages if s is not default]
+
+
+def _map_sizes(model: nn.Module, modules: list[nn.Module], in_chans: int, hw: tuple[int, int]) -> list:
+    """Spatial output size ``(h, w)`` (or None: not a map) of each module for one zero input."""
+    sizes: list = [None] * len(modules)
+
+    def hook(i):
+        def fn(_m, _inp, out):
+            t = out[0] if isinstance(out, (tuple, list)) else out
+            if isinstance(t, torch.Tensor) and t.ndim == 4:
+                sizes[i] = (int(t.shape[-2]), int(t.shape[-1]))
+        return fn
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+    try:
+        with inference_state(model), torch.no_grad():
+            model(torch.zeros((1, in_chans, *hw), device=model_device(model)))
+    finally:
+        for h in handles:
+            h.remove()
+    return sizes
+
+
+def choose_target_layer(model: nn.Module, input_hw: tuple[int, int], in_chans: int = 3) -> tuple[str, str]:
+    """The CAM layer for inputs of ``input_hw`` pixels, walking back from a too-coarse default.
+
+    Parameters
+    ----------
+    model : nn.Module
+    input_hw : (int, int)
+        Input height and width the CAMs are computed at.
+    in_chans : int
+        Input channels (one zero image is run through the model to read the map sizes).
+
+    Returns
+    -------
+    name : str
+        Dotted layer name: the family default when its map is at least
+        :data:`MIN_CAM_GRID` per side, else the latest earlier stage that is, else the finest stage.
+    reason : str
+        Why this layer, with the map size, for the report.
+    """
+    default, reshape = _auto_layer(model)
+    h, w = int(input_hw[0]), int(input_hw[1])
+    default_name = _dotted_name(model, default)
+    if reshape is not None:  # token models: every block has the patch grid
+        reshape.set_input_size(h, w)
+        gh, gw = reshape.grid if reshape.grid is not None else (None, None)
+        if gh is None:
+            return default_name, f"family default; its map size is set by the stage at {h}x{w} input"
+        coarse = "" if min(gh, gw) >= MIN_CAM_GRID else (
+            f"; coarser than {MIN_CAM_GRID}x{MIN_CAM_GRID}, and every block has this grid (a larger input or "
+            "a smaller patch gives finer maps)")
+        return default_name, f"family default; token grid {gh}x{gw} at {h}x{w} input{coarse}"
+    cands = _stage_candidates(model, default)
+    sizes = _map_sizes(model, cands, in_chans, (h, w))
+    d = sizes[0]
+    if d is not None and min(d) >= MIN_CAM_GRID:
+        return default_name, f"family default; {d[0]}x{d[1]} map at {h}x{w} input"
+    maps = [(m, s) for m, s in zip(cands, sizes, strict=True) if s is not None]
+    if not maps:
+        return default_name, f"family default (no stage output is a spatial map at {h}x{w} input)"
+    shown = "no map" if d is None else f"a {d[0]}x{d[1]} map"
+    for m, s in maps:
+        if min(s) >= MIN_CAM_GRID:
+            return (_dotted_name(model, m), f"{default_name} gives {shown} at {h}x{w} input (coarser than "
+                    f"{MIN_CAM_GRID}x{MIN_CAM_GRID}); {_dotted_name(model, m)} is the latest stage that is not "
+                    f"({s[0]}x{s[1]})")
+    m, s = max(maps, key=lambda ms: min(ms[1]))
+    return (_dotted_name(model, m), f"{default_name} gives {shown} at {h}x{w} input; no stage reaches "
+            f"{MIN_CAM_GRID}x{MIN_CAM_GRID}, {_dotted_name(model, m)} is the finest ({s[0]}x{s[1]})")
