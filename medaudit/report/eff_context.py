@@ -206,7 +206,36 @@ def _ratios(top: dict | None) -> list[dict]:
     return out
 
 
-def efficiency_section(models: list[dict], top: dict | None) -> dict:
+def pass_spread(distributed: Any) -> str | None:
+    """How the prediction passes were spread over processes (``run.distributed``), as a sentence.
+
+    Parameters
+    ----------
+    distributed : dict or None
+        ``{"world_size": int, "backend": str, "devices": [str, ...]}``; None, or anything malformed
+        (the snapshot is untrusted), gives None: one process, nothing to say.
+
+    Returns
+    -------
+    str or None
+    """
+    if not isinstance(distributed, dict):
+        return None
+    world, backend, devices = distributed.get("world_size"), distributed.get("backend"), distributed.get("devices")
+    if not (isinstance(world, int) and not isinstance(world, bool) and world > 1 and isinstance(backend, str)
+            and isinstance(devices, list) and len(devices) == world and all(isinstance(d, str) for d in devices)):
+        return None
+    counts: dict[str, int] = {}
+    for d in devices:
+        counts[d] = counts.get(d, 0) + 1
+    where = ", ".join(f"{n} \u00d7 {d}" if n > 1 else d for d, n in counts.items())
+    return (f"The predictions were computed by {world} processes under torchrun ({backend}; {where}): each ran a "
+            "contiguous shard of whole batches and rank 0 gathered them, every sample exactly once, so they are the "
+            "predictions of one process. The evaluation rates below are rank 0's wall time for the whole pass; the "
+            "benchmark and the Grad-CAM tiles ran on rank 0 alone.")
+
+
+def efficiency_section(models: list[dict], top: dict | None, distributed: Any = None) -> dict:
     """Section 8 context.
 
     Parameters
@@ -215,12 +244,15 @@ def efficiency_section(models: list[dict], top: dict | None) -> dict:
         :func:`medaudit.snapshot.measured_models`; ``efficiency`` of each is a bench.py dict or ``None``.
     top : dict or None
         :func:`medaudit.snapshot.measured_efficiency`: ``environment`` and pairwise ``ratios``.
+    distributed : dict, optional
+        ``run.distributed`` (:func:`pass_spread`).
 
     Returns
     -------
     dict
         ``rows`` (label + one :class:`Cell` per model), ``notes`` (footnote reasons),
-        ``env_columns``/``env_rows``, ``ratios`` (sentences), ``missing`` and ``reason``.
+        ``env_columns``/``env_rows``, ``ratios`` (sentences), ``spread`` (a sentence or None), ``missing``
+        and ``reason``.
     """
     measured = [m for m in models if m.get("efficiency")]
     if not models:
@@ -234,5 +266,6 @@ def efficiency_section(models: list[dict], top: dict | None) -> dict:
             "ratios_reason": None if (top or {}).get("ratios") else not_available(
                 "no paired timing ratios in the snapshot (fewer than 2 models benchmarked together, --no-bench, "
                 "or an older snapshot)"),
+            "spread": pass_spread(distributed),
             "missing": [m.get("name") for m in models if not m.get("efficiency")],
             "any_measured": bool(measured)}
