@@ -92,6 +92,7 @@ def capture_demo(root: Path) -> tuple[dict, dict]:
                        for r in results],
             "dataset": kw["dataset"], "settings": dataclasses.asdict(kw["settings"]), "title": kw["title"],
             "author": kw.get("author"), "notes_markdown": kw.get("notes_markdown"),
+            "robustness": kw.get("robustness"),  # the sweep's block, computed from saved predictions
         }
         return real(results, **kw)
 
@@ -113,7 +114,8 @@ def snapshot_from_inputs(inputs: dict) -> dict:
                for m in json.loads(json.dumps(inputs["models"]))]  # a copy: the snapshot must not alias them
     snap = assemble_snapshot(results, dataset=json.loads(json.dumps(inputs["dataset"])),
                              settings=AuditSettings(**inputs["settings"]), title=inputs["title"],
-                             author=inputs["author"], notes_markdown=inputs["notes_markdown"], run=None)
+                             author=inputs["author"], notes_markdown=inputs["notes_markdown"], run=None,
+                             robustness=json.loads(json.dumps(inputs.get("robustness"))))
     return _normalised(snap)
 
 
