@@ -1,27 +1,30 @@
-"""Does a report's cost grow once with the data? Whole processes over 1k, 10k (and 50k) PNGs.
+"""Does a report's cost grow once with the data? Whole processes over 2k and 10k (and 50k) PNGs.
 
 For each size N this builds a synthetic image folder (64 px grey PNGs, ``train``/``val``/``test``
 = 60/20/20 %, two classes, file mtimes set 10 min back so the hash cache may trust them) and a
 tiny checkpoint (ResNet-18 with the small stem, 16 px input), then runs, each as its own
-process (wall time, and peak RSS from ``os.wait4``'s rusage of that child; the parent imports only
-numpy and Pillow, whose ~40 MB a forked child starts with and so counts):
+process (wall time; CPU time and peak RSS from ``os.wait4``'s rusage of that process tree; the
+parent imports only numpy and Pillow, whose ~40 MB a forked child starts with and so counts):
 
 * ``cold``   ``medaudit report --no-bench --no-cam --format json --bootstrap 200`` with an empty
-  cache folder (``MEDAUDIT_CACHE``): every split decoded and hashed, the test split decoded
-  again for inference;
+  cache folder (``MEDAUDIT_CACHE``): every split decoded and hashed, test and val (calibration)
+  decoded again for inference;
 * ``warm``   the same command again: predictions cached, image hashes cached (nothing decoded);
-* ``bare``   a plain batched loop over the same test images (``Image.open`` → torchvision
-  transform → ``DataLoader`` with medaudit's worker count → ``model`` under
+* ``bare``   a plain batched loop over the same test and val images (``Image.open`` →
+  torchvision transform → ``DataLoader`` with medaudit's worker count → ``model`` under
   ``inference_mode``; :func:`predict_throughput.batched_folder_loop`);
-* ``decode`` one decode (``Image.open(...).convert("L")``) of every train and val image.
+* ``decode`` one decode (``Image.open(...).convert("L")``) of every train image.
 
-Printed per N: each wall time and peak RSS, per-image costs, ``cold / (bare + decode)``
-(target <= 1.3), ``warm / cold`` (target <= 0.10), and RSS growth between sizes. Every
-process pays its own interpreter and torch import (~1-3 s); that fixed cost is why the small
-size's ratios are worse. Other processes on a shared machine add noise: compare within a run.
+Printed: a table per N and run (wall, CPU, peak RSS), ``cold / (bare + decode)`` (target
+<= 1.3) and ``warm / cold`` (target <= 0.10) in wall and CPU time, and the marginal cost per
+extra image between sizes, where each process's fixed cost (interpreter, torch/timm imports,
+figures: seconds) cancels. CPU time is the figure to trust on a shared machine (other
+processes stretch wall time, not CPU time). The smallest size keeps >= 257 test images so that
+every size runs DataLoader workers (a forked worker's RSS counts the parent's shared pages, so
+crossing that threshold moves peak RSS by a few hundred MB that are not new memory).
 
-    .venv/bin/python benchmarks/scale.py            # 1k and 10k
-    .venv/bin/python benchmarks/scale.py --full     # 1k, 10k and 50k
+    .venv/bin/python benchmarks/scale.py            # 2k and 10k
+    .venv/bin/python benchmarks/scale.py --full     # 2k, 10k and 50k
     .venv/bin/python benchmarks/scale.py --sizes 2000,20000 --keep /tmp/scale
 """
 
@@ -82,7 +85,8 @@ def make_checkpoint(path: Path) -> None:
 
 
 def timed(cmd: list[str], env: dict | None = None) -> dict:
-    """Wall seconds and peak RSS (MiB) of one child process (its own rusage, via wait4)."""
+    """Wall seconds, CPU seconds (user + system, the child and the children it reaped: DataLoader and
+    scan workers) and peak RSS (MiB, the largest of that process tree) of one child, via wait4."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = proc.stdout.read()
@@ -91,34 +95,35 @@ def timed(cmd: list[str], env: dict | None = None) -> dict:
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out.decode(errors='replace')[-3000:]}")
-    return {"wall_s": round(wall, 2), "rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
 def _bare(root: str, ckpt: str) -> None:
-    """Child: the plain batched loop over the test split."""
+    """Child: the plain batched loop over the splits a report infers (test, and val for calibration)."""
     sys.path.insert(0, str(HERE))
     from PIL import Image
     from predict_throughput import batched_folder_loop, medaudit_workers, tv_transform
 
     from medaudit.models.checkpoint import load_checkpoint
 
-    paths = sorted(Path(root, "test").rglob("*.png"))
     ld = load_checkpoint(ckpt)
-    with Image.open(paths[0]) as im:
-        side = im.size[0]
-    tf = tv_transform(ld.recipe.img_size, side, ld.recipe.mean, ld.recipe.std)
-    probs = batched_folder_loop(ld.model, paths, tf, 64, medaudit_workers(len(paths)))
-    assert probs.shape == (len(paths), 2)
+    for split in ("test", "val"):
+        paths = sorted(Path(root, split).rglob("*.png"))
+        with Image.open(paths[0]) as im:
+            side = im.size[0]
+        tf = tv_transform(ld.recipe.img_size, side, ld.recipe.mean, ld.recipe.std)
+        probs = batched_folder_loop(ld.model, paths, tf, 64, medaudit_workers(len(paths)))
+        assert probs.shape == (len(paths), 2)
 
 
 def _decode(root: str) -> None:
-    """Child: one decode of every train and val image."""
+    """Child: one decode of every train image (the split a report reads but does not infer)."""
     from PIL import Image
 
-    for split in ("train", "val"):
-        for p in sorted(Path(root, split).rglob("*.png")):
-            with Image.open(p) as im:
-                im.convert("L").load()
+    for p in sorted(Path(root, "train").rglob("*.png")):
+        with Image.open(p) as im:
+            im.convert("L").load()
 
 
 def one_size(n: int, work: Path, ckpt: Path) -> dict:
@@ -131,16 +136,16 @@ def one_size(n: int, work: Path, ckpt: Path) -> dict:
     env = dict(os.environ, MEDAUDIT_CACHE=str(cache), CI="true", MEDAUDIT_QUIET="1")
     report = [PY, "-m", "medaudit", "report", "--models", str(ckpt), "--data", str(root), "--split", "test",
               "--no-bench", "--no-cam", "--format", "json", "--bootstrap", "200", "--device", "cpu", "--quiet"]
-    cold = timed(report + ["--out", str(work / f"rep{n}a")], env)
-    warm = timed(report + ["--out", str(work / f"rep{n}b")], env)
-    bare = timed([PY, __file__, "--_bare", str(root), str(ckpt)], env)
-    dec = timed([PY, __file__, "--_decode", str(root)], env)
-    out = {"n": n, **{f"n_{k}": v for k, v in counts.items()}, "generate_s": round(gen, 1),
-           "cold": cold, "warm": warm, "bare_test_loop": bare, "decode_train_val": dec,
-           "cold_ms_per_image": round(1000 * cold["wall_s"] / n, 3),
-           "bare_plus_decode_ms_per_image": round(1000 * (bare["wall_s"] + dec["wall_s"]) / n, 3),
-           "cold_over_bare_plus_decode": round(cold["wall_s"] / (bare["wall_s"] + dec["wall_s"]), 2),
-           "warm_over_cold": round(warm["wall_s"] / cold["wall_s"], 3)}
+    runs = {"cold": timed(report + ["--out", str(work / f"rep{n}a")], env),
+            "warm": timed(report + ["--out", str(work / f"rep{n}b")], env),
+            "bare": timed([PY, __file__, "--_bare", str(root), str(ckpt)], env),
+            "decode": timed([PY, __file__, "--_decode", str(root)], env)}
+    out = {"n": n, **{f"n_{k}": v for k, v in counts.items()}, "generate_s": round(gen, 1), **runs,
+           "load_avg_1min": round(os.getloadavg()[0], 2)}
+    for kind in ("wall_s", "cpu_s"):
+        base = runs["bare"][kind] + runs["decode"][kind]
+        out[f"cold_over_bare_plus_decode_{kind[:-2]}"] = round(runs["cold"][kind] / base, 2)
+        out[f"warm_over_cold_{kind[:-2]}"] = round(runs["warm"][kind] / runs["cold"][kind], 3)
     print(json.dumps(out), flush=True)
     return out
 
@@ -155,6 +160,32 @@ def _setup(ckpt: str) -> None:
     make_checkpoint(Path(ckpt))
 
 
+def summary(rows: list[dict]) -> None:
+    """The table (wall and CPU per run), ratios, and the marginal per-image costs between sizes."""
+    print("\n| N | run | wall s | CPU s | peak RSS MB | CPU ms/img |\n|---|---|---|---|---|---|")
+    for r in rows:
+        for k in ("cold", "warm", "bare", "decode"):
+            print(f"| {r['n']} | {k} | {r[k]['wall_s']} | {r[k]['cpu_s']} | {r[k]['rss_mb']} | "
+                  f"{1000 * r[k]['cpu_s'] / r['n']:.2f} |")
+    for r in rows:
+        print(f"N={r['n']}: cold/(bare+decode) {r['cold_over_bare_plus_decode_wall']} wall, "
+              f"{r['cold_over_bare_plus_decode_cpu']} CPU (target <= 1.3); warm/cold {r['warm_over_cold_wall']} wall, "
+              f"{r['warm_over_cold_cpu']} CPU (target <= 0.10); load {r['load_avg_1min']}")
+    for a, b in zip(rows, rows[1:]):
+        dn = b["n"] - a["n"]
+        parts = []
+        for kind in ("wall_s", "cpu_s"):
+            cold = (b["cold"][kind] - a["cold"][kind]) / dn
+            base = (b["bare"][kind] + b["decode"][kind] - a["bare"][kind] - a["decode"][kind]) / dn
+            warm = (b["warm"][kind] - a["warm"][kind]) / dn
+            parts.append(f"{kind[:-2]}: cold {1000 * cold:.2f} ms, bare+decode {1000 * base:.2f} ms "
+                         f"(ratio {cold / base:.2f}), warm {1000 * warm:.2f} ms ({warm / cold:.3f} of cold)")
+        print(f"marginal cost per extra image {a['n']} -> {b['n']} (fixed process costs cancel): " + "; ".join(parts))
+        print(f"peak RSS growth {a['n']} -> {b['n']}: cold {b['cold']['rss_mb'] - a['cold']['rss_mb']:+.1f} MB, "
+              f"warm {b['warm']['rss_mb'] - a['warm']['rss_mb']:+.1f} MB, bare "
+              f"{b['bare']['rss_mb'] - a['bare']['rss_mb']:+.1f} MB")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--_setup":
         return _setup(sys.argv[2])
@@ -163,11 +194,11 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--_decode":
         return _decode(sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default=None, help="comma-separated image counts (default 1000,10000)")
-    ap.add_argument("--full", action="store_true", help="1000,10000,50000")
+    ap.add_argument("--sizes", default=None, help="comma-separated image counts (default 2000,10000)")
+    ap.add_argument("--full", action="store_true", help="2000,10000,50000")
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
     args = ap.parse_args()
-    sizes = [int(s) for s in (args.sizes or ("1000,10000,50000" if args.full else "1000,10000")).split(",")]
+    sizes = [int(s) for s in (args.sizes or ("2000,10000,50000" if args.full else "2000,10000")).split(",")]
     work = args.keep or Path(tempfile.mkdtemp(prefix="medaudit-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -178,26 +209,7 @@ def main() -> None:
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'N':>7} {'cold s':>8} {'warm s':>8} {'bare s':>8} {'dec s':>7} {'cold ms/img':>12} "
-          f"{'cold/(bare+dec)':>16} {'warm/cold':>10} {'RSS cold MB':>12} {'RSS warm':>9} {'RSS bare':>9}")
-    for r in rows:
-        print(f"{r['n']:>7} {r['cold']['wall_s']:>8} {r['warm']['wall_s']:>8} {r['bare_test_loop']['wall_s']:>8} "
-              f"{r['decode_train_val']['wall_s']:>7} {r['cold_ms_per_image']:>12} {r['cold_over_bare_plus_decode']:>16} "
-              f"{r['warm_over_cold']:>10} {r['cold']['rss_mb']:>12} {r['warm']['rss_mb']:>9} "
-              f"{r['bare_test_loop']['rss_mb']:>9}")
-    if len(rows) > 1:
-        a, b = rows[0], rows[-1]
-        print(f"cold RSS growth {a['n']} -> {b['n']} images: {b['cold']['rss_mb'] - a['cold']['rss_mb']:+.1f} MB "
-              f"({(b['cold']['rss_mb'] - a['cold']['rss_mb']) * 1024 / (b['n'] - a['n']):.2f} KB per image); "
-              "targets: cold/(bare+dec) <= 1.3, warm/cold <= 0.10, flat ms/img")
-        dn = b["n"] - a["n"]
-        cold_m = (b["cold"]["wall_s"] - a["cold"]["wall_s"]) / dn
-        base_m = (b["bare_test_loop"]["wall_s"] + b["decode_train_val"]["wall_s"]
-                  - a["bare_test_loop"]["wall_s"] - a["decode_train_val"]["wall_s"]) / dn
-        warm_m = (b["warm"]["wall_s"] - a["warm"]["wall_s"]) / dn
-        print(f"marginal cost per extra image ({a['n']} -> {b['n']}, fixed process costs cancel): cold "
-              f"{1000 * cold_m:.3f} ms, bare+decode {1000 * base_m:.3f} ms (ratio {cold_m / base_m:.2f}), "
-              f"warm {1000 * warm_m:.3f} ms ({warm_m / cold_m:.3f} of cold)")
+    summary(rows)
 
 
 if __name__ == "__main__":
