@@ -17,6 +17,7 @@ from pathlib import Path
 from medaudit.audit import AuditSettings, SubgroupSettings
 from medaudit.data import load_dataset, make_demo_dataset
 from medaudit.data.demo import MANIFEST
+from medaudit.data.demo_external import make_external_site
 from medaudit.models.weights import safe_torch_load
 from medaudit.pipeline import ReportOptions, run_report
 from medaudit.train.config import TrainConfig
@@ -99,6 +100,8 @@ def run_demo(
     log = log or (lambda _line: None)
     data_dir = make_demo_dataset(work_dir / "data", n_train=n_train, n_val=n_val, n_test=n_test, size=img_size)
     manifest = data_dir / MANIFEST  # the same images as the folder, with the patients and their metadata
+    # The external site (another contrast and noise level): half as many images per class as the test split.
+    external = make_external_site(work_dir / "external_site", n_per_class=max(1, n_test // 2), size=img_size)
     ds = load_dataset(str(manifest), patient_col="patient_id")
     log(f"demo data: {data_dir} ({', '.join(f'{k} {len(v)}' for k, v in ds.splits.items())} images)")
     ckpts = []
@@ -118,6 +121,7 @@ def run_demo(
         patient_col="patient_id", checklists=("claim2024",),  # `make demo` shows the CLAIM 2024 table
         settings=AuditSettings(negative_classes=["notumor"], subgroups=SubgroupSettings(**DEMO_SUBGROUPS)),
         bench=bench, bench_repeats=5, formats=formats,
+        external=(f"external_site={external}",),  # `make demo` shows an external cohort and its shift test
         title="medaudit demo: ResNet-18 vs ViT-Tiny on synthetic brain MRI", progress=progress,
         command="medaudit demo",
     )

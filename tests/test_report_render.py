@@ -173,8 +173,12 @@ def test_pdf_headings_are_not_orphaned(report):
     pdf = report["out"] / "report.pdf"
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     pages = text.split("\f")
-    for heading, follower in [("10 Efficiency", "Parameters (M)"), ("Training set-up", "Initialisation"),
-                              ("9 Grad-CAM and prediction galleries", "true:"),
+    from medaudit.report.context import SECTIONS
+
+    number = {sid: i + 1 for i, (sid, _) in enumerate(SECTIONS)}  # new sections shift the numbers
+    for heading, follower in [(f"{number['efficiency']} Efficiency", "Parameters (M)"),
+                              ("Training set-up", "Initialisation"),
+                              (f"{number['gallery']} Grad-CAM and prediction galleries", "true:"),
                               ("Measurement environment", "Device"), ("All training settings", "class_weights_used"),
                               ("Bootstrap differences", "Macro-F1")]:
         page = next(p for p in pages[1:] if re.search(rf"^\s*{re.escape(heading)}", p, re.M))  # [1:]: not the TOC

@@ -19,6 +19,7 @@ from medaudit.report.checklist_context import checklist_section
 from medaudit.report.clinical_context import clinical_section
 from medaudit.report.compare_context import comparison_section
 from medaudit.report.eff_context import efficiency_section
+from medaudit.report.external_context import external_section
 from medaudit.report.format import (
     Cell,
     Footnotes,
@@ -49,6 +50,7 @@ SECTIONS = [
     ("clinical", "Clinical use"),
     ("subgroups", "Subgroups"),
     ("robustness", "Robustness to image corruptions"),
+    ("external", "External cohorts and dataset shift"),
     ("comparison", "Model comparison"),
     ("gallery", "Grad-CAM and prediction galleries"),
     ("efficiency", "Efficiency"),
@@ -123,6 +125,7 @@ def build_context(snapshot: dict, embed: Embed, *, target: str = "html") -> dict
     ctx["clinical"] = clinical_section(snapshot, models, figs, colors)
     ctx["subgroups"] = subgroup_section(snapshot, models, figs, colors)
     ctx["robustness"] = robustness_section(snapshot, figs, colors)
+    ctx["external"] = external_section(snapshot, colors)
     ctx["comparison"] = comparison_section(snapshot.get("comparisons"), len(models), figs, colors)
     ctx["gallery"] = gallery_section(models, embed)
     ctx["efficiency"] = efficiency_section(models, measured_efficiency(snapshot))
