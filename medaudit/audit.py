@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medaudit.cam_findings import cam_findings
 from medaudit.clinical import (
     ClinicalSettings,
     clinical_comparison,
@@ -609,6 +610,7 @@ def assemble_snapshot(
     findings.extend(clinical_findings(models, clinical))
     findings.extend(robustness_findings(robustness))
     findings.extend(external_findings(external))
+    findings.extend(cam_findings(models))
     return {
         "schema_version": SCHEMA_VERSION,
         "title": title,

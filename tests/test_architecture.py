@@ -38,6 +38,7 @@ TORCH_FREE = (
     "medaudit.clinical",
     "medaudit.robustness",
     "medaudit.external",
+    "medaudit.cam_findings",
     "medaudit.audit",
     "medaudit.snapshot",
     "medaudit.gate",

@@ -216,7 +216,7 @@ def _layout(seed: int, si: int, ci: int, n: int) -> tuple[list[int], list[str]]:
 
 def make_demo_dataset(
     root: str | Path, *, n_train: int = 60, n_val: int = 20, n_test: int = 20, size: int = 64, seed: int = 0,
-    leak_patients: int = 0,
+    leak_patients: int = 0, masks: str | Path | None = None,
 ) -> Path:
     """Write the synthetic dataset: ``root/{train,val,test}/<class>/*.png`` and ``root/manifest.csv``.
 
@@ -236,6 +236,9 @@ def make_demo_dataset(
         Plant leakage (for tests of the leakage check): the first ``leak_patients`` test patients
         of each class (at most as many as the training split has) are training patients of that
         class again (same id, site, head and lesion; new slices). 0 (default): every patient is in one split only.
+    masks : path-like, optional
+        Also write each tumour image's lesion mask (0/255 PNG) to ``masks/<same relative path>``
+        (for ``--masks``; outside ``root``, which must stay a plain image folder).
 
     Returns
     -------
@@ -252,6 +255,8 @@ def make_demo_dataset(
         raise MedauditError(f"demo data: leak_patients must be >= 0, got {leak_patients}", param="leak_patients")
     params = {"classes": list(DEMO_CLASSES), "counts": counts, "size": size, "seed": seed, "version": 3,
               "leak_patients": leak_patients}
+    if masks is not None:
+        params["masks"] = str(Path(masks).resolve())
     marker = root / _MARKER
     if marker.is_file():
         if json.loads(marker.read_text()) == params:
@@ -277,9 +282,12 @@ def make_demo_dataset(
                     rng_p = np.random.default_rng([seed, home, ci, p, _PATIENT])
                     patients[p] = (draw_patient(rng_p, cls, site), f"DEMO-{home}{ci}{p:04d}")
                 patient, raw_id = patients[p]
-                img, _ = render_slice(np.random.default_rng([seed, si, ci, i, _SLICE]), cls, size, patient=patient)
+                img, lesion = render_slice(np.random.default_rng([seed, si, ci, i, _SLICE]), cls, size, patient=patient)
                 name = f"{cls}_{i:03d}.png"
                 Image.fromarray(img, "L").save(out / name)
+                if masks is not None and lesion.any():
+                    (Path(masks) / split / cls).mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(lesion.astype(np.uint8) * 255, "L").save(Path(masks) / split / cls / name)
                 rows.append((f"{split}/{cls}/{name}", cls, split, raw_id, patient.sex, patient.age, patient.site))
     with open(root / MANIFEST, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")

@@ -25,12 +25,13 @@ from PIL import Image
 
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.explain.cam import compute_cams
-from medaudit.explain.gallery import split_inputs
 from medaudit.metrics.localisation import (
     compare_localisation,
     localisation_summary,
     pointing_and_energy,
 )
+from medaudit.models.preprocess import iter_batches
+from medaudit.predict import sample_positions
 
 BOX_COLUMNS = ("path", "x0", "y0", "x1", "y1")
 
@@ -54,6 +55,13 @@ class Lesions:
     masks: np.ndarray
     source: str
     n_missing: int
+
+
+def split_inputs(split, recipe, sample_ids: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+    """Normalised model inputs ``(B, C, s, s)`` for the given sample ids of a data split, in their order."""
+    idx = sample_positions(split, sample_ids)
+    xs = [x for x, _y, _i in iter_batches(split, recipe, batch_size, indices=idx, num_workers=0)]
+    return torch.cat(xs) if xs else torch.zeros((0, recipe.in_chans, recipe.img_size, recipe.img_size))
 
 
 def _mask_candidates(root: Path, sid: str) -> list[Path]:

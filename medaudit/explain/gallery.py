@@ -7,28 +7,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from medaudit.errors import MedauditError
 from medaudit.explain.cam import compute_cams, resolve_method
+from medaudit.explain.evidence import localisation_for_models, split_inputs
 from medaudit.explain.faithfulness import faithfulness
 from medaudit.explain.select import select_gallery
 from medaudit.explain.tiles import draw_tiles
-from medaudit.models.preprocess import iter_batches
 from medaudit.naming import file_stems as unique_stems
 from medaudit.naming import safe_name
-from medaudit.predict import sample_positions
 
 if TYPE_CHECKING:  # pragma: no cover
     from medaudit.models.checkpoint import Loaded
     from medaudit.predictions import Predictions
-
-
-def split_inputs(split, recipe, sample_ids: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-    """Normalised model inputs ``(B, C, s, s)`` for the given sample ids of a data split, in their order."""
-    idx = sample_positions(split, sample_ids)
-    xs = [x for x, _y, _i in iter_batches(split, recipe, batch_size, indices=idx, num_workers=0)]
-    return torch.cat(xs) if xs else torch.zeros((0, recipe.in_chans, recipe.img_size, recipe.img_size))
 
 
 def cam_block(
@@ -173,8 +164,6 @@ def cam_tiles_for_report(
         for n, stem, ld, g in zip(names, stems, loaded, galleries, strict=True)
     }
     if masks_dir is not None or boxes_csv is not None:
-        from medaudit.explain.evidence import localisation_for_models
-
         loc = localisation_for_models(loaded, names, split, negative_classes, masks_dir=masks_dir, boxes_csv=boxes_csv,
                                       method=method, layer=layer, batch_size=batch_size, n_bootstrap=n_bootstrap,
                                       seed=seed)

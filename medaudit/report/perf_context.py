@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from medaudit.report.cam_context import faithfulness_context, localisation_context
 from medaudit.report.format import (
     Footnotes,
     fmt_float,
@@ -97,7 +98,7 @@ def gallery_section(models: list[dict], embed: Callable[[str], str | None]) -> d
             note = (note + " " if note else "") + (f"{cam['n_invalid']} sample(s) have no valid map (shown with "
                                                    "the reason instead of an overlay).")
         per_model.append({"name": name, "method": cam.get("method"), "layer": cam.get("layer"), "reason": None,
-                          "note": note})
+                          "note": note, "layer_reason": cam.get("layer_reason")})
         tiles = by_model.setdefault(name, {})
         for t in cam.get("tiles") or []:
             sid = str(t.get("sample_id"))
@@ -112,4 +113,5 @@ def gallery_section(models: list[dict], embed: Callable[[str], str | None]) -> d
              "hard": len(cols) > 1 and any(by_model[c].get(sid, {}).get("hard") for c in cols),
              "tiles": [by_model[c].get(sid) for c in cols]} for sid in order]
     return {"per_model": per_model, "columns": cols, "rows": rows,
-            "reason": None if rows else not_available("no Grad-CAM tiles in the snapshot")}
+            "reason": None if rows else not_available("no Grad-CAM tiles in the snapshot"),
+            "localisation": localisation_context(models), "faithfulness": faithfulness_context(models)}
