@@ -98,7 +98,9 @@ def run_demo(
     DemoResult
     """
     log = log or (lambda _line: None)
-    data_dir = make_demo_dataset(work_dir / "data", n_train=n_train, n_val=n_val, n_test=n_test, size=img_size)
+    masks = work_dir / "masks"  # lesion masks for --masks, beside (not inside) the image folder
+    data_dir = make_demo_dataset(work_dir / "data", n_train=n_train, n_val=n_val, n_test=n_test, size=img_size,
+                                 masks=masks)
     manifest = data_dir / MANIFEST  # the same images as the folder, with the patients and their metadata
     # The external site (another contrast and noise level): half as many images per class as the test split.
     external = make_external_site(work_dir / "external_site", n_per_class=max(1, n_test // 2), size=img_size)
@@ -120,7 +122,7 @@ def run_demo(
         checkpoints=ckpts, data_spec=str(manifest), out_dir=out_dir, names=[m[0] for m in DEMO_MODELS],
         patient_col="patient_id", checklists=("claim2024",),  # `make demo` shows the CLAIM 2024 table
         settings=AuditSettings(negative_classes=["notumor"], subgroups=SubgroupSettings(**DEMO_SUBGROUPS)),
-        bench=bench, bench_repeats=5, formats=formats,
+        bench=bench, bench_repeats=5, formats=formats, cam_masks=masks,
         external=(f"external_site={external}",),  # `make demo` shows an external cohort and its shift test
         title="medaudit demo: ResNet-18 vs ViT-Tiny on synthetic brain MRI", progress=progress,
         command="medaudit demo",
