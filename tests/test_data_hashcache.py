@@ -39,6 +39,12 @@ def _age(root, seconds=100):
         os.utime(p, ns=(past, past))
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """A cache folder per test, so the files found there are this test's."""
+    monkeypatch.setenv("MEDAUDIT_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def count_decodes(monkeypatch):
     calls = []
@@ -111,7 +117,7 @@ def test_racy_entries_are_not_trusted(tmp_path, count_decodes):
 def test_damaged_cache_warns_and_is_rebuilt(tmp_path, count_decodes):
     root = _folder(tmp_path / "d")
     first = _scan(root)
-    files = sorted(default_hash_cache_dir().glob("*.npz"), key=os.path.getmtime)[-2:]
+    files = sorted(default_hash_cache_dir().glob("*.npz"))
     assert len(files) == 2
     with np.load(files[0]) as z:
         arrays = {k: z[k] for k in z.files}
@@ -216,3 +222,8 @@ def test_worker_scan_matches_the_sequential_one(tmp_path):
         else:
             assert a[0] == b[0] and a[1] == b[1] and a[3:] == b[3:]
             np.testing.assert_array_equal(a[2], b[2])
+
+
+def test_report_offers_rehash():
+    out = CliRunner().invoke(main, ["report", "--help"]).output
+    assert "--rehash" in out and "hash cache" in out
