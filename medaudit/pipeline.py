@@ -30,6 +30,7 @@ from medaudit.checklists import check_names as check_checklists
 from medaudit.clinical import recalibrated_variant
 from medaudit.cohorts import check_not_inside, load_cohorts, parse_external, run_external
 from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
+from medaudit.distributed import led_job
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.explain import cam_tiles_for_report
 from medaudit.explain.evidence import check_lesion_source
@@ -459,9 +460,16 @@ def _run_block(opts: ReportOptions, timings: dict[str, float], inference: dict[s
         "predictions": inference,
         "efficiency": efficiency,
         "host": platform.node(),
+        **_distributed_record(),
         "versions": {"medaudit": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
                      "python": platform.python_version()},
     }
+
+
+def _distributed_record() -> dict:
+    """``{"distributed": {world_size, backend, devices}}`` under torchrun; nothing with one process."""
+    job = led_job()
+    return {"distributed": job.record()} if job is not None else {}
 
 
 @contextlib.contextmanager

@@ -27,6 +27,8 @@ def _commands(path: Path) -> list[str]:
             body = raw.split(" #")[0].rstrip()
             depth = len(body) - len(body.lstrip())
             line = body.strip().removeprefix("- ").removeprefix("run: ").strip()
+            launched = re.search(r"\btorchrun\b.*?(?:-m|--no-python) (medaudit .*)", line)
+            line = launched.group(1) if launched else line  # `torchrun ... -m medaudit train ...`
             if cmd is not None and depth > indent and line and not raw.strip().startswith("- "):
                 cmd += " " + line
                 continue

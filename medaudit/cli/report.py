@@ -130,7 +130,9 @@ def report(models, more_models, data_spec, split, out_dir, names, classes, negat
         external=tuple(external),
         checklists=tuple(c.strip() for c in checklists),
     )
-    snapshot, paths = run_report(opts)
+    from medaudit.distributed import lead  # torchrun: rank 0 writes the report, the other ranks run shards
+
+    snapshot, paths = lead(run_report, opts, device=device)
     for kind, path in paths.items():
         click.echo(f"{kind}: {path}")
     if gates:

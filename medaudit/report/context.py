@@ -128,7 +128,7 @@ def build_context(snapshot: dict, embed: Embed, *, target: str = "html") -> dict
     ctx["external"] = external_section(snapshot, colors)
     ctx["comparison"] = comparison_section(snapshot.get("comparisons"), len(models), figs, colors)
     ctx["gallery"] = gallery_section(models, embed)
-    ctx["efficiency"] = efficiency_section(models, measured_efficiency(snapshot))
+    ctx["efficiency"] = efficiency_section(models, measured_efficiency(snapshot), run.get("distributed"))
     ctx["appendix"] = _appendix(snapshot, models)
     ctx["checklists"] = checklist_section(snapshot, [sid for sid, _ in SECTIONS])
     return ctx
