@@ -289,7 +289,7 @@ def _scan_one(i: int, split: Split | None = None):
 def _scan_files(split: Split, indices: list[int], workers: int | None = None):
     """Yield :func:`_scan_one` of each index in order; in worker processes when there are many."""
     workers = scan_workers(len(indices)) if workers is None else workers
-    if workers <= 1:
+    if workers <= 1 or multiprocessing.current_process().daemon:  # a daemon (a pool's worker) may not fork
         for i in indices:
             yield _scan_one(i, split)
         return
