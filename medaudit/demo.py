@@ -40,6 +40,12 @@ DEMO_MODELS = (
 # nothing there. With seed 0 even the tests' tiny splits hold two groups of each column.
 DEMO_SUBGROUPS = {"group_by": ["site", "sex", "age"], "bins": {"age": [18.0, 40.0, 60.0, 90.0]},
                   "level": "patient", "aggregate": "max"}
+# The demo's corruption sweep: four corruptions at severities 1, 3, 5 on a stratified 100 of the 160
+# test images: 12 passes of 100 images per model, about 10 s of CPU (docs/robustness.md), so the report
+# shows the heat map and the subsampling note.
+DEMO_ROBUSTNESS = ("contrast_down", "gaussian_noise", "gaussian_blur", "jpeg")
+DEMO_SEVERITIES = (1, 3, 5)
+DEMO_ROBUSTNESS_SAMPLES = 100
 
 
 @dataclass
@@ -125,7 +131,8 @@ def run_demo(
         bench=bench, bench_repeats=5, formats=formats, cam_masks=masks,
         external=(f"external_site={external}",),  # `make demo` shows an external cohort and its shift test
         title="medaudit demo: ResNet-18 vs ViT-Tiny on synthetic brain MRI", progress=progress,
-        command="medaudit demo",
+        command="medaudit demo", robustness=DEMO_ROBUSTNESS, robustness_severities=DEMO_SEVERITIES,
+        robustness_samples=DEMO_ROBUSTNESS_SAMPLES,
     )
     snapshot, paths = run_report(opts)
     return DemoResult(data_dir, ckpts, paths, snapshot)
