@@ -55,7 +55,10 @@ def _full() -> dict:
         "settings": {"corruptions": ["gaussian_noise", "jpeg"], "severities": [1, 3, 5], "n_samples": 60,
                      "n_requested": 500, "subsampled": True, "seed": 0},
         "models": [{"name": m["name"], "clean": {}, "cells": [],
-                    "summary": {"mean_relative_balanced_error": 1.2 + 0.1 * i}}
+                    "summary": {"mean_balanced_error": 0.3, "mean_relative_balanced_error": 1.2 + 0.1 * i,
+                                "per_corruption": {}, "worst": {"corruption": "jpeg", "severity": 5,
+                                                                "class": "pneumonia",
+                                                                "drop": _mv(0.25, 0.1, 0.4, "bootstrap")}}}
                    for i, m in enumerate(snap["models"])],
         "examples": [],
     }

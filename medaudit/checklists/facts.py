@@ -535,8 +535,14 @@ def robustness(snapshot: dict) -> Part:
     corr = _l(st.get("corruptions"))
     cells = []
     for m in ms:
-        e = _num(_d(m.get("summary")).get("mean_relative_balanced_error"))
-        cells.append(f"{m.get('name')}: mean relative balanced error {fmt_number(e)}")
+        summ = _d(m.get("summary"))
+        text = f"{m.get('name')}: mean relative balanced error {fmt_number(_num(summ.get('mean_relative_balanced_error')))}"
+        worst = _d(summ.get("worst"))
+        drop = fmt_estimate(worst.get("drop"))
+        if drop:
+            text += (f", largest recall drop {worst.get('class')} under {worst.get('corruption')} severity "
+                     f"{worst.get('severity')}: {drop}")
+        cells.append(text)
     return Part("robustness", f"{len(corr)} corruptions x {len(_l(st.get('severities')))} severities on "
                               f"{fmt_number(st.get('n_samples'))} images; " + "; ".join(cells))
 
