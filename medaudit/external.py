@@ -129,7 +129,8 @@ def unpaired_drops(internal: Predictions, cohort: Predictions, negatives: Sequen
                     else interval_withheld(ci, smallest, f"{smallest} samples in the smaller sample"))
         value = estimate(float(point[f"d|{k}"]), ci, f"{_WORDS[k]} is undefined internally or on the cohort",
                          "unpaired-bootstrap", ci_reason=withheld)
-        value["p_value"] = bootstrap_p_value(samples[:, 0]) if n_bootstrap and value["value"] is not None else None
+        # No p-value where the interval is withheld: a test from a handful of samples fails closed too.
+        value["p_value"] = (bootstrap_p_value(samples[:, 0]) if value.get("ci_low") is not None else None)
         value["internal"] = _finite(point[f"a|{k}"])
         value["cohort"] = _finite(point[f"b|{k}"])
         value["higher_is_better"] = k not in LOWER_IS_BETTER

@@ -102,3 +102,9 @@ def test_sites_compare_each_site_with_the_others():
     direct = unpaired_drops(rest, inside, NEG, n_bootstrap=200)
     assert entries[0]["models"][0]["drop"]["balanced_accuracy"] == direct["balanced_accuracy"]
     assert site_entries([_preds(50, 0.8, 10)], NEG) is None  # no site column
+
+
+def test_a_withheld_interval_has_no_p_value():
+    a, b = _preds(12, 0.9, 11), _preds(6, 0.5, 12)  # fewer than MIN_BOOTSTRAP_N on one side
+    d = unpaired_drops(a, b, NEG, n_bootstrap=100)["balanced_accuracy"]
+    assert d["value"] is not None and d["ci_low"] is None and d["ci_reason"] and d["p_value"] is None

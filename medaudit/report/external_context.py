@@ -78,9 +78,12 @@ def _shift(shift: Any) -> dict | None:
         stats.append(("MMD on penultimate features", "not run (no features for this comparison)"))
     rw = shift.get("reweighted")
     if isinstance(rw, dict):
-        stats.append(("Reference drawn to the estimated prevalence",
-                      f"n = {fmt_int(rw.get('n'))}; BBSD p {fmt_p(rw.get('bbsd_p_value'))}"
-                      + (f"; MMD p {fmt_p(rw.get('mmd_p_value'))}" if rw.get("mmd_p_value") is not None else "")))
+        if rw.get("bbsd_p_value") is None:
+            text = f"n = {fmt_int(rw.get('n'))}: too few images to re-run the tests"
+        else:
+            text = f"n = {fmt_int(rw.get('n'))}; BBSD p {fmt_p(rw.get('bbsd_p_value'))}" + (
+                f"; MMD p {fmt_p(rw.get('mmd_p_value'))}" if rw.get("mmd_p_value") is not None else "")
+        stats.append(("Reference drawn to the estimated prevalence", text))
     ls = shift.get("label_shift") or {}
     est, ref, obs = (ls.get(k) or {} for k in ("prevalence", "reference_prevalence", "observed_prevalence"))
     prevalence = [{"cls": c, "ref": fmt_float(ref.get(c), 3), "est": fmt_float(est.get(c), 3),
