@@ -158,3 +158,18 @@ def test_one_distribution_is_flagged_in_about_alpha_of_seeds():
 def test_one_distribution_false_alarm_rate_large():
     # 300 seeds: the 99% binomial upper limit of a 0.05 rate is about 0.085
     assert _false_alarm_rate(range(1000, 1300), 200, 199) <= 0.085
+
+
+def test_pca_projection_matches_the_svd():
+    from medaudit.metrics.shift import pca_project
+
+    rng = np.random.default_rng(7)
+    for d in (6, 40):  # fewer and more dimensions than samples
+        x, y = rng.normal(size=(15, d)) * np.arange(1, d + 1), rng.normal(size=(10, d))
+        xp, yp, k = pca_project(x, y, dims=4)
+        pooled = np.concatenate([x, y])
+        _, _, vt = np.linalg.svd(pooled - pooled.mean(0), full_matrices=False)
+        ref = (pooled - pooled.mean(0)) @ vt[:4].T
+        # components are defined up to sign
+        np.testing.assert_allclose(np.abs(np.concatenate([xp, yp])), np.abs(ref), atol=1e-8)
+        assert k == 4

@@ -127,9 +127,17 @@ def pca_project(x, y, dims: int = PCA_DIMS) -> tuple[np.ndarray, np.ndarray, int
     pooled = np.concatenate([x, y], axis=0)
     mean = pooled.mean(axis=0)
     k = int(min(dims, pooled.shape[1], pooled.shape[0] - 1))
-    # SVD of the centred union; the components are the right singular vectors.
-    _, _, vt = np.linalg.svd(pooled - mean, full_matrices=False)
-    comp = vt[:k].T
+    centred = pooled - mean
+    if centred.shape[1] <= centred.shape[0]:
+        # Eigenvectors of the D x D scatter matrix: the principal axes (cheaper than an SVD of N x D).
+        w, v = np.linalg.eigh(centred.T @ centred)
+        comp = v[:, np.argsort(w)[::-1][:k]]
+    else:
+        # More dimensions than samples: from the N x N Gram matrix, axes = X' u / |X' u|.
+        w, u = np.linalg.eigh(centred @ centred.T)
+        top = np.argsort(w)[::-1][:k]
+        comp = centred.T @ u[:, top]
+        comp /= np.maximum(np.linalg.norm(comp, axis=0, keepdims=True), 1e-300)
     return (x - mean) @ comp, (y - mean) @ comp, k
 
 
@@ -173,14 +181,18 @@ def mmd2_unbiased(kernel: np.ndarray, in_x: np.ndarray) -> np.ndarray:
     a = np.asarray(in_x, dtype=np.float64)
     single = a.ndim == 1
     a = a.reshape(a.shape[0], -1)
-    b = 1.0 - a
-    n, m = a.sum(axis=0), b.sum(axis=0)
+    n = a.sum(axis=0)
+    m = a.shape[0] - n
     diag = np.diag(kernel)
-    ka = kernel @ a
-    kb = kernel @ b
-    sxx = np.einsum("ij,ij->j", a, ka) - diag @ a
-    syy = np.einsum("ij,ij->j", b, kb) - diag @ b
-    sxy = np.einsum("ij,ij->j", a, kb)
+    # One matrix product per batch of assignments: with b = 1 - a, every block sum follows from
+    # K a, the row sums r = K 1 and the total 1'K1 (a'Kb = r'a - a'Ka, b'Kb = 1'K1 - 2 r'a + a'Ka).
+    row = kernel.sum(axis=1)
+    aka = np.einsum("ij,ij->j", a, kernel @ a)
+    ra = row @ a
+    da = diag @ a
+    sxx = aka - da
+    syy = row.sum() - 2.0 * ra + aka - (diag.sum() - da)
+    sxy = ra - aka
     out = sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2.0 * sxy / (n * m)
     return out[0] if single else out
 
