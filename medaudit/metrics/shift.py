@@ -18,7 +18,8 @@ reference's labels). The methods follow Rabanser, Günnemann & Lipton (2019, "Fa
   (Bonferroni) and MMD p-values is below ``alpha / 2`` (Bonferroni over the two tests, so two
   samples from one distribution are flagged in at most about ``alpha`` of cases). A detected shift
   is called *label shift* only when the tests, re-run on a reference subsample drawn to the
-  estimated cohort prevalence (rejection sampling with keep-probability ``w_y / max w``), no
+  cohort's class mix (its labels when known, else the EM estimate; rejection sampling with
+  keep-probability ``w_y / max w``), no
   longer detect it; it is *covariate shift* when they still do; *kind unclear* when that
   reweighted subsample is too small to say.
 """
@@ -375,7 +376,8 @@ def shift_tests(probs_ref, probs_new, y_ref, class_names: Sequence[str], *, feat
     features_ref, features_new : array_like of float, shapes (N, D) and (M, D), optional
         Penultimate features in the same sample order; without them MMD is not run.
     y_new : array_like of int, shape (M,), optional
-        The cohort's labels, reported only (the verdict does not use them).
+        The cohort's labels: its observed prevalence, which the reweighted reference is drawn to
+        (without them, the EM estimate is used).
     alpha, seed, n_permutations, max_per_side, dims
         As :func:`mmd_test`.
 
@@ -400,9 +402,13 @@ def shift_tests(probs_ref, probs_new, y_ref, class_names: Sequence[str], *, feat
     ls = label_shift(pn, yr, names, y_new)
     reweighted = None
     if _detected(bbsd, mmd, alpha):
-        keep = reweighted_reference(yr, [ls["prevalence"][c] for c in names],
-                                    [ls["reference_prevalence"][c] for c in names], seed)
-        reweighted = {"n": int(keep.size), "bbsd_p_value": None, "mmd_p_value": None}
+        # The cohort's own labels give its class mix exactly; EM estimates it when there are none.
+        by = "observed labels" if ls["observed_prevalence"] is not None else "EM estimate"
+        target = ls["observed_prevalence"] or ls["prevalence"]
+        ref = [ls["reference_prevalence"][c] for c in names]
+        keep = reweighted_reference(yr, [target[c] for c in names], ref, seed)
+        reweighted = {"n": int(keep.size), "bbsd_p_value": None, "mmd_p_value": None, "by": by,
+                      "total_variation": float(0.5 * sum(abs(target[c] - r) for c, r in zip(names, ref)))}
         if keep.size >= MIN_REWEIGHTED:
             reweighted["bbsd_p_value"] = bbsd_test(pr[keep], pn, names, alpha=alpha)["p_value"]
             if have_features:
@@ -452,15 +458,17 @@ def shift_verdict(bbsd: dict, mmd: dict | None, label: dict, reweighted: dict | 
     tests = _tests(bbsd, mmd)
     level = alpha / len(tests)
     stat = "; ".join(f"{name} {_p(p)}" for name, p in tests)
-    tv = label["total_variation"]
     if min(p for _, p in tests) >= level:
         return ("no shift detected",
                 f"{stat} (each tested at {level:g}, Bonferroni over {len(tests)} test{'s' if len(tests) > 1 else ''}); "
                 "this does not show the distributions are equal, only that these samples do not tell them apart")
+    by = (reweighted or {}).get("by", "EM estimate")
+    mix = "the cohort's class mix" + (" (its labels)" if by == "observed labels" else " (EM estimate)")
+    tv = (reweighted or {}).get("total_variation", label["total_variation"])
     if reweighted is None or reweighted.get("bbsd_p_value") is None:
         n = None if reweighted is None else reweighted.get("n")
         return ("shift, kind unclear",
-                f"{stat}: the outputs or features differ, but the reference drawn to the estimated prevalence "
+                f"{stat}: the outputs or features differ, but the reference drawn to {mix} "
                 f"keeps too few samples ({n}) to tell label shift from covariate shift")
     after = [("BBSD", reweighted["bbsd_p_value"])]
     if reweighted.get("mmd_p_value") is not None:
@@ -469,14 +477,14 @@ def shift_verdict(bbsd: dict, mmd: dict | None, label: dict, reweighted: dict | 
     still = min(p for _, p in after) < level
     if not still and tv >= MIN_PREVALENCE_CHANGE:
         return ("label shift",
-                f"{stat}; the estimated prevalence differs from the reference by {tv:.2f} (total variation), and "
-                f"with the reference drawn to that prevalence (n = {reweighted['n']}) the tests no longer detect "
+                f"{stat}; {mix} differs from the reference by {tv:.2f} (total variation), and "
+                f"with the reference drawn to it (n = {reweighted['n']}) the tests no longer detect "
                 f"a difference ({after_text}): the change in class mix explains it")
     if still:
         return ("covariate shift",
-                f"{stat}; with the reference drawn to the estimated prevalence (n = {reweighted['n']}) the "
+                f"{stat}; with the reference drawn to {mix} (n = {reweighted['n']}) the "
                 f"difference remains ({after_text}): a change in class mix (total variation {tv:.2f}) does not "
                 "explain it, the images themselves differ")
     return ("shift, kind unclear",
-            f"{stat}; the estimated prevalence changes little (total variation {tv:.2f}) yet the reweighted "
+            f"{stat}; {mix} changes little (total variation {tv:.2f}) yet the reweighted "
             f"tests no longer detect the difference ({after_text}), so the kind of shift cannot be named")
