@@ -128,7 +128,8 @@ def test_cam_masks_and_boxes_measure_localisation(tmp_path, tiny_checkpoint, tin
 
     boxes = tmp_path / "boxes.csv"
     boxes.write_text("path,x0,y0,x1,y1\n" + "".join(f"{sid},3,2,10,9\n" for sid in disease))
-    r = CliRunner().invoke(main, base + ["--boxes", str(boxes), "-o", str(tmp_path / "b")])
+    one = base[:3] + base[5:]  # one model is enough for the boxes
+    r = CliRunner().invoke(main, one + ["--boxes", str(boxes), "-o", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
     loc_b = next(iter(json.loads((tmp_path / "b" / "cams.json").read_text())["models"].values()))["localisation"]
     assert loc_b["source"] == "boxes"  # the same rectangles as the masks: the same numbers
