@@ -93,6 +93,7 @@ def capture_demo(root: Path) -> tuple[dict, dict]:
             "dataset": kw["dataset"], "settings": dataclasses.asdict(kw["settings"]), "title": kw["title"],
             "author": kw.get("author"), "notes_markdown": kw.get("notes_markdown"),
             "robustness": kw.get("robustness"),  # the sweep's block, computed from saved predictions
+            "external": kw.get("external"),  # the external cohorts' block, likewise
         }
         return real(results, **kw)
 
@@ -115,7 +116,8 @@ def snapshot_from_inputs(inputs: dict) -> dict:
     snap = assemble_snapshot(results, dataset=json.loads(json.dumps(inputs["dataset"])),
                              settings=AuditSettings(**inputs["settings"]), title=inputs["title"],
                              author=inputs["author"], notes_markdown=inputs["notes_markdown"], run=None,
-                             robustness=json.loads(json.dumps(inputs.get("robustness"))))
+                             robustness=json.loads(json.dumps(inputs.get("robustness"))),
+                             external=json.loads(json.dumps(inputs.get("external"))))
     return _normalised(snap)
 
 
@@ -169,6 +171,7 @@ if __name__ == "__main__":  # regenerate: python -m tests.test_golden_demo [--an
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MEDAUDIT_CACHE"] = str(Path(tmp) / "cache")
+        os.environ["MEDAUDIT_SALT"] = "medaudit-test-salt-0123456789"  # the test salt of tests/conftest.py
         if "--analysis-only" in sys.argv:
             inputs = json.loads(INPUTS.read_text())
         else:
