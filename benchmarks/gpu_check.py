@@ -10,7 +10,8 @@ and ``vit_base_patch16_224``, random init, saved and reloaded as medaudit checkp
   ``torch.inference_mode()``, autocast bf16 (fp16 where bf16 is unsupported), cuDNN benchmark mode,
   warm-up forwards, then timed forwards between two ``torch.cuda.synchronize()`` calls. The throughput
   ceiling of the model: no data loading, no host-device copy. Its probabilities for that batch are
-  checked against medaudit's (a baseline that computes something else is no baseline).
+  checked against medaudit's (a baseline that computes something else is no baseline): to 1e-4 in the
+  fp32 dry run, which catches a 5 % error in the input scaling; under bf16 only to 1e-2.
 * **medaudit, in memory**: :func:`medaudit.predict.run_inference` (what ``medaudit predict`` runs, cache
   off) over an ``.npz`` split of 224 px grey images; one warm-up pass, median of ``--rounds`` passes.
   Target: >= 0.9x the bare loop.
@@ -80,6 +81,9 @@ class Tee:
 
     def close(self) -> None:
         self.file.close()
+
+    def __getattr__(self, name: str):  # isatty, encoding, fileno...: the terminal's
+        return getattr(self.stream, name)
 
 
 class Sections:
@@ -340,7 +344,7 @@ def check_arch(arch: str, cfg: dict, tmp: Path, data: dict, sections: Sections, 
                 k = len(bare["probs"])
                 diff = float(np.abs(preds.probs[:k] - bare["probs"]).max())
                 agree = float((preds.probs[:k].argmax(1) == bare["probs"].argmax(1)).mean())
-                tol = 5e-2 if amp else 1e-4
+                tol = 1e-2 if amp else 1e-4  # bf16/fp16 logits move probabilities near 0.5 by ~1e-3
                 print(f"same outputs: bare loop vs medaudit on the first {k} images: max |dprob| {diff:.1e} "
                       f"(tolerance {tol:g}), argmax agreement {agree:.3f}")
                 if diff > tol:

@@ -12,4 +12,6 @@ python="${PYTHON:-}"
 if [[ -z "$python" ]]; then
   if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=python3; fi
 fi
+# The checkout itself, so that a machine where medaudit is not pip-installed still runs it.
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 exec "$python" benchmarks/gpu_check.py "$@"
