@@ -237,3 +237,18 @@ def test_gallery_marks_samples_every_model_gets_wrong_and_notes_vit_gradcam(tmp_
     assert notes == {"resnet18": None, "vit_tiny": VIT_GRADCAM_NOTE}
     text = _text(_section(render_html(snap, tmp_path), "gallery"))
     assert text.count("wrong in every model") == 1 and "consider --cam-method layercam" in text
+
+
+def test_gallery_of_three_models_keeps_two_per_table_so_tiles_keep_half_the_column(tmp_path, html2):
+    import copy
+
+    snap = make_snapshot(3)
+    snap["models"][2]["cam"] = copy.deepcopy(snap["models"][0]["cam"])
+    gal3 = _section(render_html(snap, tmp_path), "gallery")
+    tables = re.findall(r'<table class="gallery cols-(\d)">(.*?)</table>', gal3, flags=re.S)
+    assert [n for n, _ in tables] == ["2", "1"]
+    heads = [re.findall(r"<thead>.*?</thead>", body, flags=re.S)[0] for _, body in tables]
+    assert [h.count("<th>") for h in heads] == [2, 1] and "efficientnet_b0" in heads[1]
+    rows = [body.count('scope="row"') for _, body in tables]
+    assert rows[0] == rows[1] > 0  # every sample in both tables
+    assert re.findall(r'<table class="gallery cols-(\d)">', _section(html2, "gallery")) == ["2"]
