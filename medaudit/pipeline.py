@@ -32,8 +32,6 @@ from medaudit.cohorts import check_not_inside, load_cohorts, parse_external, run
 from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
 from medaudit.distributed import led_job
 from medaudit.errors import MedauditError, MedauditWarning
-from medaudit.explain import cam_tiles_for_report
-from medaudit.explain.evidence import check_lesion_source
 from medaudit.fileio import require_regular_file, staging_dir
 from medaudit.models.checkpoint import Loaded, load_checkpoint
 from medaudit.models.factory import model_summary
@@ -235,6 +233,10 @@ def _check_inputs(opts: ReportOptions) -> tuple[tuple[str, ...], list[str]]:
     _refuse_inputs_inside(opts)  # first: its message names the input, the other only "unknown files"
     check_output_dir(opts.out_dir)
     if opts.cam:
+        # Imported here, like the gallery below: medaudit.explain loads pytorch_grad_cam (seconds),
+        # which a --no-cam report, cached or not, never needs.
+        from medaudit.explain.evidence import check_lesion_source
+
         check_lesion_source(opts.cam_masks, opts.cam_boxes)
     elif opts.cam_masks is not None or opts.cam_boxes is not None:
         raise MedauditError("--masks/--boxes measure the Grad-CAM maps: drop --no-cam (and keep --cam-per-group > 0)",
@@ -409,6 +411,8 @@ def _explain(opts: ReportOptions, inputs: _Inputs, results: list[ModelResult], s
     Every model explains the same samples, chosen from all models' predictions. Returns
     ``{tile name in the report: drawn file}`` (tile names are relative to the report folder).
     """
+    from medaudit.explain import cam_tiles_for_report  # see _check_inputs: pytorch_grad_cam only with CAMs
+
     ds = inputs.dataset
     negatives, _ = resolve_negative_classes(ds.class_names, ds.task, opts.settings)
     cams = cam_tiles_for_report(
