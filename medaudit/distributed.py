@@ -665,6 +665,10 @@ def lead(fn, *args: Any, device: str = "auto", environ: Mapping[str, str] | None
         _JOB = job
         try:
             if not ctx.is_main:
+                # Import the model zoo (timm, torchvision: seconds) now, while rank 0 reads its inputs,
+                # not at its first request, when rank 0 already waits at the gather for this rank.
+                import medaudit.models.checkpoint  # noqa: F401
+
                 with warnings.catch_warnings():  # rank 0 speaks for the job
                     warnings.simplefilter("ignore", MedauditWarning)
                     ok = job.serve()
