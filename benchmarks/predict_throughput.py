@@ -358,12 +358,15 @@ def bench_jpeg(args, tmp: Path) -> None:
     recipe = Recipe(img_size=args.jpeg_size, in_chans=3, resize_backend="pil")  # torchvision's Resize on PIL
     make_loaded(tmp, "jpeg_model", args.arch, ["glioma", "notumor"], "binary", recipe, False)
     ckpt = tmp / "jpeg_model.pt"
+    # The same weights (same seed) with the recipe's JPEG draft decoding on (Recipe.jpeg_draft).
+    make_loaded(tmp, "jpeg_draft", args.arch, ["glioma", "notumor"], "binary",
+                Recipe(img_size=args.jpeg_size, in_chans=3, resize_backend="pil", jpeg_draft=True), False)
     workers = 2
     print(f"\n## (iii) JPEG folder, whole processes, cold: {n} synthetic JPEGs 200-640 px (L and RGB) -> "
           f"{args.jpeg_size} px, {args.arch}, batch {args.batch_size}; careful loop: ImageFolder + T.Resize((s, s)) + "
           f"DataLoader({workers} workers) + channels-last + inference_mode; medaudit predict with an empty cache "
           "folder each round (hash scan of the split + inference)")
-    walls: dict[str, list[float]] = {"medaudit predict": [], "careful loop": []}
+    walls: dict[str, list[float]] = {"medaudit predict": [], "careful loop": [], "medaudit predict, jpeg_draft": []}
     for r in range(args.repeats):
         cache = tmp / f"cache{r}"
         env = dict(os.environ, MEDAUDIT_CACHE=str(cache), CI="true", MEDAUDIT_QUIET="1")
@@ -374,17 +377,77 @@ def bench_jpeg(args, tmp: Path) -> None:
             "careful loop": [sys.executable, __file__, "--_careful", str(root), str(ckpt), str(tmp / f"c{r}.npy"),
                              str(args.batch_size), str(workers)],
         }
-        for name in (list(cmds) if r % 2 == 0 else list(cmds)[::-1]):
+        cmds["medaudit predict, jpeg_draft"] = [str(tmp / "jpeg_draft.pt") if c == str(ckpt) else
+                                                str(tmp / f"d{r}.npz") if c == str(tmp / f"m{r}.npz") else c
+                                                for c in cmds["medaudit predict"]]
+        names = list(cmds)
+        for name in names[r % 3:] + names[: r % 3]:  # the order rotates every round
             walls[name].append(_timed_process(cmds[name], env))
         print(f"  round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in walls.items()))
     diff = float(np.abs(Predictions.load(tmp / "m0.npz").probs - np.load(tmp / "c0.npy")).max())
-    print(f"same outputs: max |dprob| medaudit vs careful loop {diff:.1e}")
+    full, drafted = Predictions.load(tmp / "m0.npz"), Predictions.load(tmp / "d0.npz")
+    ddiff = float(np.abs(full.probs - drafted.probs).max())
+    flips = int((full.probs.argmax(1) != drafted.probs.argmax(1)).sum())
+    print(f"same outputs: max |dprob| medaudit vs careful loop {diff:.1e}; jpeg_draft vs full decode: max |dprob| "
+          f"{ddiff:.1e}, {flips} of {n} argmax changed (random-init model: probabilities near 0.5)")
+    rd = np.asarray(walls["careful loop"]) / np.asarray(walls["medaudit predict, jpeg_draft"])
+    print(f"medaudit predict with jpeg_draft vs careful loop: {np.median(rd):.2f}x [{rd.min():.2f}-{rd.max():.2f}], "
+          f"{n / np.median(walls['medaudit predict, jpeg_draft']):.1f} images/s")
     ratio = np.asarray(walls["careful loop"]) / np.asarray(walls["medaudit predict"])
     print(f"medaudit predict vs careful loop (whole processes, cold): {np.median(ratio):.2f}x "
           f"[{ratio.min():.2f}-{ratio.max():.2f}] (target >= 1.2x: {'met' if np.median(ratio) >= 1.2 else 'NOT met'}); "
           f"medaudit {n / np.median(walls['medaudit predict']):.1f} images/s, careful loop "
           f"{n / np.median(walls['careful loop']):.1f} images/s")
     draft_effect(root, args.jpeg_size)
+    stage_costs(root, tmp / "jpeg_model.pt", args.batch_size)
+
+
+def stage_costs(root: Path, ckpt: Path, batch_size: int) -> None:
+    """Where a cold ``medaudit predict`` spends CPU, per image, one process and one thread, same run."""
+    import torch
+
+    from medaudit.data.images import decode_image, perceptual_signature, pixel_hash
+    from medaudit.models.checkpoint import load_checkpoint
+
+    paths = sorted((root / "test").rglob("*.jpg"))
+    ld = load_checkpoint(ckpt)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t = dict.fromkeys(("decode (full)", "pixel sha256", "pHash + thumbnail", "recipe transform",
+                       "decode (draft)", "forward"), 0.0)
+    xs = []
+    for p in paths:
+        c = time.process_time()
+        im = decode_image(p)[0]
+        t["decode (full)"] += time.process_time() - c
+        c = time.process_time()
+        pixel_hash(im)
+        t["pixel sha256"] += time.process_time() - c
+        c = time.process_time()
+        perceptual_signature(im)
+        t["pHash + thumbnail"] += time.process_time() - c
+        c = time.process_time()
+        xs.append(ld.recipe.transform_pil(im))
+        t["recipe transform"] += time.process_time() - c
+        c = time.process_time()
+        decode_image(p, draft_min_side=ld.recipe.img_size)
+        t["decode (draft)"] += time.process_time() - c
+    model = ld.model.eval().to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for s in range(0, len(xs), batch_size):
+            c = time.process_time()
+            model(torch.stack(xs[s : s + batch_size]).contiguous(memory_format=torch.channels_last))
+            t["forward"] += time.process_time() - c
+    torch.set_num_threads(threads)
+    per = {k: 1000 * v / len(paths) for k, v in t.items()}
+    scan = per["decode (full)"] + per["pixel sha256"] + per["pHash + thumbnail"]
+    infer = per["decode (full)"] + per["recipe transform"]
+    total = scan + infer + per["forward"]
+    print("CPU ms per image, 1 thread (cold medaudit predict = hash scan + inference decode + forward): " + ", ".join(
+        f"{k} {v:.2f}" for k, v in per.items()))
+    print(f"  medaudit cold: scan {scan:.1f} ({100 * scan / total:.0f} %), inference decode+transform {infer:.1f} "
+          f"({100 * infer / total:.0f} %), forward {per['forward']:.1f} ({100 * per['forward'] / total:.0f} %); the "
+          f"careful loop: {infer + per['forward']:.1f} (no scan)")
 
 
 def draft_effect(root: Path, size: int) -> None:
@@ -406,7 +469,7 @@ def draft_effect(root: Path, size: int) -> None:
         draft_t += time.perf_counter() - t
         diffs.append(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)))
     d = np.concatenate([x.ravel() for x in diffs])
-    print(f"JPEG draft mode (not used by medaudit): decode+resize {1000 * full_t / len(paths):.2f} ms/img full vs "
+    print(f"JPEG draft mode (medaudit: Recipe(jpeg_draft=True)): decode+resize {1000 * full_t / len(paths):.2f} ms/img full vs "
           f"{1000 * draft_t / len(paths):.2f} ms/img draft ({full_t / draft_t:.2f}x); the {size} px input differs by "
           f"mean {d.mean():.2f}, p99 {np.percentile(d, 99):.0f}, max {d.max()} grey levels")
 

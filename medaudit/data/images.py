@@ -70,9 +70,18 @@ def is_image_file(path: Path) -> bool:
 
 
 def decode_image(
-    path: str | os.PathLike, *, display: str | None = None, max_pixels: int = MAX_PIXELS
+    path: str | os.PathLike, *, display: str | None = None, max_pixels: int = MAX_PIXELS,
+    draft_min_side: int | None = None,
 ) -> tuple[Image.Image, str]:
     """Open, fully decode and normalise one image file.
+
+    With ``draft_min_side``, a JPEG is decoded at a reduced size by the decoder's DCT scaling
+    (``PIL.Image.draft``, scales 1/2, 1/4, 1/8): the smallest scale whose *both* sides are still
+    ``>= draft_min_side``, so a following resize to that side only ever shrinks further. The
+    pixels differ slightly from a full decode followed by the same resize (measured in
+    ``benchmarks/predict_throughput.py --source jpeg``), so a caller that uses it must record it
+    where its results are keyed. Other formats, and JPEGs that a 1/2 scale would take below
+    ``draft_min_side``, decode exactly as without it.
 
     Parameters
     ----------
@@ -82,6 +91,8 @@ def decode_image(
         Name used in error messages (e.g. the sample id); defaults to ``path``.
     max_pixels : int
         Refuse images with more than this many pixels (width x height).
+    draft_min_side : int, optional
+        JPEG only: decode at the smallest DCT scale keeping width and height ``>=`` this (px).
 
     Returns
     -------
@@ -108,6 +119,9 @@ def decode_image(
                         "(possible decompression bomb); downscale it before auditing"
                     )
                 im.seek(0)
+                if draft_min_side is not None and im.format == "JPEG":
+                    # Square request: both sides stay >= the side whatever the EXIF orientation.
+                    im.draft(im.mode, (int(draft_min_side), int(draft_min_side)))
                 with _truncated_images_refused():
                     im.load()
                 original_mode = im.mode

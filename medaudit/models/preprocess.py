@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from medaudit.data.base import scan_workers
+from medaudit.data.base import Split, scan_workers
+from medaudit.data.images import decode_image
 from medaudit.errors import MedauditError
 from medaudit.models.recipe_options import (
     DEFAULT_RESIZE_BACKEND,
@@ -59,7 +60,7 @@ def _floats(values, field: str) -> tuple[float, ...]:
     return out
 
 
-_FIELDS = ("img_size", "in_chans", "mean", "std", "resize", "interpolation", "resize_backend")
+_FIELDS = ("img_size", "in_chans", "mean", "std", "resize", "interpolation", "resize_backend", "jpeg_draft")
 #: PIL filters for the ``pil`` backend, as torchvision maps its InterpolationMode on PIL images.
 _PIL_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
@@ -86,6 +87,12 @@ class Recipe:
         what torchvision's ``Resize`` does to PIL images (``crop`` = ``Resize(s)`` +
         ``CenterCrop(s)``), so weights trained in a torchvision notebook see the same input.
         The two differ by up to a few grey levels, enough to flip borderline predictions.
+    jpeg_draft : bool
+        False (default): every image is decoded in full. True: a JPEG file at least twice
+        ``img_size`` on both sides is decoded at a reduced DCT scale (1/2, 1/4, 1/8) that keeps
+        both sides ``>= img_size`` (:func:`medaudit.data.images.decode_image` ``draft_min_side``),
+        then resized as usual: less decoding, slightly different pixels. Being a recipe field, it
+        is part of the predictions' cache key and provenance, so the two decoders' results never mix.
     """
 
     img_size: int = 224
@@ -95,6 +102,7 @@ class Recipe:
     resize: str = "stretch"
     interpolation: str = "bilinear"
     resize_backend: str = DEFAULT_RESIZE_BACKEND
+    jpeg_draft: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", _floats(self.mean, "mean"))
@@ -125,6 +133,8 @@ class Recipe:
         _check(self.resize_backend in RESIZE_BACKENDS, "resize_backend", self.resize_backend,
                f"is not one of {', '.join(RESIZE_BACKENDS)}",
                f"resize_backend '{self.resize_backend}' is not one of {', '.join(RESIZE_BACKENDS)}")
+        _check(isinstance(self.jpeg_draft, bool), "jpeg_draft", self.jpeg_draft, "is not true or false",
+               f"jpeg_draft must be true or false (got {self.jpeg_draft!r})")
         _check(_is_int(self.img_size), "img_size", self.img_size, "is not a whole number of pixels",
                f"img_size must be a whole number of pixels (got {self.img_size!r})")
         _check(2 <= self.img_size <= 4096, "img_size", self.img_size, "is out of range (2 to 4096 px)",
@@ -141,6 +151,8 @@ class Recipe:
         d["mean"], d["std"] = list(self.mean), list(self.std)
         if self.resize_backend == DEFAULT_RESIZE_BACKEND:
             del d["resize_backend"]
+        if not self.jpeg_draft:  # likewise: keys of full-decode recipes stay what they were
+            del d["jpeg_draft"]
         return d
 
     @classmethod
@@ -313,6 +325,9 @@ def split_tensor_dataset(split, recipe: Recipe):
         def __getitem__(self, i: int):
             if split.array is not None:
                 x = recipe.batch_from_array(split.array[i : i + 1])[0]
+            elif recipe.jpeg_draft and type(split)._decode is Split._decode:  # plain files only (not DICOM, ...)
+                img = decode_image(split.paths[i], display=str(split.paths[i]), draft_min_side=recipe.img_size)[0]
+                x = recipe.transform_pil(img)
             else:
                 x = recipe.transform_pil(split.load_image(i))
             return x, torch.as_tensor(split.labels[i]), i
