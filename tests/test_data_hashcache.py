@@ -227,3 +227,31 @@ def test_worker_scan_matches_the_sequential_one(tmp_path):
 def test_report_offers_rehash():
     out = CliRunner().invoke(main, ["report", "--help"]).output
     assert "--rehash" in out and "hash cache" in out
+
+
+def _worker_signal_handlers(_):
+    import signal
+
+    return signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+
+def test_scan_workers_die_on_sigterm_and_leave_ctrl_c_to_the_parent(tmp_path):
+    """The command's SIGTERM-as-Ctrl-C handler must not reach the pool's workers (they could survive terminate)."""
+    import multiprocessing
+    import signal
+
+    from medaudit.cli._common import sigterm_as_interrupt
+
+    root = _folder(tmp_path / "d", n_per_class=3)
+    split = load_dataset(str(root)).split("train")
+    with sigterm_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1, initializer=base._scan_init, initargs=(split,)) as pool:
+            term, intr = pool.apply(_worker_signal_handlers, (0,))
+        assert (term, intr) == (signal.SIG_DFL, signal.SIG_IGN)
+        list(base._scan_files(split, list(range(len(split))), workers=2))  # a finished scan: workers joined
+        gen = base._scan_files(split, list(range(len(split))), workers=2)
+        next(gen)
+        gen.close()  # a consumer that stops early: the pool is terminated and joined, nothing left behind
+    assert multiprocessing.active_children() == []

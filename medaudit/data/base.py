@@ -15,6 +15,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -272,6 +273,11 @@ _WORKER_SPLIT: Split | None = None
 def _scan_init(split: Split) -> None:
     global _WORKER_SPLIT
     _WORKER_SPLIT = split
+    # A forked worker inherits the command's SIGTERM-as-Ctrl-C handler (cli._common); it must die on the
+    # pool's SIGTERM instead (a worker that survived it once kept a 50k-image report waiting in join
+    # forever), and leave Ctrl-C to the parent, which stops the pool.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _scan_one(i: int, split: Split | None = None):
@@ -295,8 +301,15 @@ def _scan_files(split: Split, indices: list[int], workers: int | None = None):
         return
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ctx.Pool(workers, initializer=_scan_init, initargs=(split,)) as pool:
+    pool = ctx.Pool(workers, initializer=_scan_init, initargs=(split,))
+    try:
         yield from pool.imap(_scan_one, indices, chunksize=64)
+        pool.close()  # done: the workers leave on their own (Pool.__exit__ would terminate() them)
+    except BaseException:  # an error, Ctrl-C or a consumer that stopped early (GeneratorExit)
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 @dataclass(eq=False)
