@@ -110,3 +110,25 @@ def test_a_draft_recipe_leaves_pngs_alone_and_is_keyed_and_recorded(tmp_path):
     assert cache_key("c", "f", "test", on.to_dict()) != cache_key("c", "f", "test", off.to_dict())
     with pytest.raises(MedauditError, match="jpeg_draft must be true or false"):
         Recipe(jpeg_draft="yes")
+
+
+def test_a_draft_recipe_reaches_the_decoder_through_subsets_and_corrupted_views(tmp_path):
+    """Training subsets and corruption sweeps wrap the split; the draft must pass through them, not crash."""
+    from medaudit.data import load_dataset
+    from medaudit.data.corruptions import CorruptedSplit
+    from medaudit.models.preprocess import Recipe, split_tensor_dataset
+    from medaudit.train.state import SubsetSplit
+
+    root = tmp_path / "d"
+    for c in "ab":
+        (root / "test" / c).mkdir(parents=True)
+        for k in range(2):
+            rng = np.random.default_rng(k)
+            Image.fromarray(rng.integers(0, 255, (96, 96), dtype=np.uint8)).save(root / "test" / c / f"{k}.jpg")
+    split = load_dataset(str(root)).split("test")
+    recipe = Recipe(img_size=16, jpeg_draft=True)
+    direct = split_tensor_dataset(split, recipe)
+    subset = split_tensor_dataset(SubsetSplit(split, np.array([2, 0])), recipe)
+    assert np.array_equal(subset[0][0].numpy(), direct[2][0].numpy())
+    corrupted = split_tensor_dataset(CorruptedSplit(split, "gaussian_noise", 3), recipe)
+    assert corrupted[1][0].shape == direct[1][0].shape == (3, 16, 16)

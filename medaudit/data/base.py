@@ -121,8 +121,11 @@ class Split:
         return f"Split(name={self.name!r}, n={len(self)}, {kind})"
 
     # -- pixels ------------------------------------------------------------
-    def load_image(self, i: int) -> Image.Image:
+    def load_image(self, i: int, *, draft_min_side: int | None = None) -> Image.Image:
         """Decoded, fully loaded image ``i`` in mode ``"L"`` or ``"RGB"``.
+
+        ``draft_min_side``: a JPEG file may be decoded at a reduced DCT scale keeping both sides
+        ``>=`` it (:func:`medaudit.data.images.decode_image`; the recipe's ``jpeg_draft``).
 
         Raises
         ------
@@ -131,11 +134,13 @@ class Split:
         """
         if self.array is not None:
             return Image.fromarray(self.array[i])
-        return self._decode(i)[0]
+        if draft_min_side is None:  # the hook's plain call: subclasses may override _decode(i) alone
+            return self._decode(i)[0]
+        return self._decode(i, draft_min_side=draft_min_side)[0]
 
-    def _decode(self, i: int) -> tuple[Image.Image, str]:
+    def _decode(self, i: int, draft_min_side: int | None = None) -> tuple[Image.Image, str]:
         """(normalised image, original mode) of file ``i``; the one decoder hook (DICOM splits override it)."""
-        return decode_image(self.paths[i], display=self._display(i))
+        return decode_image(self.paths[i], display=self._display(i), draft_min_side=draft_min_side)
 
     def _display(self, i: int) -> str:
         return str(self.paths[i]) if self.paths is not None else self.sample_ids[i]

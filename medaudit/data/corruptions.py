@@ -328,11 +328,14 @@ class CorruptedSplit:
             self._array = corrupt_batch(self.base.array, self.sample_ids, self.corruption, self.severity, self.seed)
         return self._array
 
-    def load_image(self, i: int) -> Image.Image:
-        """Decoded image ``i`` with the corruption applied (mode ``"L"`` or ``"RGB"``, as decoded)."""
+    def load_image(self, i: int, *, draft_min_side: int | None = None) -> Image.Image:
+        """Decoded image ``i`` with the corruption applied (mode ``"L"`` or ``"RGB"``, as decoded).
+
+        ``draft_min_side`` reaches the base split's decoder, so the corrupted passes see the same
+        decode as the clean one."""
         if self.array is not None:
             return Image.fromarray(self.array[i])
-        img = self.base.load_image(i)
+        img = self.base.load_image(i, draft_min_side=draft_min_side)
         return Image.fromarray(corrupt_image(np.asarray(img), self.corruption, self.severity,
                                              self.sample_ids[i], self.seed))
 

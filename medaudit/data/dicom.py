@@ -406,7 +406,8 @@ class DicomSplit(Split):
 
     options: DicomOptions = field(default_factory=DicomOptions)
 
-    def _decode(self, i: int) -> tuple[Image.Image, str]:
+    def _decode(self, i: int, draft_min_side: int | None = None) -> tuple[Image.Image, str]:
+        # draft_min_side is a JPEG-file shortcut (PIL's DCT scaling): DICOM pixel data always decodes in full.
         return decode_dicom(self.paths[i], self.options, display=self._display(i))
 
     def pixel_recipe(self) -> dict:

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from medaudit.data.base import Split, scan_workers
-from medaudit.data.images import decode_image
+from medaudit.data.base import scan_workers
 from medaudit.errors import MedauditError
 from medaudit.models.recipe_options import (
     DEFAULT_RESIZE_BACKEND,
@@ -325,9 +324,8 @@ def split_tensor_dataset(split, recipe: Recipe):
         def __getitem__(self, i: int):
             if split.array is not None:
                 x = recipe.batch_from_array(split.array[i : i + 1])[0]
-            elif recipe.jpeg_draft and type(split)._decode is Split._decode:  # plain files only (not DICOM, ...)
-                img = decode_image(split.paths[i], display=str(split.paths[i]), draft_min_side=recipe.img_size)[0]
-                x = recipe.transform_pil(img)
+            elif recipe.jpeg_draft:  # the split's own decoder applies it (JPEG files only)
+                x = recipe.transform_pil(split.load_image(i, draft_min_side=recipe.img_size))
             else:
                 x = recipe.transform_pil(split.load_image(i))
             return x, torch.as_tensor(split.labels[i]), i

@@ -31,8 +31,8 @@ class SubsetSplit:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def load_image(self, i: int):
-        return self.base.load_image(int(self.indices[i]))
+    def load_image(self, i: int, **decode):
+        return self.base.load_image(int(self.indices[i]), **decode)
 
 
 def stratify_key(labels: np.ndarray) -> np.ndarray:
