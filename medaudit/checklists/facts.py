@@ -581,7 +581,7 @@ def saliency_validity(snapshot: dict) -> Part:
                 if pg:
                     cells.append(f"pointing game {cls} {pg}")
         faith = _d(cam.get("faithfulness"))
-        shares = sorted(k for k in _d(faith.get("drop")) if k.replace(".", "", 1).isdigit())
+        shares = sorted((k for k in _d(faith.get("drop")) if k.replace(".", "", 1).isdigit()), key=float)
         if shares:
             k = shares[len(shares) // 2]  # keyed by the removed share of pixels ("0.2")
             d, r = fmt_estimate(_d(faith.get("drop")).get(k)), fmt_estimate(_d(faith.get("random_drop")).get(k))
