@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medaudit import __version__
+from medaudit.data.hashcache import cache_root
 from medaudit.device import resolve_device
 from medaudit.distributed import led_job
 from medaudit.errors import MedauditError, MedauditWarning
@@ -131,11 +132,8 @@ def attach_metadata(preds: Predictions, split, patient_column: str | None = None
 
 
 def default_cache_dir() -> Path:
-    """``$MEDAUDIT_CACHE``, else ``$XDG_CACHE_HOME/medaudit`` (``~/.cache/medaudit``), + ``/predictions``."""
-    root = os.environ.get("MEDAUDIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "medaudit"
-    )
-    return Path(root) / "predictions"
+    """:func:`medaudit.data.hashcache.cache_root` (``$MEDAUDIT_CACHE`` or ``~/.cache/medaudit``) + ``/predictions``."""
+    return cache_root() / "predictions"
 
 
 def inference_precision(device: torch.device, amp: bool) -> str:

@@ -153,3 +153,30 @@ def test_empty_class_names_are_refused_not_dropped(tmp_path):
     with pytest.raises(MedauditError, match="empty class name") as err:
         load_dataset(str(root), classes=["a", "", "b"])
     assert err.value.param == "classes"
+
+
+def test_walk_skips_hidden_and_dangling_and_does_not_descend_linked_folders(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    _img(root / "a" / "p1" / "deep" / "x.png", 1)
+    _img(root / "a" / ".cache" / "hidden.png", 2)  # inside a hidden folder: not a sample
+    _img(root / "a" / ".hidden.png", 3)
+    _img(root / "b" / "y.png", 4)
+    (root / "a" / "gone.png").symlink_to(root / "nowhere.png")  # dangling: skipped
+    (root / "b" / "linked").symlink_to(root / "a" / "p1", target_is_directory=True)  # not descended into
+    monkeypatch.chdir(root)
+    for spec in (str(root), "."):  # ids are relative to the root however it is spelled
+        split = load_dataset(spec).split("all")
+        assert split.sample_ids == ["a/p1/deep/x.png", "b/y.png"]
+        assert [p.name for p in split.paths] == ["x.png", "y.png"] and all(p.is_file() for p in split.paths)
+
+
+def test_nested_link_pointing_outside_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    _img(outside / "secret.png")
+    root = tmp_path / "data"
+    _img(root / "a" / "x.png")
+    _img(root / "b" / "x.png", 1)
+    (root / "a" / "p1").mkdir()
+    (root / "a" / "p1" / "y.png").symlink_to(outside / "secret.png")
+    with pytest.raises(MedauditError, match="symlink pointing outside the data folder"):
+        load_dataset(str(root))

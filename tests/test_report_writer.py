@@ -7,6 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+import medaudit.report.pdf as pdf_mod
 import medaudit.report.writer as writer_mod
 from medaudit.cli.render import render
 from medaudit.errors import MedauditError
@@ -22,7 +23,7 @@ def test_failure_in_pdf_step_leaves_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("simulated crash while writing the PDF")
 
-    monkeypatch.setattr(writer_mod, "render_pdf", boom)
+    monkeypatch.setattr(pdf_mod, "render_pdf", boom)
     out = tmp_path / "report"
     with pytest.raises(RuntimeError, match="simulated"):
         write_report(minimal_snapshot(), out, formats=("html", "pdf", "json"))
@@ -33,7 +34,7 @@ def test_failure_keeps_previous_report(tmp_path, monkeypatch):
     out = tmp_path / "report"
     write_report(minimal_snapshot(), out, formats=("json",))
     before = (out / "report.json").read_text()
-    monkeypatch.setattr(writer_mod, "render_pdf", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(pdf_mod, "render_pdf", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     snap = minimal_snapshot()
     snap["title"] = "second"
     with pytest.raises(KeyboardInterrupt):
@@ -114,3 +115,17 @@ def test_render_reuses_saved_figures_unless_asked(tmp_path, monkeypatch):
     (tmp_path / "a" / next(iter(figs.values()))).unlink()  # a missing figure → all redrawn
     render_from_snapshot(first["json"], tmp_path / "d", formats=("html",))
     assert calls == [1, 1]
+
+
+def test_json_only_report_draws_no_figures_and_render_draws_them(tmp_path, monkeypatch):
+    calls = []
+    orig = writer_mod.make_figures
+    monkeypatch.setattr(writer_mod, "make_figures", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    first = write_report(make_snapshot(2), tmp_path / "a", formats=("json",))
+    assert calls == [] and "figures" not in first and not (tmp_path / "a" / "figures").exists()
+    assert json.loads(first["json"].read_text())["figures"] == {}
+    out = render_from_snapshot(first["json"], tmp_path / "b", formats=("html",))
+    assert calls == [1]
+    html = out["html"].read_text("utf-8")
+    figs = sorted((tmp_path / "b" / "figures").glob("*.png"))
+    assert figs and html.count("data:image/png;base64,") >= len(figs)

@@ -113,12 +113,18 @@ def is_dicom_file(path: Path) -> bool:
 DICOM_FILES = (is_dicom_file, "DICOM file", ".dcm")
 
 
-def _visible_files(root: Path):
+def _visible_names(root: Path):
+    """(folder, file name) strings of every file under ``root``, hidden files and folders skipped, sorted."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in sorted(filenames):
             if not f.startswith("."):
-                yield Path(dirpath) / f
+                yield dirpath, f
+
+
+def _visible_files(root: Path):
+    for dirpath, f in _visible_names(root):
+        yield Path(dirpath) / f
 
 
 def claims(spec: str) -> bool:
@@ -126,7 +132,8 @@ def claims(spec: str) -> bool:
     if spec.lower().startswith(SPEC_PREFIX):
         return True
     path = Path(spec).expanduser()
-    return path.is_dir() and any(is_dicom_file(p) for p in _visible_files(path))
+    # Names, not Path objects: every --data folder is asked this first (50k files: 0.5 s of pathlib).
+    return path.is_dir() and any(os.path.splitext(f)[1].lower() in DICOM_EXTENSIONS for _, f in _visible_names(path))
 
 
 # -- options ---------------------------------------------------------------------------------------------------------

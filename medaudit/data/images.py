@@ -212,7 +212,6 @@ THUMBNAIL_SIDE = 16
 # small matrix products replace the full 2-D DCT.
 _DCT8 = 2.0 * np.cos(np.pi * np.arange(_PHASH_BITS)[:, None] * (2 * np.arange(_PHASH_RESIZE)[None, :] + 1)
                      / (2 * _PHASH_RESIZE))
-_BIT_WEIGHTS = np.left_shift(np.uint64(1), np.arange(63, -1, -1, dtype=np.uint64))
 
 
 def perceptual_signature(im: Image.Image) -> tuple[int, np.ndarray]:
@@ -273,10 +272,15 @@ def _grey32(im: Image.Image) -> np.ndarray:
 
 def _signatures_from_grey(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N,) uint64 pHashes and (N, 16, 16) uint8 thumbnails from (N, 32, 32) grey resizes."""
-    coef = np.einsum("ki,nij,lj->nkl", _DCT8, grey, _DCT8, optimize=True).reshape(len(grey), -1)
+    # Two small matmuls, a sort and packbits: the scan calls this once per image, where einsum's
+    # path search and np.median's overhead cost 4x the arithmetic (same bits, same thumbnails).
+    n = len(grey)
+    coef = np.matmul(np.matmul(_DCT8, grey), _DCT8.T).reshape(n, -1)
     coef[np.abs(coef) < 1e-6] = 0.0
-    bits = coef > np.median(coef, axis=1, keepdims=True)
-    hashes = np.bitwise_or.reduce(np.where(bits, _BIT_WEIGHTS, np.uint64(0)), axis=1)
+    half = _PHASH_BITS * _PHASH_BITS // 2
+    middle = np.sort(coef, axis=1)[:, half - 1:half + 1]
+    bits = coef > middle.mean(axis=1, keepdims=True)  # the median of 64 values
+    hashes = np.packbits(bits, axis=1).view(">u8").ravel()  # first bit most significant
     s = _PHASH_RESIZE // THUMBNAIL_SIDE
-    thumbs = grey.reshape(len(grey), THUMBNAIL_SIDE, s, THUMBNAIL_SIDE, s).mean(axis=(2, 4))
+    thumbs = grey.reshape(n, THUMBNAIL_SIDE, s, THUMBNAIL_SIDE, s).mean(axis=(2, 4))
     return hashes.astype(np.uint64), np.rint(thumbs).astype(np.uint8)

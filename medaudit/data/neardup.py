@@ -40,15 +40,30 @@ Within 50,000 random balanced hashes (32 bits set, as pHashes are) the search ta
 for distance <= 4 and 3 s for <= 6 on one CPU core; 100,000 take 1.3 s and 8 s. The hashes come
 from the single decode pass (:meth:`medaudit.data.base.Split.perceptual_hashes`); the Lanczos
 resize they need costs about 2 ms for a 512x512 image, next to 3-4 ms to decode its PNG.
+
+Pairs that look alike by pHash can be many more than the pairs found (a 30,000-image synthetic
+split of smooth gradients gives 47 M candidates, 2 M within distance 6 and 26,520 confirmed,
+9 s), and the result is a pure function of the hashes and thumbnails, which the image hash
+cache keeps. So the confirmed pairs of each (split, split) search are cached too
+(:func:`cached_near_duplicate_pairs`), keyed by a sha256 of those arrays and the thresholds: a
+second ``report`` over unchanged data searches nothing. A cached pair is only used after its
+distance and correlation are recomputed from the current arrays and pass the thresholds, so a
+damaged or edited cache can hide pairs (as an edited hash cache could), never invent one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 
 from medaudit.data.base import Split
+from medaudit.data.hashcache import cache_root, rehash_requested
+from medaudit.errors import MedauditWarning
+from medaudit.fileio import atomic_path
 
 #: Largest pHash Hamming distance of a near-duplicate candidate (see the module docstring).
 MAX_DISTANCE = 6
@@ -56,6 +71,9 @@ MAX_DISTANCE = 6
 MIN_CORRELATION = 0.99
 _BLOCK = 1 << 19  # candidate pairs per vectorised block (~25 MB of int64 temporaries)
 _CORR_BLOCK = 1 << 13  # pairs whose thumbnails are correlated at once (2 x 8192 x 256 float64 = 32 MB)
+#: Bump when the pair search's result for the same inputs would change (the cached pairs' meaning).
+PAIR_CACHE_FORMAT = 1
+_PAIR_KEYS = ("key", "ia", "ib", "distance", "correlation")
 _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
@@ -209,6 +227,72 @@ def near_duplicate_pairs(hashes_a, thumbs_a, hashes_b=None, thumbs_b=None, *, ma
     return {"ia": ia[keep], "ib": ib[keep], "distance": d[keep], "correlation": r[keep]}
 
 
+def _pair_cache_file(arrays: list[np.ndarray], max_distance: int, min_correlation: float) -> tuple[Path, str]:
+    h = hashlib.sha256(f"neardup:{PAIR_CACHE_FORMAT}:{max_distance}:{float(min_correlation)!r}:".encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}:{a.shape}:".encode())
+        h.update(a.tobytes())
+    key = h.hexdigest()
+    return cache_root() / "neardup" / f"{key[:32]}.npz", key
+
+
+def _read_pairs(file: Path, key: str, ha, ta, hb, tb, same: bool, max_distance: int,
+                min_correlation: float) -> dict[str, np.ndarray] | None:
+    """The cached pairs in ``file`` after checking each against the arrays, or None (absent or unusable)."""
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        ia, ib = arrays["ia"], arrays["ib"]
+        if set(arrays) != set(_PAIR_KEYS) or bytes(arrays["key"]).decode() != key:
+            raise ValueError("members or key differ")
+        if ia.dtype != np.int64 or ib.dtype != np.int64 or ia.ndim != 1 or ia.shape != ib.shape:
+            raise ValueError("index arrays of the wrong kind")
+        if len(ia) and (ia.min() < 0 or ib.min() < 0 or ia.max() >= len(ha) or ib.max() >= len(hb)):
+            raise ValueError("an index out of range")
+        if (np.diff(ia * len(hb) + ib) <= 0).any() or (same and (ia >= ib).any()):
+            raise ValueError("pairs not in order or repeated")
+        d = popcount64(ha[ia] ^ hb[ib])
+        r = thumbnail_correlation(ta[ia], tb[ib]) if len(ia) else np.zeros(0)
+        if (d > max_distance).any() or not (r >= min_correlation).all():
+            raise ValueError("a pair that does not pass the thresholds")
+    except Exception as exc:  # any damage: zip/npy errors, missing members, wrong kinds, failed checks
+        warnings.warn(f"near-duplicate cache {file} is unusable ({type(exc).__name__}: {exc}); searching again "
+                      "and rewriting it", MedauditWarning, stacklevel=4)
+        return None
+    return {"ia": ia, "ib": ib, "distance": d, "correlation": r}
+
+
+def cached_near_duplicate_pairs(hashes_a, thumbs_a, hashes_b=None, thumbs_b=None, *,
+                                max_distance: int = MAX_DISTANCE,
+                                min_correlation: float = MIN_CORRELATION) -> dict[str, np.ndarray]:
+    """:func:`near_duplicate_pairs`, kept in ``$MEDAUDIT_CACHE/neardup`` (module docstring, "Cost").
+
+    Not read under ``--rehash`` (:func:`medaudit.data.hashcache.rehash`); a cache folder that
+    cannot be written only warns.
+    """
+    same = hashes_b is None
+    ha, ta = np.asarray(hashes_a, dtype=np.uint64), np.asarray(thumbs_a)
+    hb, tb = (ha, ta) if same else (np.asarray(hashes_b, dtype=np.uint64), np.asarray(thumbs_b))
+    file, key = _pair_cache_file([ha, ta] if same else [ha, ta, hb, tb], max_distance, min_correlation)
+    if not rehash_requested():
+        found = _read_pairs(file, key, ha, ta, hb, tb, same, max_distance, min_correlation)
+        if found is not None:
+            return found
+    pairs = near_duplicate_pairs(ha, ta, None if same else hb, None if same else tb,
+                                 max_distance=max_distance, min_correlation=min_correlation)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(file, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, key=np.frombuffer(key.encode(), dtype=np.uint8), **pairs)
+    except OSError as exc:
+        warnings.warn(f"could not write the near-duplicate cache {file} ({exc.strerror or exc}); the next run "
+                      "will search again", MedauditWarning, stacklevel=2)
+    return pairs
+
+
 def _thumbnail_uri(thumb: np.ndarray) -> str:
     """A 16x16 grey thumbnail as a PNG data URI (a few hundred bytes), so the report can show the
     pair without the images."""
@@ -271,7 +355,7 @@ def find_near_duplicates(splits: dict[str, Split], *, max_examples: int = 20, ma
     within: dict[str, dict] = {}
     within_examples: list[dict] = []
     for name, (h, t) in sig.items():
-        p = near_duplicate_pairs(h, t, **kw)
+        p = cached_near_duplicate_pairs(h, t, **kw)
         within[name] = {"n_pairs": len(p["ia"]), "n_samples": len(np.union1d(p["ia"], p["ib"]))}
         differ = content[name][p["ia"]] != content[name][p["ib"]]
         order = np.lexsort((-p["correlation"], p["distance"]))
@@ -282,7 +366,7 @@ def find_near_duplicates(splits: dict[str, Split], *, max_examples: int = 20, ma
     across: dict[str, dict] = {}
     across_examples: list[dict] = []
     for a, b in combinations(list(splits), 2):
-        p = near_duplicate_pairs(*sig[a], *sig[b], **kw)
+        p = cached_near_duplicate_pairs(*sig[a], *sig[b], **kw)
         identical = content[a][p["ia"]] == content[b][p["ib"]]
         samples = np.unique(p["ib"])
         n_identical = len(np.unique(p["ib"][identical]))

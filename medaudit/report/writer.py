@@ -16,7 +16,6 @@ from pathlib import Path
 from medaudit.errors import MedauditError
 from medaudit.fileio import check_destination, replace_dir
 from medaudit.report.html import render_html, template_dirs
-from medaudit.report.pdf import render_pdf
 from medaudit.report.plots import make_figures
 from medaudit.snapshot import load_snapshot
 
@@ -77,7 +76,9 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
     out_dir : path
         Report folder; replaced as a whole at the end if it exists.
     formats : iterable of {"html", "pdf", "json"}
-        Checked by :func:`check_formats`; figures are always drawn (the HTML and PDF embed them).
+        Checked by :func:`check_formats`. Figures are drawn for HTML and PDF, which embed them;
+        a JSON-only report has none (``figures`` is ``{}``, drawing was a fifth of a cached
+        report's time) and ``medaudit render`` draws them from its numbers.
     template_dir : path, optional
         User templates overriding/extending the packaged ones.
     extra_files : dict, optional
@@ -119,8 +120,12 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
             _copy_tiles(snapshot, Path(asset_root), tmp)
         snap = copy.deepcopy(snapshot)
         reused = _reuse_figures(snap, Path(asset_root), tmp) if reuse_figures and asset_root is not None else None
-        snap["figures"] = reused if reused is not None else make_figures(snap, tmp / "figures")
-        written: dict[str, Path] = {"figures": out_dir / "figures"}
+        written: dict[str, Path] = {}
+        if reused is not None or "html" in fm or "pdf" in fm:
+            snap["figures"] = reused if reused is not None else make_figures(snap, tmp / "figures")
+            written["figures"] = out_dir / "figures"
+        else:
+            snap["figures"] = {}
         if "json" in fm:
             (tmp / "report.json").write_text(json.dumps(snap, sort_keys=True, indent=2) + "\n", encoding="utf-8")
             written["json"] = out_dir / "report.json"
@@ -130,6 +135,8 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
             written["html"] = out_dir / "report.html"
         if "pdf" in fm:
             html = render_html(snap, tmp, template_dir=template_dir, target="pdf")
+            from medaudit.report.pdf import render_pdf  # WeasyPrint: 2 s to import, for PDFs only
+
             render_pdf(html, tmp / "report.pdf", allowed_dirs=template_dirs(template_dir))
             written["pdf"] = out_dir / "report.pdf"
         _write_manifest(tmp)
