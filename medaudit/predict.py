@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from medaudit import __version__
@@ -42,7 +43,7 @@ from medaudit.device import resolve_device
 from medaudit.distributed import led_job
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.models.preprocess import iter_batches
-from medaudit.models.runtime import inference_state, use_channels_last
+from medaudit.models.runtime import FOLD_MIN_PIXELS, fold_batchnorm, inference_state, use_channels_last
 from medaudit.predictions import (
     FORMAT,
     ChecksumMissing,
@@ -188,6 +189,18 @@ def _forward_all(model, split, recipe, positions: np.ndarray, device: torch.devi
     return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32), batch_size
 
 
+def _folded_if_worth_it(model, recipe, n: int, device: torch.device, channels_last: bool) -> tuple[nn.Module, int]:
+    """:func:`~medaudit.models.runtime.fold_batchnorm` for passes of at least
+    :data:`~medaudit.models.runtime.FOLD_MIN_PIXELS` (images x pixels), else ``(model, 0)``."""
+    if n * recipe.img_size * recipe.img_size < FOLD_MIN_PIXELS:
+        return model, 0
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(2, recipe.in_chans, recipe.img_size, recipe.img_size, generator=gen).to(device)
+    if channels_last:
+        example = example.contiguous(memory_format=torch.channels_last)
+    return fold_batchnorm(model, example)
+
+
 def _check_logits(loaded: Loaded, logits: np.ndarray, sample_ids: np.ndarray) -> None:
     """One score per class name and finite everywhere; the message names the samples that are not."""
     n_cls = len(loaded.class_names)
@@ -273,9 +286,13 @@ def run_inference(
     lo, hi = job.batch_shard(len(positions), batch_size) if job is not None else (0, len(positions))
     channels_last = use_channels_last(loaded.model, dev)
     t0 = time.perf_counter()
-    with inference_state(loaded.model, dev, channels_last=channels_last) as model, torch.inference_mode():
-        logits, used_bs = _forward_all(model, split, loaded.recipe, positions[lo:hi], dev, batch_size, amp=amp,
-                                       channels_last=channels_last, progress=progress and (job is None or lo == 0))
+    with inference_state(loaded.model, dev, channels_last=channels_last) as model:
+        # Decided on the whole pass, not the shard: every rank (and a one-process run) folds alike.
+        model, n_folded = _folded_if_worth_it(model, loaded.recipe, len(positions), dev, channels_last)
+        with torch.inference_mode():
+            logits, used_bs = _forward_all(model, split, loaded.recipe, positions[lo:hi], dev, batch_size, amp=amp,
+                                           channels_last=channels_last,
+                                           progress=progress and (job is None or lo == 0))
     if job is not None:
         if hi == lo:  # an empty shard still joins the gather, with rows of the checkpoint's width
             logits = np.zeros((0, len(loaded.class_names)), np.float32)
@@ -297,6 +314,7 @@ def run_inference(
         "device": str(dev),
         "amp": bool(amp and dev.type == "cuda"),
         "channels_last": channels_last,
+        "batchnorm_folded": n_folded,
         "precision": inference_precision(dev, amp),
         "batch_size": used_bs,
         "wall_s": round(wall, 4),

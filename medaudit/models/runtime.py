@@ -162,3 +162,63 @@ def inference_state(model: nn.Module, device: torch.device | None = None, *,
         if channels_last:
             model.to(memory_format=torch.channels_last)
         yield model
+
+
+#: Fold only passes at least this large (images x input pixels): the copy and trace cost 0.05-0.5 s,
+#: under 2 % of such a pass for the models measured (ResNet-18 at 16 px: 4,096 images).
+FOLD_MIN_PIXELS = 1 << 20
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _count_batchnorms(model: nn.Module) -> int:
+    # Exact types: a subclass (timm's BatchNormAct2d, SyncBatchNorm...) may do more than normalise.
+    return sum(type(m) in _BATCHNORMS for m in model.modules())
+
+
+def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, int]:
+    """An inference copy of ``model`` with every BatchNorm that directly follows a convolution
+    (or linear layer) folded into its weights, or ``model`` itself when none can be.
+
+    An eval-mode BatchNorm is a per-channel affine map, so ``bn(conv(x))`` equals one convolution
+    with rescaled weights and a bias (``torch.fx.experimental.optimization.fuse``). Measured on
+    this project's 2-core CPU: ResNet-18 1.07-1.10x and ResNet-50 1.14x faster inference, logits
+    moved by at most 5e-8; models whose normalisation precedes the convolution (DenseNet) or is
+    fused with its activation (timm's ``BatchNormAct2d``: EfficientNet) gain nothing and are
+    returned as they are. ``model`` is not changed (the copy is deep).
+
+    Parameters
+    ----------
+    model : nn.Module
+        In eval mode, on the device and in the memory layout of the pass.
+    example : Tensor, shape (B, C, H, W)
+        An input of the pass's shape and device: the copy must give the model's outputs on it
+        (to 1e-4 of their scale) or the model itself is returned.
+
+    Returns
+    -------
+    module : nn.Module
+        The folded copy, or ``model``.
+    n_folded : int
+        BatchNorms folded away (0 when ``model`` is returned).
+    """
+    before = _count_batchnorms(model)
+    if before == 0 or any(m.training for m in model.modules()):
+        return model, 0
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        with torch.no_grad():
+            folded = fuse(model)
+    except Exception:  # noqa: BLE001 - not traceable by torch.fx (data-dependent control flow): run it unfolded
+        return model, 0
+    n_folded = before - _count_batchnorms(folded)
+    if n_folded <= 0:
+        return model, 0
+    if example.ndim == 4 and example.is_contiguous(memory_format=torch.channels_last):
+        folded = folded.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want, got = model(example), folded(example)
+    if not (isinstance(want, torch.Tensor) and isinstance(got, torch.Tensor) and want.shape == got.shape
+            and bool(((want - got).abs().max() <= 1e-4 * want.abs().max().clamp(min=1.0)).item())):
+        return model, 0
+    return folded, n_folded
