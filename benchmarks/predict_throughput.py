@@ -414,7 +414,7 @@ def stage_costs(root: Path, ckpt: Path, batch_size: int) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     t = dict.fromkeys(("decode (full)", "pixel sha256", "pHash + thumbnail", "recipe transform",
-                       "decode (draft)", "forward"), 0.0)
+                       "decode (draft)", "forward", "forward, BatchNorm folded"), 0.0)
     xs = []
     for p in paths:
         c = time.process_time()
@@ -432,22 +432,30 @@ def stage_costs(root: Path, ckpt: Path, batch_size: int) -> None:
         c = time.process_time()
         decode_image(p, draft_min_side=ld.recipe.img_size)
         t["decode (draft)"] += time.process_time() - c
+    from medaudit.models.runtime import fold_batchnorm
+
     model = ld.model.eval().to(memory_format=torch.channels_last)
+    batches = [torch.stack(xs[s : s + batch_size]).contiguous(memory_format=torch.channels_last)
+               for s in range(0, len(xs), batch_size)]
+    folded, n_folded = fold_batchnorm(model, batches[0][:2])  # what medaudit's pass runs
     with torch.inference_mode():
-        for s in range(0, len(xs), batch_size):
-            c = time.process_time()
-            model(torch.stack(xs[s : s + batch_size]).contiguous(memory_format=torch.channels_last))
-            t["forward"] += time.process_time() - c
+        for x in batches:  # alternating, so drifting load hits both alike
+            for key, m in (("forward", model), ("forward, BatchNorm folded", folded)):
+                c = time.process_time()
+                m(x)
+                t[key] += time.process_time() - c
     torch.set_num_threads(threads)
     per = {k: 1000 * v / len(paths) for k, v in t.items()}
     scan = per["decode (full)"] + per["pixel sha256"] + per["pHash + thumbnail"]
     infer = per["decode (full)"] + per["recipe transform"]
-    total = scan + infer + per["forward"]
+    fwd = per["forward, BatchNorm folded"]
+    total = scan + infer + fwd
     print("CPU ms per image, 1 thread (cold medaudit predict = hash scan + inference decode + forward): " + ", ".join(
-        f"{k} {v:.2f}" for k, v in per.items()))
+        f"{k} {v:.2f}" for k, v in per.items()) + f" ({n_folded} BatchNorms folded)")
     print(f"  medaudit cold: scan {scan:.1f} ({100 * scan / total:.0f} %), inference decode+transform {infer:.1f} "
-          f"({100 * infer / total:.0f} %), forward {per['forward']:.1f} ({100 * per['forward'] / total:.0f} %); the "
-          f"careful loop: {infer + per['forward']:.1f} (no scan)")
+          f"({100 * infer / total:.0f} %), forward (folded) {fwd:.1f} ({100 * fwd / total:.0f} %), total {total:.1f}; "
+          f"the careful loop: {infer + per['forward']:.1f} (no scan, forward not folded): "
+          f"{(infer + per['forward']) / total:.2f}x of CPU")
 
 
 def draft_effect(root: Path, size: int) -> None:
