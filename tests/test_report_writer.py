@@ -116,16 +116,3 @@ def test_render_reuses_saved_figures_unless_asked(tmp_path, monkeypatch):
     render_from_snapshot(first["json"], tmp_path / "d", formats=("html",))
     assert calls == [1, 1]
 
-
-def test_json_only_report_draws_no_figures_and_render_draws_them(tmp_path, monkeypatch):
-    calls = []
-    orig = writer_mod.make_figures
-    monkeypatch.setattr(writer_mod, "make_figures", lambda *a, **k: calls.append(1) or orig(*a, **k))
-    first = write_report(make_snapshot(2), tmp_path / "a", formats=("json",))
-    assert calls == [] and "figures" not in first and not (tmp_path / "a" / "figures").exists()
-    assert json.loads(first["json"].read_text())["figures"] == {}
-    out = render_from_snapshot(first["json"], tmp_path / "b", formats=("html",))
-    assert calls == [1]
-    html = out["html"].read_text("utf-8")
-    figs = sorted((tmp_path / "b" / "figures").glob("*.png"))
-    assert figs and html.count("data:image/png;base64,") >= len(figs)

@@ -76,9 +76,9 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
     out_dir : path
         Report folder; replaced as a whole at the end if it exists.
     formats : iterable of {"html", "pdf", "json"}
-        Checked by :func:`check_formats`. Figures are drawn for HTML and PDF, which embed them;
-        a JSON-only report has none (``figures`` is ``{}``, drawing was a fifth of a cached
-        report's time) and ``medaudit render`` draws them from its numbers.
+        Checked by :func:`check_formats`. Figures are always drawn: the HTML and PDF embed them,
+        and a JSON-only report keeps them beside ``report.json`` for ``medaudit render`` and for
+        readers of the JSON.
     template_dir : path, optional
         User templates overriding/extending the packaged ones.
     extra_files : dict, optional
@@ -120,12 +120,8 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
             _copy_tiles(snapshot, Path(asset_root), tmp)
         snap = copy.deepcopy(snapshot)
         reused = _reuse_figures(snap, Path(asset_root), tmp) if reuse_figures and asset_root is not None else None
-        written: dict[str, Path] = {}
-        if reused is not None or "html" in fm or "pdf" in fm:
-            snap["figures"] = reused if reused is not None else make_figures(snap, tmp / "figures")
-            written["figures"] = out_dir / "figures"
-        else:
-            snap["figures"] = {}
+        snap["figures"] = reused if reused is not None else make_figures(snap, tmp / "figures")
+        written: dict[str, Path] = {"figures": out_dir / "figures"}
         if "json" in fm:
             (tmp / "report.json").write_text(json.dumps(snap, sort_keys=True, indent=2) + "\n", encoding="utf-8")
             written["json"] = out_dir / "report.json"
