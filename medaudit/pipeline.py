@@ -30,6 +30,7 @@ from medaudit.checklists import check_names as check_checklists
 from medaudit.clinical import recalibrated_variant
 from medaudit.cohorts import check_not_inside, load_cohorts, parse_external, run_external
 from medaudit.data import Dataset, Split, inspect_dataset, load_dataset
+from medaudit.data.hashcache import cache_root
 from medaudit.distributed import led_job
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.fileio import require_regular_file, staging_dir
@@ -70,7 +71,8 @@ class ReportOptions:
     amp : bool
         Mixed precision for inference on CUDA; CPU always runs fp32.
     use_cache : bool
-        Reuse cached predictions of the same (checkpoint, data, split, precision).
+        Reuse cached predictions of the same (checkpoint, data, split, precision), and figures
+        drawn for the same numbers (``$MEDAUDIT_CACHE/figures``, :mod:`medaudit.report.figure_cache`).
     cache_dir : Path, optional
         Predictions cache (default: ``$MEDAUDIT_CACHE`` or ``~/.cache/medaudit``).
     bench : bool
@@ -216,7 +218,7 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
         )
         run["duration_s"] = round(time.perf_counter() - t0, 3)
         paths = write_report(snapshot, opts.out_dir, formats=formats, template_dir=opts.template_dir,
-                             extra_files=extra_files)
+                             extra_files=extra_files, figure_cache=cache_root() / "figures" if opts.use_cache else None)
         return snapshot, paths
     finally:
         shutil.rmtree(staging, ignore_errors=True)

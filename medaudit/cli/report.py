@@ -53,7 +53,7 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--ece-bins", default=15, show_default=True, type=click.IntRange(2, 1000))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 65536))
-@click.option("--no-cache", is_flag=True, help="Re-run inference even if cached predictions exist.")
+@click.option("--no-cache", is_flag=True, help="Re-run inference even if cached predictions exist, and draw the figures anew.")
 @rehash_option
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (bf16, else fp16) for inference on CUDA; CPU always runs fp32.")
 @click.option("--no-bench", is_flag=True, help="Skip the efficiency measurements.")

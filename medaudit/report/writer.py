@@ -16,7 +16,8 @@ from pathlib import Path
 from medaudit.errors import MedauditError
 from medaudit.fileio import check_destination, replace_dir
 from medaudit.report.html import render_html, template_dirs
-from medaudit.report.plots import make_figures
+from medaudit.report.figure_cache import figure_inputs, figure_key, read_figures, store_figures
+from medaudit.report.plots import DPI, make_figures
 from medaudit.snapshot import load_snapshot
 
 FORMATS = ("html", "pdf", "json")
@@ -65,7 +66,8 @@ def _safe_rel(name: str) -> Path:
 
 def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] = ("html", "pdf", "json"),
                  template_dir: str | Path | None = None, extra_files: dict[str, Path] | None = None,
-                 asset_root: str | Path | None = None, reuse_figures: bool = False) -> dict[str, Path]:
+                 asset_root: str | Path | None = None, reuse_figures: bool = False,
+                 figure_cache: str | Path | None = None) -> dict[str, Path]:
     """Write ``report.json``, ``figures/*.png``, ``report.html`` and ``report.pdf`` into ``out_dir``.
 
     Parameters
@@ -91,6 +93,9 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
         With ``asset_root``: copy the figures listed in ``snapshot["figures"]`` from there
         instead of redrawing them (they are a pure function of the snapshot's numbers, and
         plotting is most of a re-render's time). Any missing file → all are redrawn.
+    figure_cache : path, optional
+        Folder of the figure cache (:mod:`medaudit.report.figure_cache`): figures drawn for the
+        same numbers by an earlier run are copied from there, new ones are kept there.
 
     Returns
     -------
@@ -120,7 +125,7 @@ def write_report(snapshot: dict, out_dir: str | Path, *, formats: Iterable[str] 
             _copy_tiles(snapshot, Path(asset_root), tmp)
         snap = copy.deepcopy(snapshot)
         reused = _reuse_figures(snap, Path(asset_root), tmp) if reuse_figures and asset_root is not None else None
-        snap["figures"] = reused if reused is not None else make_figures(snap, tmp / "figures")
+        snap["figures"] = reused if reused is not None else _draw_figures(snap, tmp / "figures", figure_cache)
         written: dict[str, Path] = {"figures": out_dir / "figures"}
         if "json" in fm:
             (tmp / "report.json").write_text(json.dumps(snap, sort_keys=True, indent=2) + "\n", encoding="utf-8")
@@ -223,6 +228,19 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise MedauditError(f"{out_dir}: exists and is not a folder; choose another output path", param="out_dir")
     replace_dir(tmp, out_dir)
+
+
+def _draw_figures(snap: dict, fig_dir: Path, cache_dir: str | Path | None) -> dict[str, str]:
+    """Figures of the snapshot's figure inputs, through the figure cache when one is given."""
+    inputs = figure_inputs(snap)
+    if cache_dir is None:
+        return make_figures(inputs, fig_dir)
+    key = figure_key(inputs, DPI)
+    found = read_figures(Path(cache_dir), key, fig_dir)
+    if found is None:
+        found = make_figures(inputs, fig_dir)
+        store_figures(Path(cache_dir), key, fig_dir, found)
+    return found
 
 
 def _reuse_figures(snap: dict, root: Path, tmp: Path) -> dict[str, str] | None:
