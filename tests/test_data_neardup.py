@@ -109,6 +109,30 @@ def test_hamming_pairs_equal_brute_force(k):
         assert len(got[0]) > 0
 
 
+@pytest.mark.parametrize("block", [7, 1 << 19])
+def test_near_duplicate_pairs_are_confirmed_block_by_block(monkeypatch, block):
+    import medaudit.data.neardup as nd
+
+    rng = np.random.default_rng(3)
+    thumbs = rng.integers(0, 256, (60, 256), dtype=np.uint8)
+    hashes = np.zeros(300, np.uint64)  # one cluster: every pair is a pHash candidate
+    hashes[150:] = np.uint64(1)
+    th = thumbs[rng.integers(0, 60, 300)]  # repeats correlate 1, others ~0
+    seen = []
+    corr = nd.thumbnail_correlation
+    monkeypatch.setattr(nd, "_BLOCK", block)
+    monkeypatch.setattr(nd, "thumbnail_correlation", lambda a, b: seen.append(len(a)) or corr(a, b))
+    got = nd.near_duplicate_pairs(hashes, th, max_distance=2)
+    ia, ib, d = _brute(hashes, None, 2)
+    r = corr(th[ia], th[ib])
+    keep = r >= nd.MIN_CORRELATION
+    for key, want in (("ia", ia[keep]), ("ib", ib[keep]), ("distance", d[keep]), ("correlation", r[keep])):
+        np.testing.assert_array_equal(got[key], want)
+    assert 0 < keep.sum() < len(ia)
+    if block == 7:  # the candidates of one block (<= 299 pairs per hash) are correlated, never all 44,850
+        assert max(seen) < 310 and sum(seen) == len(ia)
+
+
 def test_popcount_without_numpy_bitwise_count(monkeypatch):
     x = np.random.default_rng(0).integers(0, 2**64 - 1, (50, 3), dtype=np.uint64, endpoint=True)
     want = np.array([[bin(int(v)).count("1") for v in row] for row in x])

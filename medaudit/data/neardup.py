@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Iterator
 from itertools import combinations
 from pathlib import Path
 
@@ -126,13 +127,19 @@ def hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, *, max_distance: i
     distance : ndarray of int64, shape (P,)
         Each pair once, sorted by (ia, ib).
     """
+    return _sorted_pairs(list(_hamming_blocks(a, b, max_distance)))
+
+
+def _hamming_blocks(a: np.ndarray, b: np.ndarray | None, max_distance: int
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`hamming_pairs` one block of candidates at a time (each pair once, unsorted), so a
+    caller that filters them further holds one block (< ``_BLOCK`` candidates), not all of them."""
     if not 0 <= max_distance < 64:
         raise ValueError("max_distance must be in 0..63")
     a = np.asarray(a, dtype=np.uint64)
     same = b is None
     b = a if same else np.asarray(b, dtype=np.uint64)
     chunks = _chunks(max_distance)
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for c, (shift, mask) in enumerate(chunks):
         ka = (a >> np.uint64(shift)) & mask
         order = np.argsort(ka, kind="stable")
@@ -158,15 +165,17 @@ def hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, *, max_distance: i
                     keep &= ((xor >> np.uint64(s2)) & m2) != 0
                 if same:
                     keep &= ja < jb
-                ja, jb, xor = ja[keep], jb[keep], xor[keep]
-                found.append((ja, jb, popcount64(xor)))
+                yield ja[keep].astype(np.int64), jb[keep].astype(np.int64), popcount64(xor[keep]).astype(np.int64)
             start = stop
+
+
+def _sorted_pairs(found: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """Concatenate per-block pair arrays (ia, ib, ...) and sort them by (ia, ib)."""
     if not found:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty.copy(), empty.copy()
-    ia, ib, d = (np.concatenate(x).astype(np.int64) for x in zip(*found))
-    order = np.lexsort((ib, ia))
-    return ia[order], ib[order], d[order]
+        return tuple(np.zeros(0, dtype=np.int64) for _ in range(3))
+    cols = [np.concatenate(x) for x in zip(*found)]
+    order = np.lexsort((cols[1], cols[0]))
+    return tuple(c[order] for c in cols)
 
 
 def thumbnail_correlation(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
@@ -219,12 +228,20 @@ def near_duplicate_pairs(hashes_a, thumbs_a, hashes_b=None, thumbs_b=None, *, ma
         ``ia``, ``ib`` (int64), ``distance`` (int64) and ``correlation`` (float64), all shape (P,).
     """
     same = hashes_b is None
-    ia, ib, d = hamming_pairs(hashes_a, None if same else hashes_b, max_distance=max_distance)
     tb = thumbs_a if same else thumbs_b
-    r = np.concatenate([thumbnail_correlation(thumbs_a[ia[s:s + _CORR_BLOCK]], tb[ib[s:s + _CORR_BLOCK]])
-                        for s in range(0, len(ia), _CORR_BLOCK)]) if len(ia) else np.zeros(0)
-    keep = r >= min_correlation  # NaN (flat) is never kept
-    return {"ia": ia[keep], "ib": ib[keep], "distance": d[keep], "correlation": r[keep]}
+    # Confirmed block by block: on clustered data the pHash candidates within max_distance
+    # outnumber the confirmed pairs ~100:1 (50k synthetic PNGs: 2.0 M vs 26.5 k), and holding
+    # them all was +150 MB of peak memory.
+    confirmed = []
+    for ia, ib, d in _hamming_blocks(hashes_a, None if same else hashes_b, max_distance):
+        r = np.concatenate([thumbnail_correlation(thumbs_a[ia[s:s + _CORR_BLOCK]], tb[ib[s:s + _CORR_BLOCK]])
+                            for s in range(0, len(ia), _CORR_BLOCK)]) if len(ia) else np.zeros(0)
+        keep = r >= min_correlation  # NaN (flat) is never kept
+        confirmed.append((ia[keep], ib[keep], d[keep], r[keep]))
+    if not confirmed:
+        confirmed = [(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))]
+    ia, ib, d, r = _sorted_pairs(confirmed)
+    return {"ia": ia, "ib": ib, "distance": d, "correlation": r}
 
 
 def _pair_cache_file(arrays: list[np.ndarray], max_distance: int, min_correlation: float) -> tuple[Path, str]:
