@@ -22,6 +22,7 @@ cache key and entry. The other ranks return None and write nothing.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -288,11 +289,17 @@ def run_inference(
     t0 = time.perf_counter()
     with inference_state(loaded.model, dev, channels_last=channels_last) as model:
         # Decided on the whole pass, not the shard: every rank (and a one-process run) folds alike.
-        model, n_folded = _folded_if_worth_it(model, loaded.recipe, len(positions), dev, channels_last)
+        runner, n_folded = _folded_if_worth_it(model, loaded.recipe, len(positions), dev, channels_last)
         with torch.inference_mode():
-            logits, used_bs = _forward_all(model, split, loaded.recipe, positions[lo:hi], dev, batch_size, amp=amp,
+            logits, used_bs = _forward_all(runner, split, loaded.recipe, positions[lo:hi], dev, batch_size, amp=amp,
                                            channels_last=channels_last,
                                            progress=progress and (job is None or lo == 0))
+        if n_folded:
+            # An fx GraphModule sits in reference cycles: without a collection each pass's folded
+            # copy (the model's weights again, ~50 MB for a ResNet-18) outlived it, and a report's
+            # peak memory grew by one copy per pass.
+            del runner
+            gc.collect()
     if job is not None:
         if hi == lo:  # an empty shard still joins the gather, with rows of the checkpoint's width
             logits = np.zeros((0, len(loaded.class_names)), np.float32)
