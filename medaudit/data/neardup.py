@@ -169,10 +169,11 @@ def _hamming_blocks(a: np.ndarray, b: np.ndarray | None, max_distance: int
             start = stop
 
 
-def _sorted_pairs(found: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    """Concatenate per-block pair arrays (ia, ib, ...) and sort them by (ia, ib)."""
+def _sorted_pairs(found: list[tuple[np.ndarray, ...]], dtypes: tuple = (np.int64,) * 3) -> tuple[np.ndarray, ...]:
+    """Concatenate per-block pair arrays (ia, ib, ...) and sort them by (ia, ib); with no blocks,
+    empty arrays of ``dtypes``."""
     if not found:
-        return tuple(np.zeros(0, dtype=np.int64) for _ in range(3))
+        return tuple(np.zeros(0, dtype=dt) for dt in dtypes)
     cols = [np.concatenate(x) for x in zip(*found)]
     order = np.lexsort((cols[1], cols[0]))
     return tuple(c[order] for c in cols)
@@ -238,9 +239,7 @@ def near_duplicate_pairs(hashes_a, thumbs_a, hashes_b=None, thumbs_b=None, *, ma
                             for s in range(0, len(ia), _CORR_BLOCK)]) if len(ia) else np.zeros(0)
         keep = r >= min_correlation  # NaN (flat) is never kept
         confirmed.append((ia[keep], ib[keep], d[keep], r[keep]))
-    if not confirmed:
-        confirmed = [(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))]
-    ia, ib, d, r = _sorted_pairs(confirmed)
+    ia, ib, d, r = _sorted_pairs(confirmed, dtypes=(np.int64, np.int64, np.int64, np.float64))
     return {"ia": ia, "ib": ib, "distance": d, "correlation": r}
 
 

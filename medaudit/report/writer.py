@@ -15,8 +15,8 @@ from pathlib import Path
 
 from medaudit.errors import MedauditError
 from medaudit.fileio import check_destination, replace_dir
-from medaudit.report.html import render_html, template_dirs
 from medaudit.report.figure_cache import figure_inputs, figure_key, read_figures, store_figures
+from medaudit.report.html import render_html, template_dirs
 from medaudit.report.plots import DPI, make_figures
 from medaudit.snapshot import load_snapshot
 
