@@ -192,12 +192,14 @@ def run_report(opts: ReportOptions) -> tuple[dict, dict[str, Path]]:
     notes = _read_notes(opts.notes_path)
     inputs = _load_inputs(opts, names)
     cohorts = load_cohorts(parse_external(opts.external), inputs.dataset.class_names, opts.classes)
-    dataset_block = inspect_dataset(inputs.dataset)
-    dataset_block["split_evaluated"] = opts.settings.split
+    _verify_unpredicted(opts, inputs.dataset)
     timings: dict[str, float] = {}
     staging = staging_dir("medaudit-report-")
     try:
         results, inference, extra_files = _predict_models(opts, inputs, staging, timings)
+        # After the passes, which hashed the evaluated and validation splits as they decoded them.
+        dataset_block = inspect_dataset(inputs.dataset)
+        dataset_block["split_evaluated"] = opts.settings.split
         efficiency = None
         if opts.bench:
             with _timed(timings, "bench"):
@@ -248,6 +250,16 @@ def _check_inputs(opts: ReportOptions) -> tuple[tuple[str, ...], list[str]]:
     check_not_inside(parse_external(opts.external), opts.out_dir)
     check_checklists(opts.checklists)
     return formats, model_names(opts.checkpoints, opts.names or None)
+
+
+def _verify_unpredicted(opts: ReportOptions, dataset: Dataset) -> None:
+    """Decode (and hash) the splits no pass will decode -- ``train`` and the like -- before any inference,
+    so an unreadable image there fails in seconds. The evaluated and ``val`` splits are hashed by their
+    passes (:meth:`medaudit.data.base.Split.fused_scan_plan`) and checked there."""
+    evaluated = dataset.split(opts.settings.split)
+    for name, split in dataset.splits.items():
+        if split is not evaluated and name != "val":
+            split.verify()
 
 
 def _audit_settings(opts: ReportOptions) -> AuditSettings:

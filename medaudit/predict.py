@@ -157,10 +157,11 @@ def cache_key(checkpoint_sha256: str, split_fingerprint: str, split: str, recipe
 
 
 def _forward_all(model, split, recipe, positions: np.ndarray, device: torch.device, batch_size: int, *, amp: bool,
-                 channels_last: bool, progress: bool) -> tuple[np.ndarray, int]:
+                 channels_last: bool, progress: bool, scan=None) -> tuple[np.ndarray, int]:
     """Return (logits (N, C) float32 of the samples at ``positions``, batch size finally used).
 
-    Halves the batch on CUDA OOM and carries on from the first sample not yet done.
+    Halves the batch on CUDA OOM and carries on from the first sample not yet done. ``scan``:
+    the split's :class:`~medaudit.data.base.ScanPlan`, filled from the same decodes.
     """
     n = len(positions)
     out: list[np.ndarray] = []
@@ -171,7 +172,7 @@ def _forward_all(model, split, recipe, positions: np.ndarray, device: torch.devi
     done = 0
     while done < n:
         try:
-            for x, _y, _idx in iter_batches(split, recipe, batch_size, indices=positions[done:]):
+            for x, _y, _idx in iter_batches(split, recipe, batch_size, indices=positions[done:], scan=scan):
                 x = x.to(device, non_blocking=True)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -229,6 +230,7 @@ def run_inference(
     progress: bool = False,
     sample_ids: Sequence[str] | None = None,
     patient_column: str | None = None,
+    scan_plan=None,
 ) -> Predictions:
     """Run the checkpoint's model over a data split with the checkpoint's own recipe.
 
@@ -263,6 +265,9 @@ def run_inference(
         Run only these samples, in this order (default: the whole split).
     patient_column : str, optional
         The split's metadata column of hashed patient ids (``Dataset.patient_column``).
+    scan_plan : ScanPlan, optional
+        From ``split.fused_scan_plan()``: hash the images the pass decodes, into this plan (one
+        process only; the caller then calls ``split.complete_scan(scan_plan)``).
 
     Returns
     -------
@@ -279,6 +284,8 @@ def run_inference(
     if len(positions) == 0:
         raise MedauditError(f"split '{split_name}' of {dataset_spec} is empty")
     job = led_job()
+    if job is not None and scan_plan is not None:
+        raise ValueError("a fused scan runs in one process; under torchrun the split is scanned first")
     if job is not None and job.ctx.is_main:  # the other ranks run the same pass on their shards
         job.request(_serve_pass, {"path": str(loaded.path), "sha256": loaded.sha256}, split,
                     dict(split_name=split_name, split_fingerprint=split_fingerprint, dataset_spec=dataset_spec,
@@ -293,7 +300,7 @@ def run_inference(
         with torch.inference_mode():
             logits, used_bs = _forward_all(runner, split, loaded.recipe, positions[lo:hi], dev, batch_size, amp=amp,
                                            channels_last=channels_last,
-                                           progress=progress and (job is None or lo == 0))
+                                           progress=progress and (job is None or lo == 0), scan=scan_plan)
         if n_folded:
             # An fx GraphModule sits in reference cycles: without a collection each pass's folded
             # copy (the model's weights again, ~50 MB for a ResNet-18) outlived it, and a report's
@@ -389,7 +396,6 @@ def predict_cached(
     was_cached : bool
         True when the cache answered and no forward pass ran.
     """
-    fp = split.fingerprint()
     if loaded.task != "multilabel" and len(split) and int(np.max(split.labels)) >= len(loaded.class_names):
         raise MedauditError(
             f"{dataset_spec}: labels go up to {int(np.max(split.labels))} but {loaded.path.name} has "
@@ -397,18 +403,42 @@ def predict_cached(
         )
     job = led_job()
     precision = inference_precision(job.ctx.device if job is not None else resolve_device(device), amp)
-    key = cache_key(loaded.sha256, fp, split_name, loaded.recipe.to_dict(), precision)
-    path = (cache_dir or default_cache_dir()) / f"{key}.npz"
     name = model_name or loaded.name
-    preds = _read_entry(path, precision) if use_cache else None
-    if preds is not None:
-        preds.model_name = name
-        return attach_metadata(preds, split, patient_column), True
-    preds = run_inference(loaded, split, split_name=split_name, split_fingerprint=fp, dataset_spec=dataset_spec,
-                          model_name=name, device=device, amp=amp, patient_column=patient_column, **kwargs)
+    # Decode once: a split never hashed before (a new folder) is hashed by the pass that predicts
+    # it, which a cached entry could then not have saved -- unless the folder was copied or moved,
+    # which is predicted again rather than hashed first (Split.fused_scan_plan).
+    plan = _fused_scan_plan(loaded, split, job, use_cache)
+    if plan is None:
+        fp = split.fingerprint()
+        path = _entry_path(cache_dir, loaded, fp, split_name, precision)
+        preds = _read_entry(path, precision) if use_cache else None
+        if preds is not None:
+            preds.model_name = name
+            return attach_metadata(preds, split, patient_column), True
+    preds = run_inference(loaded, split, split_name=split_name, split_fingerprint=None if plan else fp,
+                          dataset_spec=dataset_spec, model_name=name, device=device, amp=amp,
+                          patient_column=patient_column, scan_plan=plan, **kwargs)
+    if plan is not None:
+        split.complete_scan(plan)
+        fp = split.fingerprint()  # an image that could not be decoded fails here, named, before any write
+        preds.provenance["dataset_fingerprint"] = fp
+        path = _entry_path(cache_dir, loaded, fp, split_name, precision)
     # The entry is the inference result only: metadata (and its patient hashes) stays with the data.
     _write_entry(dataclasses.replace(preds, metadata=None, patient_column=None), path)
     return preds, False
+
+
+def _fused_scan_plan(loaded: Loaded, split, job, use_cache: bool):
+    """``split.fused_scan_plan()`` where the pass can hash as it predicts: one process, the full decode."""
+    fused = getattr(split, "fused_scan_plan", None)  # file splits (corrupted views fingerprint their base)
+    if fused is None or job is not None or loaded.recipe.jpeg_draft:
+        return None
+    return fused(cold_only=use_cache)
+
+
+def _entry_path(cache_dir: Path | None, loaded: Loaded, fingerprint: str, split_name: str, precision: str) -> Path:
+    key = cache_key(loaded.sha256, fingerprint, split_name, loaded.recipe.to_dict(), precision)
+    return (cache_dir or default_cache_dir()) / f"{key}.npz"
 
 
 # Ranks > 0 of a led job: the checkpoints they have loaded, by sha256 (a report asks for each model twice).

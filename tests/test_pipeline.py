@@ -128,3 +128,31 @@ def test_binary_or_fifo_notes_are_one_line_errors(tmp_path, checkpoint):
         with pytest.raises(MedauditError, match=fragment) as exc:
             run_report(_opts([checkpoint], tmp_path / "no-such-data", tmp_path / "rep", notes_path=tmp_path / name))
         assert exc.value.param == "notes_path"
+
+
+def test_an_unreadable_train_image_fails_before_any_inference(tmp_path, checkpoint, monkeypatch):
+    """The evaluated and val splits are hashed by their passes; the others are decoded before the first one."""
+    data = make_demo_dataset(tmp_path / "data", n_train=2, n_val=2, n_test=2, size=16)
+    bad = sorted((data / "train").rglob("*.png"))[0]
+    bad.write_bytes(b"broken")
+
+    def no_inference(*a, **k):
+        raise AssertionError("inference ran before the train split was checked")
+
+    monkeypatch.setattr(pipeline, "predict_cached", no_inference)
+    with pytest.raises(MedauditError, match=bad.name):
+        run_report(_opts([checkpoint], data, tmp_path / "rep"))
+    assert not (tmp_path / "rep").exists()
+
+
+def test_a_report_on_a_new_folder_decodes_each_image_once(tmp_path, checkpoint, monkeypatch):
+    import medaudit.data.base as base
+
+    data = make_demo_dataset(tmp_path / "data", n_train=2, n_val=2, n_test=3, size=16)
+    calls = []
+    real = base.decode_image
+    monkeypatch.setattr(base, "decode_image", lambda path, **kw: calls.append(str(path)) or real(path, **kw))
+    snap, _ = run_report(_opts([checkpoint], data, tmp_path / "rep"))
+    files = sorted(str(p) for p in data.rglob("*.png"))
+    assert sorted(calls) == files  # train by its scan, val and test by their passes, each once
+    assert snap["dataset"]["fingerprint"] and snap["dataset"]["splits"]["test"]["n"] == 12

@@ -169,38 +169,53 @@ class Split:
         # earlier run are not decoded at all (the persistent hash cache); the others are decoded
         # by worker processes when there are many. Results stream in one image at a time, so
         # memory is the (N, 256) thumbnails and N hashes, never the pixels of a split.
+        return self._finish_scan(self._plan_scan())
+
+    def _plan_scan(self) -> ScanPlan:
+        """Stat every file against the persistent hash cache: a plan holding the hits, listing the misses."""
         tag = self._hash_cache_tag()
-        cache = HashCache.open(self.paths, split=self.name, tag=tag) if tag is not None else None
-        phashes = np.zeros(n, dtype=np.uint64)
-        thumbs = np.zeros((n, THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.uint8)
-        hashes: list[str] = [""] * n
-        sizes: Counter = Counter()
-        modes: Counter = Counter()
-        errors: list[str] = []
-        misses = []
-        for i in range(n):
-            if cache is not None and cache.lookup(i):
-                hashes[i] = cache.hex(i)
-                phashes[i], thumbs[i] = cache.phash[i], cache.thumbs[i]
-                sizes[tuple(int(v) for v in cache.size[i])] += 1
-                modes[str(cache.mode[i])] += 1
-            else:
-                misses.append(i)
-        for i, result in zip(misses, _scan_files(self, misses)):
-            if isinstance(result, str):
-                errors.append(result)
-                continue
-            hashes[i], phashes[i], thumb, size, original = result
-            thumbs[i] = thumb
-            sizes[size] += 1
-            modes[original] += 1
-            if cache is not None:
-                cache.store(i, hashes[i], int(phashes[i]), thumb, size, original)
-        if cache is not None:
-            cache.save()
-        self._scan = {"hashes": hashes, "phashes": phashes, "thumbs": thumbs, "sizes": sizes, "modes": modes,
-                      "errors": errors}
+        plan = ScanPlan(len(self), HashCache.open(self.paths, split=self.name, tag=tag) if tag is not None else None)
+        for i in range(len(self)):
+            if plan.cache is None or not plan.take_cached(i):
+                plan.misses.append(i)
+                plan.n_unknown += plan.cache is None or not plan.cache.knows(i)
+        return plan
+
+    def _finish_scan(self, plan: ScanPlan) -> dict:
+        """Decode the misses nobody recorded, write the hash cache, keep the scan."""
+        left = [i for i in plan.misses if not plan.done[i]]
+        for i, result in zip(left, _scan_files(self, left)):
+            plan.record(i, result)
+        if plan.cache is not None:
+            plan.cache.save()
+        self._scan = plan.result()
         return self._scan
+
+    def fused_scan_plan(self, *, cold_only: bool = True) -> ScanPlan | None:
+        """The scan to do inside a pass that decodes every file anyway (inference), or None.
+
+        Offered to a file-backed split not yet scanned whose hash cache misses some files;
+        with ``cold_only`` (a caller that would look the pass up in a cache), only when more
+        than half of the files were never hashed at their path (a new folder). Files that were
+        (changed, touched or just written: :mod:`medaudit.data.hashcache`) are hashed first:
+        that is cheap, and the fingerprint it gives may find the pass already cached. A copied
+        or moved folder is the case this gets wrong: it is predicted again, not looked up.
+        The pass records each miss's decode
+        (:meth:`ScanPlan.record`, :func:`scan_decoded`) and hands the plan back to
+        :meth:`complete_scan`, so the image is decoded once, not once to hash and again to predict.
+        When no plan is offered, a file split is scanned now (its files are stat'ed once either way).
+        """
+        if self.array is not None or self._scan is not None:
+            return None
+        plan = self._plan_scan()
+        if not plan.misses or (cold_only and 2 * plan.n_unknown <= len(self)):
+            self._finish_scan(plan)
+            return None
+        return plan
+
+    def complete_scan(self, plan: ScanPlan) -> None:
+        """Finish the scan from ``plan`` (misses a pass did not record are decoded now)."""
+        self._finish_scan(plan)
 
     def _hash_cache_tag(self) -> str | None:
         """Which decoder's results the persistent hash cache may hold for this split, or None (no cache).
@@ -266,6 +281,65 @@ class Split:
         )
 
 
+class ScanPlan:
+    """One split's scan in progress: hash-cache hits filled in, the misses to decode listed.
+
+    Rows are filled by :meth:`take_cached` (a hit) or :meth:`record` (a decode's result, from
+    the scan's own workers or from an inference pass that decoded the file anyway).
+    """
+
+    def __init__(self, n: int, cache: HashCache | None) -> None:
+        self.cache = cache
+        self.misses: list[int] = []
+        self.n_unknown = 0  # misses whose path the hash cache has never seen
+        self.done = np.zeros(n, dtype=bool)
+        self.hashes: list[str] = [""] * n
+        self.phashes = np.zeros(n, dtype=np.uint64)
+        self.thumbs = np.zeros((n, THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.uint8)
+        self.sizes: Counter = Counter()
+        self.modes: Counter = Counter()
+        self._errors: dict[int, str] = {}
+
+    def take_cached(self, i: int) -> bool:
+        """Fill row ``i`` from the hash cache; False when its entry is not trusted (a miss)."""
+        cache = self.cache
+        if not cache.lookup(i):
+            return False
+        self.hashes[i] = cache.hex(i)
+        self.phashes[i], self.thumbs[i] = cache.phash[i], cache.thumbs[i]
+        self.sizes[tuple(int(v) for v in cache.size[i])] += 1
+        self.modes[str(cache.mode[i])] += 1
+        self.done[i] = True
+        return True
+
+    def record(self, i: int, result) -> None:
+        """Row ``i`` from :func:`scan_decoded`'s result (or the decode error's message)."""
+        if self.done[i]:
+            return
+        self.done[i] = True
+        if isinstance(result, str):
+            self._errors[i] = result
+            return
+        self.hashes[i], self.phashes[i], thumb, size, original = result
+        self.thumbs[i] = thumb
+        self.sizes[size] += 1
+        self.modes[original] += 1
+        if self.cache is not None:
+            self.cache.store(i, self.hashes[i], int(self.phashes[i]), thumb, size, original)
+
+    def result(self) -> dict:
+        """The split's ``_scan`` dict (errors in sample order)."""
+        return {"hashes": self.hashes, "phashes": self.phashes, "thumbs": self.thumbs, "sizes": self.sizes,
+                "modes": self.modes, "errors": [self._errors[i] for i in sorted(self._errors)]}
+
+
+def scan_decoded(im: Image.Image, original: str) -> tuple[str, int, np.ndarray, tuple[int, int], str]:
+    """What the scan keeps of one decoded image: (pixel sha hex, pHash, thumbnail (256,) uint8, (w, h),
+    original mode)."""
+    ph, thumb = perceptual_signature(im)
+    return pixel_hash(im), ph, thumb.ravel(), im.size, original
+
+
 def scan_workers(n: int) -> int:
     """Worker processes for decoding ``n`` image files (scans here, DataLoaders in
     :func:`medaudit.models.preprocess.iter_batches`): none for a few hundred, else up to 4."""
@@ -293,8 +367,7 @@ def _scan_one(i: int, split: Split | None = None):
         im, original = split._decode(i)
     except MedauditError as exc:
         return str(exc)
-    ph, thumb = perceptual_signature(im)
-    return pixel_hash(im), ph, thumb.ravel(), im.size, original
+    return scan_decoded(im, original)
 
 
 def _scan_files(split: Split, indices: list[int], workers: int | None = None):

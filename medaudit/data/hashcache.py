@@ -123,6 +123,7 @@ class HashCache:
         self.paths = [str(p) for p in paths]
         self._meta = meta
         self._index: dict[str, int] = {}
+        self._known: frozenset[str] = frozenset()
         self._old: dict[str, np.ndarray] | None = None
         n = len(self.paths)
         self._stats: list[tuple[int, int, int, int] | None] = [None] * n
@@ -175,6 +176,7 @@ class HashCache:
                           "rewriting it", MedauditWarning, stacklevel=4)
             return
         self._old = arrays
+        self._known = frozenset(arrays["paths"].tolist())
         written = int(json.loads(bytes(arrays["meta"]).decode())["written_ns"])
         stat = arrays["stat"]
         trusted = stat[:, 1] < written - RACY_NS  # mtime older than the write by more than a tick
@@ -193,6 +195,10 @@ class HashCache:
         self.filled[i] = True
         self.n_hits += 1
         return True
+
+    def knows(self, i: int) -> bool:
+        """Whether the cache holds an entry for file ``i``'s path at all, trusted or not (racy, changed)."""
+        return self.paths[i] in self._known
 
     def store(self, i: int, sha_hex: str, phash: int, thumb: np.ndarray, size: tuple[int, int], mode: str) -> None:
         """Record the scan of file ``i`` (decoded after :meth:`lookup` stat'ed it)."""

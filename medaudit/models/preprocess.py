@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from medaudit.data.base import scan_workers
+from medaudit.data.base import scan_decoded, scan_workers
 from medaudit.errors import MedauditError
 from medaudit.models.recipe_options import (
     DEFAULT_RESIZE_BACKEND,
@@ -314,14 +314,22 @@ def _to_float(arr: np.ndarray) -> torch.Tensor:
     return x.float().div_(255.0)
 
 
-def split_tensor_dataset(split, recipe: Recipe):
-    """A torch Dataset over a data split yielding ``(x, y, index)`` with the recipe applied."""
+def split_tensor_dataset(split, recipe: Recipe, scan_rows: np.ndarray | None = None):
+    """A torch Dataset over a data split yielding ``(x, y, index)`` with the recipe applied.
+
+    ``scan_rows`` (bool, one per sample; file splits only): the samples whose scan results
+    (:func:`medaudit.data.base.scan_decoded`) are wanted from this same decode; items are then
+    ``(x, y, index, scan)``, with ``scan`` None for the others and the error's message for a
+    file that cannot be decoded (whose ``x`` is zeros: the pass goes on, the scan reports it).
+    """
 
     class _SplitDataset(torch.utils.data.Dataset):
         def __len__(self) -> int:
             return len(split)
 
         def __getitem__(self, i: int):
+            if scan_rows is not None:
+                return self._with_scan(i)
             if split.array is not None:
                 x = recipe.batch_from_array(split.array[i : i + 1])[0]
             elif recipe.jpeg_draft:  # the split's own decoder applies it (JPEG files only)
@@ -330,15 +338,36 @@ def split_tensor_dataset(split, recipe: Recipe):
                 x = recipe.transform_pil(split.load_image(i))
             return x, torch.as_tensor(split.labels[i]), i
 
+        def _with_scan(self, i: int):
+            if not scan_rows[i]:
+                return recipe.transform_pil(split.load_image(i)), torch.as_tensor(split.labels[i]), i, None
+            try:
+                im, original = split._decode(i)  # what load_image returns, with the file's own mode
+            except MedauditError as exc:
+                x = torch.zeros(recipe.in_chans, recipe.img_size, recipe.img_size)
+                return x, torch.as_tensor(split.labels[i]), i, str(exc)
+            return recipe.transform_pil(im), torch.as_tensor(split.labels[i]), i, scan_decoded(im, original)
+
     return _SplitDataset()
 
 
-def iter_batches(split, recipe: Recipe, batch_size: int, *, indices=None, num_workers: int | None = None):
+def _collate_with_scan(items):
+    xs, ys, idx, scans = zip(*items)
+    return torch.stack(xs), torch.stack(ys), torch.as_tensor(idx), list(scans)
+
+
+def iter_batches(split, recipe: Recipe, batch_size: int, *, indices=None, num_workers: int | None = None,
+                 scan=None):
     """Yield ``(x, y, idx)`` batches in order.
 
     In-memory (npz) splits are converted a whole batch at a time from the uint8 array
     (no per-sample Python work, no float copy of the dataset); image folders stream
     from disk through a DataLoader with worker processes.
+
+    ``scan``: a :class:`medaudit.data.base.ScanPlan` of this (file) split; each of its misses
+    is hashed from the decode that feeds the model and recorded in it before its batch is
+    yielded (decode once, :meth:`medaudit.data.base.Split.fused_scan_plan`). Needs the
+    recipe's full decode (not ``jpeg_draft``), since the hashes are of the full image.
     """
 
     idx_all = np.arange(len(split)) if indices is None else np.asarray(indices)
@@ -350,6 +379,19 @@ def iter_batches(split, recipe: Recipe, batch_size: int, *, indices=None, num_wo
         return
     if num_workers is None:
         num_workers = scan_workers(len(idx_all))
-    ds = torch.utils.data.Subset(split_tensor_dataset(split, recipe), idx_all.tolist())
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    yield from loader
+    if scan is None:
+        ds = torch.utils.data.Subset(split_tensor_dataset(split, recipe), idx_all.tolist())
+        yield from torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        return
+    if recipe.jpeg_draft:
+        raise ValueError("a fused scan needs the full decode; this recipe drafts JPEGs")
+    rows = np.zeros(len(split), dtype=bool)
+    rows[scan.misses] = True
+    ds = torch.utils.data.Subset(split_tensor_dataset(split, recipe, rows), idx_all.tolist())
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         collate_fn=_collate_with_scan)
+    for x, y, idx, results in loader:
+        for i, result in zip(idx.tolist(), results):
+            if result is not None:
+                scan.record(i, result)
+        yield x, y, idx
