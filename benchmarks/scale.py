@@ -7,8 +7,8 @@ process (wall time; CPU time and peak RSS from ``os.wait4``'s rusage of that pro
 parent imports only numpy and Pillow, whose ~40 MB a forked child starts with and so counts):
 
 * ``cold``   ``medaudit report --no-bench --no-cam --format json --bootstrap 200`` with an empty
-  cache folder (``MEDAUDIT_CACHE``): every split decoded and hashed, test and val (calibration)
-  decoded again for inference;
+  cache folder (``MEDAUDIT_CACHE``): train decoded and hashed, test and val (calibration) hashed
+  from the decode their inference pass makes (each image decoded once);
 * ``warm``   the same command again: predictions cached, image hashes cached (nothing decoded);
 * ``bare``   a plain batched loop over the same test and val images (``Image.open`` →
   torchvision transform → ``DataLoader`` with medaudit's worker count → ``model`` under
