@@ -14,7 +14,7 @@ import shutil
 import socket
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from medaudit.errors import MedauditError
@@ -245,3 +245,21 @@ def created_dir(path: str | os.PathLike) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only succeeds when empty
         raise
+
+
+def code_digest(modules: Sequence[str], distributions: Sequence[str] = ()) -> str:
+    """sha256 hex of the source bytes of ``modules`` and the installed versions of ``distributions``.
+
+    What a cache of computed results keys on for "the code that computed them" (figures, model
+    facts): any edit to one of those modules, or another version of a library, is another key.
+    """
+    import importlib.metadata
+    import importlib.util
+
+    h = hashlib.sha256()
+    for name in modules:
+        origin = importlib.util.find_spec(name).origin
+        h.update(name.encode() + b"\0" + Path(origin).read_bytes() + b"\0")
+    for dist in distributions:
+        h.update(f"{dist}={importlib.metadata.version(dist)}\0".encode())
+    return h.hexdigest()

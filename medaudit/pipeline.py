@@ -25,7 +25,7 @@ import torch
 
 from medaudit import __version__
 from medaudit.audit import AuditSettings, ModelResult, assemble_snapshot, resolve_groups, resolve_negative_classes
-from medaudit.bench import benchmark_models, count_flops
+from medaudit.bench import benchmark_models
 from medaudit.checklists import check_names as check_checklists
 from medaudit.clinical import recalibrated_variant
 from medaudit.cohorts import check_not_inside, load_cohorts, parse_external, run_external
@@ -35,7 +35,7 @@ from medaudit.distributed import led_job
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.fileio import require_regular_file, staging_dir
 from medaudit.models.checkpoint import Loaded, load_checkpoint
-from medaudit.models.factory import model_summary
+from medaudit.models.facts import model_facts
 from medaudit.naming import file_stems, model_names
 from medaudit.phi import load_salt, salt_id
 from medaudit.predict import check_classes_match, predict_cached
@@ -302,7 +302,8 @@ def _load_inputs(opts: ReportOptions, names: list[str]) -> _Inputs:
     dataset = load_dataset(opts.data_spec, classes=opts.classes, patient_col=opts.patient_col)
     split = dataset.split(opts.settings.split)  # an unknown split fails before the checkpoints are read
     _check_subgroups(opts, dataset, split)
-    loaded = [load_checkpoint(p) for p in opts.checkpoints]
+    # Built on first use: a report whose passes are all cached needs no model (nor timm).
+    loaded = [load_checkpoint(p, lazy=True) for p in opts.checkpoints]
     for ld in loaded:
         check_classes_match(ld, dataset.class_names)
     negatives, _ = resolve_negative_classes(dataset.class_names, dataset.task, opts.settings)
@@ -332,6 +333,7 @@ def _predict_models(opts: ReportOptions, inputs: _Inputs, staging: Path,
     pass ran for ``run.predictions``, ``{name in the report: staged file}``).
     """
     ds, split, split_name = inputs.dataset, inputs.split, opts.settings.split
+    facts_cache = cache_root() / "models" if opts.use_cache else None
     results: list[ModelResult] = []
     inference: dict[str, dict] = {}
     extra_files: dict[str, Path] = {}
@@ -363,7 +365,7 @@ def _predict_models(opts: ReportOptions, inputs: _Inputs, staging: Path,
         # How the pass ran (device, time, cache hit) is a measurement: it goes into `run`.
         inference[name] = {"device": preds.provenance.get("device"), "wall_s": preds.provenance.get("wall_s"),
                            "cached": cached}
-        results.append(ModelResult(preds=preds, val_preds=val_preds, checkpoint=checkpoint_block(ld),
+        results.append(ModelResult(preds=preds, val_preds=val_preds, checkpoint=checkpoint_block(ld, facts_cache),
                                    prediction_info=info))
     return results, inference, extra_files
 
@@ -498,13 +500,15 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     timings[key] = time.perf_counter() - start
 
 
-def checkpoint_block(loaded: Loaded) -> dict:
+def checkpoint_block(loaded: Loaded, facts_cache: Path | None = None) -> dict:
     """Facts about a checkpoint for the snapshot (architecture table, training curves).
 
     Parameters
     ----------
     loaded : Loaded
         A checkpoint from :func:`medaudit.models.checkpoint.load_checkpoint`; its model is not changed.
+    facts_cache : Path, optional
+        Where the architecture facts are kept between runs (:func:`medaudit.models.facts.model_facts`).
 
     Returns
     -------
@@ -513,13 +517,12 @@ def checkpoint_block(loaded: Loaded) -> dict:
         family, input recipe, parameter and FLOP counts (one image), and the training record.
     """
     r = loaded.recipe
-    summary = model_summary(loaded.model, loaded.arch)
-    flops = count_flops(loaded.model, (1, r.in_chans, r.img_size, r.img_size))
+    facts = model_facts(loaded, facts_cache)
     return {
         "path": str(loaded.path),
         "sha256": loaded.sha256,
         "arch": loaded.arch,
-        "family": summary["family"],
+        "family": facts["family"],
         "num_classes": len(loaded.class_names),
         "img_size": r.img_size,
         "in_chans": r.in_chans,
@@ -527,11 +530,11 @@ def checkpoint_block(loaded: Loaded) -> dict:
         "std": list(r.std),
         "resize": r.resize,
         "interpolation": r.interpolation,
-        "params": summary["params"],
-        "flops": flops["flops"],
-        "macs": flops["macs"],
-        "patch_size": summary["patch_size"],
-        "depth": summary["depth"],
+        "params": facts["params"],
+        "flops": facts["flops"],
+        "macs": facts["macs"],
+        "patch_size": facts["patch_size"],
+        "depth": facts["depth"],
         "selected_on": loaded.meta.get("selected_on", "unknown"),
         "training": _training_record(loaded.meta.get("training")),
         "history": loaded.meta.get("history"),

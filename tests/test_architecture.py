@@ -556,3 +556,17 @@ def test_the_scanner_exempts_the_cli_layer_only(planted):
         "fixpkg/typed.py:9: fixpkg.typed imports click"
     ]
     assert forbidden_reach(planted, ["fixpkg"], ["click"], transitive=False, exempt=["fixpkg.typed"]) == []
+
+
+def test_loading_a_checkpoint_lazily_leaves_timm_and_torchvision_unimported(tiny_checkpoint):
+    """A report over cached predictions builds no model: timm (with torchvision, torch._dynamo) costs ~2 s."""
+    result = _run_python(
+        "import json, sys\n"
+        "import medaudit.pipeline\n"
+        "from medaudit.models.checkpoint import load_checkpoint\n"
+        f"ld = load_checkpoint({str(tiny_checkpoint)!r}, lazy=True)\n"
+        "before = sorted(m for m in ('timm', 'torchvision') if m in sys.modules)\n"
+        "ld.model\n"
+        "print(json.dumps({'before': before, 'after': sorted(m for m in ('timm',) if m in sys.modules)}))\n"
+    )
+    assert result == {"before": [], "after": ["timm"]}, result

@@ -54,7 +54,7 @@ def _predict(model_path, data_spec, split, output, csv_path, device, batch_size,
         check_output_file(csv_path, inputs=inputs, param="csv_path")
         if Path(csv_path).absolute() == Path(out).absolute():
             raise MedauditError(f"{csv_path}: is also the predictions file; give --csv another name", param="csv_path")
-    loaded = load_checkpoint(model_path)
+    loaded = load_checkpoint(model_path, lazy=True)  # a cached pass needs no model
     ds = load_dataset(data_spec, classes=classes.split(",") if classes else None)
     check_classes_match(loaded, ds.class_names)
     preds, cached = predict_cached(

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy import ndimage
-from torchvision.transforms.v2 import functional as TF
 
 from medaudit.errors import MedauditError
 
@@ -101,6 +100,8 @@ def _gaussian_blur(x, sigma224, rng):
     radius = min(int(math.ceil(3 * sigma)), int(_side(x)) - 1)
     if radius < 1:
         return x
+    from torchvision.transforms.v2 import functional as TF  # torchvision loads in ~2 s: only when corrupting
+
     return _hwc(TF.gaussian_blur(_chw(x), kernel_size=[2 * radius + 1] * 2, sigma=[sigma, sigma]))
 
 
@@ -164,6 +165,8 @@ def _bias_field(x, strength, rng):
 
 def _rotation(x, degrees, rng):
     sign = 1.0 if rng.random() < 0.5 else -1.0
+    from torchvision.transforms.v2 import functional as TF
+
     return _hwc(TF.rotate(_chw(x), sign * degrees, interpolation=TF.InterpolationMode.BILINEAR, fill=0.0))
 
 

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +147,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, **meta: Any) -> Path:
 
 @dataclass
 class Loaded:
-    """A model rebuilt from a checkpoint, in eval mode, with its config."""
+    """A checkpoint's config and its model, rebuilt in eval mode (on first use of :attr:`model`
+    when loaded with ``lazy=True``)."""
 
-    model: nn.Module
     arch: str
     class_names: list[str]
     task: str
@@ -156,6 +157,15 @@ class Loaded:
     meta: dict
     sha256: str
     path: Path
+    _model: nn.Module | None = field(default=None, repr=False)
+    _build: Callable[[], nn.Module] | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> nn.Module:
+        """The model; built now if it was not yet (a mismatched state_dict raises MedauditError here)."""
+        if self._model is None:
+            self._model, self._build = self._build(), None  # the closure held the state_dict: let it go
+        return self._model
 
     @property
     def name(self) -> str:
@@ -186,7 +196,7 @@ def _read_meta_and_state(path: Path, map_location: str) -> tuple[dict, dict]:
     return obj, state
 
 
-def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Loaded:
+def load_checkpoint(path: str | Path, *, map_location: str = "cpu", lazy: bool = False) -> Loaded:
     """Load a medaudit checkpoint and rebuild its model (eval mode).
 
     Refuses pickles needing arbitrary globals, a head whose width differs from the class
@@ -198,6 +208,11 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Loaded:
         A ``.pt`` checkpoint, or a ``.safetensors`` file with its ``.json`` sidecar.
     map_location : str
         Device the tensors are read onto; the model itself is built on the CPU.
+    lazy : bool
+        Read and check the file and its metadata now, build the model (importing timm, ~2 s) on
+        the first use of ``Loaded.model``, so the last three refusals above come from there. For
+        commands whose predictions may all be cached (``report``, ``predict``): a cached pass
+        was made by a model built from these very bytes.
 
     Returns
     -------
@@ -223,16 +238,17 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Loaded:
     check_task(task, str(path))
     if meta.get("num_classes", len(class_names)) != len(class_names):
         raise MedauditError(f"{path}: num_classes {meta['num_classes']} ≠ {len(class_names)} class names")
-    model = create_model(
-        arch,
-        len(class_names),
-        in_chans=recipe.in_chans,
-        img_size=recipe.img_size,
-        small_stem=meta.get("small_stem"),
-    )
-    load_state_strict(model, state, source=path, n_classes=len(class_names))
-    model.eval()
-    return Loaded(model, arch, class_names, task, recipe, meta, file_sha256(path), path)
+
+    def build() -> nn.Module:
+        model = create_model(arch, len(class_names), in_chans=recipe.in_chans, img_size=recipe.img_size,
+                             small_stem=meta.get("small_stem"))
+        load_state_strict(model, state, source=path, n_classes=len(class_names))
+        return model.eval()
+
+    loaded = Loaded(arch, class_names, task, recipe, meta, file_sha256(path), path, _build=build)
+    if not lazy:
+        loaded.model  # noqa: B018  (built now: every refusal comes from load_checkpoint)
+    return loaded
 
 
 def _check_convert_output(weights: str | Path, out: str | Path) -> Path:

@@ -6,6 +6,10 @@ never a silent random init when pretrained weights were asked for.
 
 Weight files are read by :mod:`medaudit.models.weights`; how a model runs (its family,
 channels-last) is :mod:`medaudit.models.runtime`'s.
+
+timm (and through it torchvision and ``torch._dynamo``, ~2 s) is imported by the functions that
+build or name models, not with this module: a report whose predictions are all cached never
+builds a model (:func:`medaudit.models.checkpoint.load_checkpoint` with ``lazy=True``).
 """
 
 from __future__ import annotations
@@ -18,10 +22,6 @@ import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import timm
-import torchvision
-from huggingface_hub import constants as hub_constants
-from timm.models import _registry as timm_registry
 from torch import nn
 
 from medaudit.errors import MedauditError, MedauditWarning
@@ -35,6 +35,9 @@ _TRANSFORMER_MODULES = ("vision_transformer", "deit", "beit", "eva", "swin", "vi
 
 
 def _suggest(arch: str) -> str:
+    import timm
+    import torchvision
+
     names = timm.list_models() + [TV_PREFIX + n for n in torchvision.models.list_models(torchvision.models)]
     close = difflib.get_close_matches(arch, names, n=5, cutoff=0.6)
     return f" Did you mean: {', '.join(close)}?" if close else " See `timm.list_models()` for the names."
@@ -44,6 +47,8 @@ def is_transformer_arch(arch: str) -> bool:
     """True for ViT-like architectures (token models with a patch embedding)."""
     if arch.startswith(TV_PREFIX):
         return arch[len(TV_PREFIX) :].startswith(("vit_", "swin_", "maxvit"))
+    from timm.models import _registry as timm_registry
+
     module = timm_registry._model_to_module.get(timm_registry.get_arch_name(arch), "")
     return any(key in module for key in _TRANSFORMER_MODULES)
 
@@ -113,6 +118,8 @@ def create_model(
 
 
 def _create_timm(arch: str, num_classes: int, in_chans: int, img_size: int, pretrained: bool) -> nn.Module:
+    import timm
+
     if not timm.is_model(arch):
         raise MedauditError(f"unknown model architecture '{arch}'.{_suggest(arch)}")
     kwargs: dict = {"num_classes": num_classes, "in_chans": in_chans}
@@ -145,6 +152,8 @@ def _hub_offline_when_unreachable(pretrained: bool, timeout: float = 3.0):
     if not pretrained:
         yield
         return
+    from huggingface_hub import constants as hub_constants
+
     proxies = urllib.request.getproxies()
     if hub_constants.HF_HUB_OFFLINE or proxies.get("https") or proxies.get("all"):
         yield
@@ -165,6 +174,8 @@ def _hub_offline_when_unreachable(pretrained: bool, timeout: float = 3.0):
 
 
 def _create_torchvision(name: str, num_classes: int, in_chans: int, img_size: int, pretrained: bool) -> nn.Module:
+    import torchvision
+
     available = torchvision.models.list_models(torchvision.models)
     if name not in available:
         raise MedauditError(f"unknown torchvision architecture 'tv:{name}'.{_suggest(TV_PREFIX + name)}")

@@ -21,14 +21,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import warnings
 from pathlib import Path
 
 from medaudit.errors import MedauditWarning
-from medaudit.fileio import atomic_path
+from medaudit.fileio import atomic_path, code_digest
 
 # The modules whose code decides what a figure looks like (plots.py and what it draws with).
 DRAWING_MODULES = ("medaudit.report.plots", "medaudit.report.format", "medaudit.report.robustness_context",
@@ -43,19 +41,10 @@ def figure_inputs(snapshot: dict) -> dict:
     return {k: v for k, v in snapshot.items() if k not in NOT_FIGURE_INPUTS}
 
 
-def _code_fingerprint() -> str:
-    h = hashlib.sha256()
-    for name in DRAWING_MODULES:
-        origin = importlib.util.find_spec(name).origin
-        h.update(name.encode() + b"\0" + Path(origin).read_bytes() + b"\0")
-    for dist in ("matplotlib", "numpy"):
-        h.update(f"{dist}={importlib.metadata.version(dist)}\0".encode())
-    return h.hexdigest()
-
-
 def figure_key(inputs: dict, dpi: int) -> str:
     """sha256 of the figures' inputs (:func:`figure_inputs`), the drawing code and ``dpi``."""
-    h = hashlib.sha256(f"medaudit-figures/{FORMAT}/dpi={dpi}/{_code_fingerprint()}\0".encode())
+    code = code_digest(DRAWING_MODULES, ("matplotlib", "numpy"))
+    h = hashlib.sha256(f"medaudit-figures/{FORMAT}/dpi={dpi}/{code}\0".encode())
     h.update(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()
 
