@@ -36,7 +36,7 @@ def test_timm_features_are_the_pre_logits(tiny_checkpoint, array_split):
 def test_torchvision_features_are_the_head_input(tiny_checkpoint, array_split):
     torch.manual_seed(1)
     model = create_model("tv:resnet18", 3, in_chans=3, img_size=16)
-    ld = dataclasses.replace(load_checkpoint(tiny_checkpoint), model=model,
+    ld = dataclasses.replace(load_checkpoint(tiny_checkpoint), _model=model,
                              recipe=Recipe(img_size=16, in_chans=3, mean=(0.5,) * 3, std=(0.25,) * 3))
     assert classifier_head(model) is model.fc
     feats = compute_features(ld, array_split, np.arange(6), device="cpu")
