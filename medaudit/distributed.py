@@ -667,6 +667,8 @@ def lead(fn, *args: Any, device: str = "auto", environ: Mapping[str, str] | None
             if not ctx.is_main:
                 # Import the model zoo (timm, torchvision: seconds) now, while rank 0 reads its inputs,
                 # not at its first request, when rank 0 already waits at the gather for this rank.
+                import timm  # noqa: F401
+
                 import medaudit.models.checkpoint  # noqa: F401
 
                 with warnings.catch_warnings():  # rank 0 speaks for the job

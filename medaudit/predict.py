@@ -287,6 +287,7 @@ def run_inference(
     if job is not None and scan_plan is not None:
         raise ValueError("a fused scan runs in one process; under torchrun the split is scanned first")
     if job is not None and job.ctx.is_main:  # the other ranks run the same pass on their shards
+        loaded.model  # noqa: B018  (a lazy checkpoint is built, and refused, before the other ranks are asked)
         job.request(_serve_pass, {"path": str(loaded.path), "sha256": loaded.sha256}, split,
                     dict(split_name=split_name, split_fingerprint=split_fingerprint, dataset_spec=dataset_spec,
                          model_name=model_name, batch_size=batch_size, amp=amp, sample_ids=sample_ids))

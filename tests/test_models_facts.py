@@ -54,7 +54,8 @@ def test_the_key_names_the_checkpoint_and_the_input_size(tiny_checkpoint, tmp_pa
     loaded = load_checkpoint(tiny_checkpoint, lazy=True)
     bigger = dataclasses.replace(loaded, recipe=dataclasses.replace(loaded.recipe, img_size=32))
     other = dataclasses.replace(loaded, sha256="f" * 64)
-    assert len({facts_key(loaded), facts_key(bigger), facts_key(other)}) == 3
+    renamed = dataclasses.replace(loaded, arch="resnet34")  # a .safetensors sidecar edited, same weights file
+    assert len({facts_key(loaded), facts_key(bigger), facts_key(other), facts_key(renamed)}) == 4
 
 
 def test_a_lazy_checkpoint_reports_a_mismatched_state_on_first_use(tiny_checkpoint, tmp_path):

@@ -54,6 +54,20 @@ def _split(root):
     return load_dataset(str(root)).split("test")
 
 
+@pytest.fixture
+def plans(monkeypatch):
+    """The scan plan each inference pass was given (None: the split was scanned first)."""
+    seen = []
+    real = predict_mod.run_inference
+
+    def spy(*args, scan_plan=None, **kw):
+        seen.append(scan_plan)
+        return real(*args, scan_plan=scan_plan, **kw)
+
+    monkeypatch.setattr(predict_mod, "run_inference", spy)
+    return seen
+
+
 def test_a_new_folder_is_decoded_once_and_scans_as_a_separate_pass_would(tmp_path, tiny_checkpoint, decodes):
     root = _folder(tmp_path / "data")
     loaded = load_checkpoint(tiny_checkpoint)
@@ -72,11 +86,12 @@ def test_a_new_folder_is_decoded_once_and_scans_as_a_separate_pass_would(tmp_pat
     assert preds.provenance["dataset_fingerprint"] == fresh.fingerprint()
 
 
-def test_the_fused_pass_predicts_what_a_scan_first_pass_predicts(tmp_path, tiny_checkpoint, monkeypatch):
+def test_the_fused_pass_predicts_what_a_scan_first_pass_predicts(tmp_path, tiny_checkpoint, monkeypatch, plans):
     root = _folder(tmp_path / "data")
     loaded = load_checkpoint(tiny_checkpoint)
     fused, _ = predict_cached(loaded, _split(root), split_name="test", dataset_spec=str(root), device="cpu",
                               use_cache=False)
+    assert plans[0] is not None, "the first pass over a new folder hashes as it predicts"
     monkeypatch.setattr(base.Split, "fused_scan_plan", lambda self, **kw: self._ensure_scan() and None)
     with rehash():
         plain, _ = predict_cached(loaded, _split(root), split_name="test", dataset_spec=str(root), device="cpu",
@@ -109,30 +124,60 @@ def test_touched_files_are_hashed_first_and_the_cached_pass_is_found(tmp_path, t
     assert sorted(decodes) == sorted(str(p) for p in again.paths)  # a scan's decode, no inference decode
 
 
-def test_an_unreadable_image_fails_after_the_pass_named_and_nothing_is_cached(tmp_path, tiny_checkpoint):
+def test_an_unreadable_image_fails_after_the_pass_named_and_nothing_is_cached(tmp_path, tiny_checkpoint, plans):
     root = _folder(tmp_path / "data")
     (root / "test" / "b" / "2.png").write_bytes(b"not a png")
     (root / "test" / "c" / "0.png").write_bytes(b"not a png either")
     loaded = load_checkpoint(tiny_checkpoint)
     with pytest.raises(MedauditError, match=r"2\.png.*\(and 1 more unreadable images in split 'test'\)"):
         predict_cached(loaded, _split(root), split_name="test", dataset_spec=str(root), device="cpu")
+    assert len(plans) == 1 and plans[0] is not None  # found by the pass, not by a scan before it
     assert not list((tmp_path / "cache" / "predictions").glob("*.npz"))
 
 
-def test_no_fused_scan_where_the_pass_would_not_decode_the_full_image(tmp_path, tiny_checkpoint, monkeypatch):
+def test_no_fused_scan_where_the_pass_would_not_decode_the_full_image(tmp_path, tiny_checkpoint, plans):
     root = _folder(tmp_path / "data")
     loaded = load_checkpoint(tiny_checkpoint)
-    seen = []
-    real = predict_mod.run_inference
-
-    def spy(*args, scan_plan=None, **kw):
-        seen.append(scan_plan)
-        return real(*args, scan_plan=scan_plan, **kw)
-
-    monkeypatch.setattr(predict_mod, "run_inference", spy)
     loaded.recipe = Recipe(**{**loaded.recipe.to_dict(), "jpeg_draft": True})  # drafted pixels hash differently
     predict_cached(loaded, _split(root), split_name="test", dataset_spec=str(root), device="cpu")
-    assert seen == [None]
+    assert plans == [None]
+
+
+def test_rehash_distrusts_the_hashes_not_the_predictions(tmp_path, tiny_checkpoint, plans, decodes):
+    root = _folder(tmp_path / "data")
+    loaded = load_checkpoint(tiny_checkpoint)
+    predict_cached(loaded, _split(root), split_name="test", dataset_spec=str(root), device="cpu")
+    decodes.clear()
+    with rehash():
+        split = _split(root)
+        _, cached = predict_cached(loaded, split, split_name="test", dataset_spec=str(root), device="cpu")
+    assert cached and plans == [plans[0]]  # the folder is known: hashed again first, and the pass was found
+    assert sorted(decodes) == sorted(str(p) for p in split.paths)
+
+
+def test_hashing_a_sample_of_the_split_keeps_the_rest_of_its_cache(tmp_path, tiny_checkpoint, plans):
+    """A robustness sweep hashes a subset under the split's own name: the others must stay known and trusted."""
+    root = _folder(tmp_path / "data")
+    loaded = load_checkpoint(tiny_checkpoint)
+    predict_cached(loaded, _split(root), split_name="test", dataset_spec=str(root), device="cpu")
+    sample = _split(root)
+    sample.subset(range(5), name=sample.name).content_hashes()
+    again = _split(root)
+    plan = again._plan_scan()
+    assert plan.misses == [] and plan.n_unknown == 0
+    _, cached = predict_cached(loaded, _split(root), split_name="test", dataset_spec=str(root), device="cpu")
+    assert cached
+
+
+def test_a_split_without_a_hash_cache_is_scanned_first_and_finds_its_pass(tmp_path, tiny_checkpoint, plans,
+                                                                          monkeypatch):
+    """DICOM splits have no persistent hash cache: every run scans, so the cached pass must still be found."""
+    root = _folder(tmp_path / "data")
+    loaded = load_checkpoint(tiny_checkpoint)
+    monkeypatch.setattr(base.Split, "_hash_cache_tag", lambda self: None)
+    first = predict_cached(loaded, _split(root), split_name="test", dataset_spec=str(root), device="cpu")
+    second = predict_cached(loaded, _split(root), split_name="test", dataset_spec=str(root), device="cpu")
+    assert plans == [None] and [first[1], second[1]] == [False, True]
 
 
 def test_fused_scan_through_dataloader_workers(tmp_path):

@@ -178,7 +178,8 @@ class Split:
         for i in range(len(self)):
             if plan.cache is None or not plan.take_cached(i):
                 plan.misses.append(i)
-                plan.n_unknown += plan.cache is None or not plan.cache.knows(i)
+                # Without a hash cache (DICOM) every run must scan anyway: scanning first may find the pass cached.
+                plan.n_unknown += plan.cache is not None and not plan.cache.knows(i)
         return plan
 
     def _finish_scan(self, plan: ScanPlan) -> dict:

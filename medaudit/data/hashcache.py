@@ -156,11 +156,12 @@ class HashCache:
         folder = os.path.commonpath(abspaths) if abspaths else ""
         name = hashlib.sha256(json.dumps([split, folder, meta], sort_keys=True).encode()).hexdigest()[:32]
         cache = cls((directory or default_hash_cache_dir()) / f"{name}.npz", abspaths, meta)
-        if not rehash_requested():
-            cache._read()
+        cache._read(trust=not rehash_requested())
         return cache
 
-    def _read(self) -> None:
+    def _read(self, trust: bool = True) -> None:
+        """Read the file. Its paths are :meth:`knows`'s even when its entries are not trusted (``--rehash``,
+        another decoder or Pillow): they say the folder was hashed here before."""
         if self.file is None or not self.file.is_file():
             return
         try:
@@ -168,15 +169,17 @@ class HashCache:
                 arrays = {k: z[k] for k in z.files}
             problem = _validate(arrays, self._meta)
         except Exception as exc:  # any damage: a zip/npy error, a member of the wrong kind
-            problem = f"cannot be read ({type(exc).__name__}: {exc})"
-        if problem == "stale":
+            arrays, problem = {}, f"cannot be read ({type(exc).__name__}: {exc})"
+        paths = arrays.get("paths")
+        if problem in (None, "stale") and isinstance(paths, np.ndarray) and paths.ndim == 1 and paths.dtype.kind == "U":
+            self._known = frozenset(paths.tolist())
+        if problem == "stale" or not trust:
             return
         if problem:
             warnings.warn(f"image hash cache {self.file} is unusable ({problem}); decoding the images again and "
                           "rewriting it", MedauditWarning, stacklevel=4)
             return
         self._old = arrays
-        self._known = frozenset(arrays["paths"].tolist())
         written = int(json.loads(bytes(arrays["meta"]).decode())["written_ns"])
         stat = arrays["stat"]
         trusted = stat[:, 1] < written - RACY_NS  # mtime older than the write by more than a tick
@@ -217,14 +220,22 @@ class HashCache:
         return self.sha[i].tobytes().hex()
 
     def save(self) -> None:
-        """Write the filled rows (atomically) unless every file was a hit; a write failure only warns."""
-        if self.file is None or (self.n_hits == len(self.paths) and self._old is not None
-                                 and len(self._old["paths"]) == len(self.paths)):
+        """Write the filled rows (atomically) unless every file was a hit; a write failure only warns.
+
+        Trusted entries of files outside this view (a subset of the split: a robustness sweep's
+        sample) are kept, so hashing part of a folder does not make the rest unknown again.
+        """
+        if self.file is None or (self.n_hits == len(self.paths) and self._old is not None):
             return
         f = self.filled
         arrays = {"paths": np.asarray(self.paths, dtype=str)[f] if f.any() else np.zeros(0, dtype="<U1"),
                   "stat": self.stat[f], "sha": self.sha[f], "phash": self.phash[f], "thumbs": self.thumbs[f],
                   "size": self.size[f], "mode": self.mode[f]}
+        if self._old is not None:
+            own = set(self.paths)
+            others = np.asarray(sorted(k for p, k in self._index.items() if p not in own), dtype=np.int64)
+            if len(others):  # trusted at read, so still older than this write by more than a tick
+                arrays = {k: np.concatenate([v, self._old[k][others]]) for k, v in arrays.items()}
         meta = dict(self._meta, written_ns=time.time_ns(), n=int(f.sum()))
         arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
         arrays["checksum"] = np.frombuffer(_checksum(arrays).encode(), dtype=np.uint8)

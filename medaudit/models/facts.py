@@ -1,7 +1,7 @@
 """Architecture facts of a checkpoint's model for the report, kept between runs.
 
 Family, parameter count, depth, patch size and FLOPs/MACs per image are a pure function of the
-checkpoint's bytes (its sha256 covers the architecture, the weights' shapes and the recipe) and
+checkpoint's bytes and metadata (architecture, weights' shapes, recipe) and
 of the code that builds and counts the model: medaudit's factory, runtime and bench modules and
 the torch, timm and torchvision versions. So they are kept in
 ``$MEDAUDIT_CACHE/models/<key>.json``, and a report whose predictions are all cached does not
@@ -34,11 +34,14 @@ _TYPES = {"family": (str,), "params": (int,), "patch_size": (int, type(None)), "
 
 
 def facts_key(loaded) -> str:
-    """sha256 of the checkpoint's digest, the input it is counted at and the code that counts."""
+    """sha256 of the checkpoint's digest, what the model is built from (a ``.safetensors`` digest does
+    not cover its JSON sidecar), the input it is counted at and the code that counts."""
     r = loaded.recipe
+    built = json.dumps({"arch": loaded.arch, "classes": len(loaded.class_names),
+                        "small_stem": loaded.meta.get("small_stem"), "in_chans": r.in_chans, "img_size": r.img_size},
+                       sort_keys=True)
     code = code_digest(FACT_MODULES, FACT_DISTRIBUTIONS)
-    return hashlib.sha256(f"medaudit-model-facts/{FORMAT}/{loaded.sha256}/{r.in_chans}x{r.img_size}/{code}".encode()
-                          ).hexdigest()
+    return hashlib.sha256(f"medaudit-model-facts/{FORMAT}/{loaded.sha256}/{built}/{code}".encode()).hexdigest()
 
 
 def model_facts(loaded, cache_dir: Path | None = None) -> dict:

@@ -387,6 +387,7 @@ def iter_batches(split, recipe: Recipe, batch_size: int, *, indices=None, num_wo
         raise ValueError("a fused scan needs the full decode; this recipe drafts JPEGs")
     rows = np.zeros(len(split), dtype=bool)
     rows[scan.misses] = True
+    rows &= ~scan.done  # after a CUDA out-of-memory retry, the rows already recorded
     ds = torch.utils.data.Subset(split_tensor_dataset(split, recipe, rows), idx_all.tolist())
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          collate_fn=_collate_with_scan)
