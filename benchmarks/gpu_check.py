@@ -369,7 +369,7 @@ def check_pipeline(cfg: dict, data: dict, sections: Sections) -> None:
     """The JPEG data pipeline without a model: medaudit's DataLoader vs decode_jpeg on the device."""
     import torch
 
-    from medaudit.data.base import scan_workers
+    from medaudit.data.scan import scan_workers
     from medaudit.models.preprocess import Recipe
 
     dev = torch.device(cfg["device"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -263,3 +264,32 @@ def code_digest(modules: Sequence[str], distributions: Sequence[str] = ()) -> st
     for dist in distributions:
         h.update(f"{dist}={importlib.metadata.version(dist)}\0".encode())
     return h.hexdigest()
+
+
+def read_json_entry(file: Path, fmt: int, key: str, what: str) -> tuple[dict | None, str | None]:
+    """One entry of a cache of JSON files ``{"format": fmt, "key": key, ...}``.
+
+    Returns ``(entry, None)``; ``(None, None)`` when there is no entry yet; ``(None, why)`` when
+    the file cannot be read, is not JSON or is not an entry of this format for ``key`` (``what``
+    names the key's subject in that message). Callers check their own payload.
+    """
+    try:
+        raw = file.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    try:
+        entry = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        return None, f"it cannot be read ({type(exc).__name__})"
+    if not isinstance(entry, dict) or entry.get("format") != fmt or entry.get("key") != key:
+        return None, f"it is not an entry for {what}"
+    return entry, None
+
+
+def write_json_entry(file: Path, entry: dict) -> None:
+    """Write a cache entry atomically (its folder made); raises OSError when it cannot."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(file, suffix=".json") as tmp:
+        Path(tmp).write_text(json.dumps(entry, sort_keys=True), encoding="utf-8")

@@ -161,7 +161,7 @@ def _forward_all(model, split, recipe, positions: np.ndarray, device: torch.devi
     """Return (logits (N, C) float32 of the samples at ``positions``, batch size finally used).
 
     Halves the batch on CUDA OOM and carries on from the first sample not yet done. ``scan``:
-    the split's :class:`~medaudit.data.base.ScanPlan`, filled from the same decodes.
+    the split's :class:`~medaudit.data.scan.ScanPlan`, filled from the same decodes.
     """
     n = len(positions)
     out: list[np.ndarray] = []

@@ -28,6 +28,22 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture
+def count_decodes(monkeypatch):
+    """The image files decoded in this process, in order (medaudit.data.base.decode_image calls)."""
+    import medaudit.data.base as base
+
+    calls = []
+    real = base.decode_image
+
+    def counting(path, **kw):
+        calls.append(str(path))
+        return real(path, **kw)
+
+    monkeypatch.setattr(base, "decode_image", counting)
+    return calls
+
+
 class ArraySplit:
     """A minimal in-memory split with the data-split interface (for tests of model code)."""
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import medaudit.data.base as base
+import medaudit.data.scan as scan
 from medaudit.cli import main
 from medaudit.data import load_dataset
 from medaudit.data.hashcache import RACY_NS, HashCache, default_hash_cache_dir, rehash
@@ -43,19 +44,6 @@ def _age(root, seconds=100):
 def _own_cache(tmp_path, monkeypatch):
     """A cache folder per test, so the files found there are this test's."""
     monkeypatch.setenv("MEDAUDIT_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def count_decodes(monkeypatch):
-    calls = []
-    real = base.decode_image
-
-    def counting(path, **kw):
-        calls.append(str(path))
-        return real(path, **kw)
-
-    monkeypatch.setattr(base, "decode_image", counting)
-    return calls
 
 
 def _scan(root):
@@ -212,8 +200,8 @@ def test_worker_scan_matches_the_sequential_one(tmp_path):
     (root / "train" / "a" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     split = load_dataset(str(root)).split("train")
     idx = list(range(len(split)))
-    seq = list(base._scan_files(split, idx, workers=0))
-    par = list(base._scan_files(split, idx, workers=2))
+    seq = list(scan.scan_files(split, idx, workers=0))
+    par = list(scan.scan_files(split, idx, workers=2))
     assert [isinstance(r, str) for r in seq] == [isinstance(r, str) for r in par] and sum(
         isinstance(r, str) for r in seq) == 1
     for a, b in zip(seq, par):
@@ -247,11 +235,11 @@ def test_scan_workers_die_on_sigterm_and_leave_ctrl_c_to_the_parent(tmp_path):
     with sigterm_as_interrupt():
         assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(1, initializer=base._scan_init, initargs=(split,)) as pool:
+        with ctx.Pool(1, initializer=scan._scan_init, initargs=(split,)) as pool:
             term, intr = pool.apply(_worker_signal_handlers, (0,))
         assert (term, intr) == (signal.SIG_DFL, signal.SIG_IGN)
-        list(base._scan_files(split, list(range(len(split))), workers=2))  # a finished scan: workers joined
-        gen = base._scan_files(split, list(range(len(split))), workers=2)
+        list(scan.scan_files(split, list(range(len(split))), workers=2))  # a finished scan: workers joined
+        gen = scan.scan_files(split, list(range(len(split))), workers=2)
         next(gen)
         gen.close()  # a consumer that stops early: the pool is terminated and joined, nothing left behind
     assert multiprocessing.active_children() == []

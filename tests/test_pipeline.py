@@ -145,14 +145,9 @@ def test_an_unreadable_train_image_fails_before_any_inference(tmp_path, checkpoi
     assert not (tmp_path / "rep").exists()
 
 
-def test_a_report_on_a_new_folder_decodes_each_image_once(tmp_path, checkpoint, monkeypatch):
-    import medaudit.data.base as base
-
+def test_a_report_on_a_new_folder_decodes_each_image_once(tmp_path, checkpoint, count_decodes):
     data = make_demo_dataset(tmp_path / "data", n_train=2, n_val=2, n_test=3, size=16)
-    calls = []
-    real = base.decode_image
-    monkeypatch.setattr(base, "decode_image", lambda path, **kw: calls.append(str(path)) or real(path, **kw))
     snap, _ = run_report(_opts([checkpoint], data, tmp_path / "rep"))
     files = sorted(str(p) for p in data.rglob("*.png"))
-    assert sorted(calls) == files  # train by its scan, val and test by their passes, each once
+    assert sorted(count_decodes) == files  # train by its scan, val and test by their passes, each once
     assert snap["dataset"]["fingerprint"] and snap["dataset"]["splits"]["test"]["n"] == 12

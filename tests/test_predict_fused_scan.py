@@ -36,20 +36,6 @@ def _folder(root, n_per_class=6, seed=0):
     return root
 
 
-@pytest.fixture
-def decodes(monkeypatch):
-    """Paths decoded, in this process (the folders here are small enough for no workers)."""
-    calls = []
-    real = base.decode_image
-
-    def counting(path, **kw):
-        calls.append(str(path))
-        return real(path, **kw)
-
-    monkeypatch.setattr(base, "decode_image", counting)
-    return calls
-
-
 def _split(root):
     return load_dataset(str(root)).split("test")
 
@@ -68,13 +54,13 @@ def plans(monkeypatch):
     return seen
 
 
-def test_a_new_folder_is_decoded_once_and_scans_as_a_separate_pass_would(tmp_path, tiny_checkpoint, decodes):
+def test_a_new_folder_is_decoded_once_and_scans_as_a_separate_pass_would(tmp_path, tiny_checkpoint, count_decodes):
     root = _folder(tmp_path / "data")
     loaded = load_checkpoint(tiny_checkpoint)
     split = _split(root)
     preds, cached = predict_cached(loaded, split, split_name="test", dataset_spec=str(root), device="cpu")
     assert not cached
-    assert sorted(decodes) == sorted(str(p) for p in split.paths)  # each file once: hashing rode the pass
+    assert sorted(count_decodes) == sorted(str(p) for p in split.paths)  # each file once: hashing rode the pass
     # The same hashes, pHashes, thumbnails, sizes and modes as a scan of its own (cache distrusted).
     with rehash():
         fresh = _split(root)
@@ -101,27 +87,27 @@ def test_the_fused_pass_predicts_what_a_scan_first_pass_predicts(tmp_path, tiny_
     assert fused.provenance["dataset_fingerprint"] == plain.provenance["dataset_fingerprint"]
 
 
-def test_the_second_run_hashes_nothing_and_predicts_nothing(tmp_path, tiny_checkpoint, decodes):
+def test_the_second_run_hashes_nothing_and_predicts_nothing(tmp_path, tiny_checkpoint, count_decodes):
     root = _folder(tmp_path / "data")
     loaded = load_checkpoint(tiny_checkpoint)
     first, _ = predict_cached(loaded, _split(root), split_name="test", dataset_spec=str(root), device="cpu")
-    decodes.clear()
+    count_decodes.clear()
     second, cached = predict_cached(loaded, _split(root), split_name="test", dataset_spec=str(root), device="cpu")
-    assert cached and decodes == []  # the pass wrote the hash cache, and its entry is found by that fingerprint
+    assert cached and count_decodes == []  # the pass wrote the hash cache, and its entry is found by that fingerprint
     np.testing.assert_array_equal(first.probs, second.probs)
 
 
-def test_touched_files_are_hashed_first_and_the_cached_pass_is_found(tmp_path, tiny_checkpoint, decodes):
+def test_touched_files_are_hashed_first_and_the_cached_pass_is_found(tmp_path, tiny_checkpoint, count_decodes):
     root = _folder(tmp_path / "data")
     loaded = load_checkpoint(tiny_checkpoint)
     split = _split(root)
     predict_cached(loaded, split, split_name="test", dataset_spec=str(root), device="cpu")
     _age(root, seconds=50)  # every file's mtime changes, its pixels do not
-    decodes.clear()
+    count_decodes.clear()
     again = _split(root)
     _, cached = predict_cached(loaded, again, split_name="test", dataset_spec=str(root), device="cpu")
     assert cached  # the paths were known, so the split was hashed first, and its fingerprint is unchanged
-    assert sorted(decodes) == sorted(str(p) for p in again.paths)  # a scan's decode, no inference decode
+    assert sorted(count_decodes) == sorted(str(p) for p in again.paths)  # a scan's decode, no inference decode
 
 
 def test_an_unreadable_image_fails_after_the_pass_named_and_nothing_is_cached(tmp_path, tiny_checkpoint, plans):
@@ -143,16 +129,16 @@ def test_no_fused_scan_where_the_pass_would_not_decode_the_full_image(tmp_path, 
     assert plans == [None]
 
 
-def test_rehash_distrusts_the_hashes_not_the_predictions(tmp_path, tiny_checkpoint, plans, decodes):
+def test_rehash_distrusts_the_hashes_not_the_predictions(tmp_path, tiny_checkpoint, plans, count_decodes):
     root = _folder(tmp_path / "data")
     loaded = load_checkpoint(tiny_checkpoint)
     predict_cached(loaded, _split(root), split_name="test", dataset_spec=str(root), device="cpu")
-    decodes.clear()
+    count_decodes.clear()
     with rehash():
         split = _split(root)
         _, cached = predict_cached(loaded, split, split_name="test", dataset_spec=str(root), device="cpu")
     assert cached and plans == [plans[0]]  # the folder is known: hashed again first, and the pass was found
-    assert sorted(decodes) == sorted(str(p) for p in split.paths)
+    assert sorted(count_decodes) == sorted(str(p) for p in split.paths)
 
 
 def test_hashing_a_sample_of_the_split_keeps_the_rest_of_its_cache(tmp_path, tiny_checkpoint, plans):

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import os
-import signal
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,14 +22,8 @@ import numpy as np
 from PIL import Image
 
 from medaudit.data.hashcache import HashCache
-from medaudit.data.images import (
-    THUMBNAIL_SIDE,
-    array_hash,
-    array_perceptual_signatures,
-    decode_image,
-    perceptual_signature,
-    pixel_hash,
-)
+from medaudit.data.images import array_hash, array_perceptual_signatures, decode_image
+from medaudit.data.scan import ScanPlan, scan_files
 from medaudit.errors import MedauditError, MedauditWarning
 from medaudit.tasks import check_task
 
@@ -169,7 +160,7 @@ class Split:
         # earlier run are not decoded at all (the persistent hash cache); the others are decoded
         # by worker processes when there are many. Results stream in one image at a time, so
         # memory is the (N, 256) thumbnails and N hashes, never the pixels of a split.
-        return self._finish_scan(self._plan_scan())
+        return self.complete_scan(self._plan_scan())
 
     def _plan_scan(self) -> ScanPlan:
         """Stat every file against the persistent hash cache: a plan holding the hits, listing the misses."""
@@ -182,10 +173,11 @@ class Split:
                 plan.n_unknown += plan.cache is not None and not plan.cache.knows(i)
         return plan
 
-    def _finish_scan(self, plan: ScanPlan) -> dict:
-        """Decode the misses nobody recorded, write the hash cache, keep the scan."""
+    def complete_scan(self, plan: ScanPlan) -> dict:
+        """Finish the scan from ``plan``: decode the misses nobody recorded (a pass records those it
+        decoded), write the hash cache, keep and return the scan."""
         left = [i for i in plan.misses if not plan.done[i]]
-        for i, result in zip(left, _scan_files(self, left)):
+        for i, result in zip(left, scan_files(self, left)):
             plan.record(i, result)
         if plan.cache is not None:
             plan.cache.save()
@@ -202,7 +194,7 @@ class Split:
         that is cheap, and the fingerprint it gives may find the pass already cached. A copied
         or moved folder is the case this gets wrong: it is predicted again, not looked up.
         The pass records each miss's decode
-        (:meth:`ScanPlan.record`, :func:`scan_decoded`) and hands the plan back to
+        (:meth:`ScanPlan.record`, :func:`medaudit.data.scan.scan_decoded`) and hands the plan back to
         :meth:`complete_scan`, so the image is decoded once, not once to hash and again to predict.
         When no plan is offered, a file split is scanned now (its files are stat'ed once either way).
         """
@@ -210,13 +202,9 @@ class Split:
             return None
         plan = self._plan_scan()
         if not plan.misses or (cold_only and 2 * plan.n_unknown <= len(self)):
-            self._finish_scan(plan)
+            self.complete_scan(plan)
             return None
         return plan
-
-    def complete_scan(self, plan: ScanPlan) -> None:
-        """Finish the scan from ``plan`` (misses a pass did not record are decoded now)."""
-        self._finish_scan(plan)
 
     def _hash_cache_tag(self) -> str | None:
         """Which decoder's results the persistent hash cache may hold for this split, or None (no cache).
@@ -280,115 +268,6 @@ class Split:
         return _sha256_json(
             {"ids": self.sample_ids, "labels": self.labels.astype(np.int64).tolist(), "hashes": self.content_hashes()}
         )
-
-
-class ScanPlan:
-    """One split's scan in progress: hash-cache hits filled in, the misses to decode listed.
-
-    Rows are filled by :meth:`take_cached` (a hit) or :meth:`record` (a decode's result, from
-    the scan's own workers or from an inference pass that decoded the file anyway).
-    """
-
-    def __init__(self, n: int, cache: HashCache | None) -> None:
-        self.cache = cache
-        self.misses: list[int] = []
-        self.n_unknown = 0  # misses whose path the hash cache has never seen
-        self.done = np.zeros(n, dtype=bool)
-        self.hashes: list[str] = [""] * n
-        self.phashes = np.zeros(n, dtype=np.uint64)
-        self.thumbs = np.zeros((n, THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.uint8)
-        self.sizes: Counter = Counter()
-        self.modes: Counter = Counter()
-        self._errors: dict[int, str] = {}
-
-    def take_cached(self, i: int) -> bool:
-        """Fill row ``i`` from the hash cache; False when its entry is not trusted (a miss)."""
-        cache = self.cache
-        if not cache.lookup(i):
-            return False
-        self.hashes[i] = cache.hex(i)
-        self.phashes[i], self.thumbs[i] = cache.phash[i], cache.thumbs[i]
-        self.sizes[tuple(int(v) for v in cache.size[i])] += 1
-        self.modes[str(cache.mode[i])] += 1
-        self.done[i] = True
-        return True
-
-    def record(self, i: int, result) -> None:
-        """Row ``i`` from :func:`scan_decoded`'s result (or the decode error's message)."""
-        if self.done[i]:
-            return
-        self.done[i] = True
-        if isinstance(result, str):
-            self._errors[i] = result
-            return
-        self.hashes[i], self.phashes[i], thumb, size, original = result
-        self.thumbs[i] = thumb
-        self.sizes[size] += 1
-        self.modes[original] += 1
-        if self.cache is not None:
-            self.cache.store(i, self.hashes[i], int(self.phashes[i]), thumb, size, original)
-
-    def result(self) -> dict:
-        """The split's ``_scan`` dict (errors in sample order)."""
-        return {"hashes": self.hashes, "phashes": self.phashes, "thumbs": self.thumbs, "sizes": self.sizes,
-                "modes": self.modes, "errors": [self._errors[i] for i in sorted(self._errors)]}
-
-
-def scan_decoded(im: Image.Image, original: str) -> tuple[str, int, np.ndarray, tuple[int, int], str]:
-    """What the scan keeps of one decoded image: (pixel sha hex, pHash, thumbnail (256,) uint8, (w, h),
-    original mode)."""
-    ph, thumb = perceptual_signature(im)
-    return pixel_hash(im), ph, thumb.ravel(), im.size, original
-
-
-def scan_workers(n: int) -> int:
-    """Worker processes for decoding ``n`` image files (scans here, DataLoaders in
-    :func:`medaudit.models.preprocess.iter_batches`): none for a few hundred, else up to 4."""
-    return min(4, os.cpu_count() or 1) if n > 256 else 0
-
-
-_WORKER_SPLIT: Split | None = None
-
-
-def _scan_init(split: Split) -> None:
-    global _WORKER_SPLIT
-    _WORKER_SPLIT = split
-    # A forked worker inherits the command's SIGTERM-as-Ctrl-C handler (cli._common); it must die on the
-    # pool's SIGTERM instead (a worker that survived it once kept a 50k-image report waiting in join
-    # forever), and leave Ctrl-C to the parent, which stops the pool.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _scan_one(i: int, split: Split | None = None):
-    """(pixel sha hex, pHash, thumbnail (256,) uint8, (w, h), original mode) of file ``i``, or the
-    decode error's message."""
-    split = split if split is not None else _WORKER_SPLIT
-    try:
-        im, original = split._decode(i)
-    except MedauditError as exc:
-        return str(exc)
-    return scan_decoded(im, original)
-
-
-def _scan_files(split: Split, indices: list[int], workers: int | None = None):
-    """Yield :func:`_scan_one` of each index in order; in worker processes when there are many."""
-    workers = scan_workers(len(indices)) if workers is None else workers
-    if workers <= 1 or multiprocessing.current_process().daemon:  # a daemon (a pool's worker) may not fork
-        for i in indices:
-            yield _scan_one(i, split)
-        return
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    pool = ctx.Pool(workers, initializer=_scan_init, initargs=(split,))
-    try:
-        yield from pool.imap(_scan_one, indices, chunksize=64)
-        pool.close()  # done: the workers leave on their own (Pool.__exit__ would terminate() them)
-    except BaseException:  # an error, Ctrl-C or a consumer that stopped early (GeneratorExit)
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
 
 
 @dataclass(eq=False)

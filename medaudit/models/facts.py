@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 from medaudit.errors import MedauditWarning
-from medaudit.fileio import atomic_path, code_digest
+from medaudit.fileio import code_digest, read_json_entry, write_json_entry
 
 FORMAT = 1
 #: The modules whose code decides the facts (building the model, naming its family, counting FLOPs).
@@ -82,18 +82,9 @@ def _compute(loaded) -> dict:
 
 
 def _read(file: Path, key: str) -> dict | None:
-    try:
-        raw = file.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        return _refuse(file, exc.strerror or str(exc))
-    try:
-        entry = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return _refuse(file, f"not JSON ({exc})")
-    if not isinstance(entry, dict) or entry.get("format") != FORMAT or entry.get("key") != key:
-        return _refuse(file, "it is not an entry for this checkpoint")
+    entry, problem = read_json_entry(file, FORMAT, key, "this checkpoint")
+    if entry is None:
+        return _refuse(file, problem) if problem else None
     facts = entry.get("facts")
     if not isinstance(facts, dict) or set(facts) != set(_TYPES):
         return _refuse(file, f"facts {sorted(facts) if isinstance(facts, dict) else facts!r} instead of {sorted(_TYPES)}")
@@ -112,10 +103,7 @@ def _refuse(file: Path, why: str) -> None:
 
 def _write(file: Path, key: str, facts: dict) -> None:
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(file, suffix=".json") as tmp:
-            Path(tmp).write_text(json.dumps({"format": FORMAT, "key": key, "facts": facts}, sort_keys=True),
-                                 encoding="utf-8")
+        write_json_entry(file, {"format": FORMAT, "key": key, "facts": facts})
     except OSError as exc:
         warnings.warn(f"could not write the model facts cache {file} ({exc.strerror or exc}); the next report will "
                       "count the model again", MedauditWarning, stacklevel=3)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from medaudit.data.base import scan_decoded, scan_workers
+from medaudit.data.scan import scan_decoded, scan_workers
 from medaudit.errors import MedauditError
 from medaudit.models.recipe_options import (
     DEFAULT_RESIZE_BACKEND,
@@ -318,7 +318,7 @@ def split_tensor_dataset(split, recipe: Recipe, scan_rows: np.ndarray | None = N
     """A torch Dataset over a data split yielding ``(x, y, index)`` with the recipe applied.
 
     ``scan_rows`` (bool, one per sample; file splits only): the samples whose scan results
-    (:func:`medaudit.data.base.scan_decoded`) are wanted from this same decode; items are then
+    (:func:`medaudit.data.scan.scan_decoded`) are wanted from this same decode; items are then
     ``(x, y, index, scan)``, with ``scan`` None for the others and the error's message for a
     file that cannot be decoded (whose ``x`` is zeros: the pass goes on, the scan reports it).
     """
@@ -328,25 +328,23 @@ def split_tensor_dataset(split, recipe: Recipe, scan_rows: np.ndarray | None = N
             return len(split)
 
         def __getitem__(self, i: int):
-            if scan_rows is not None:
-                return self._with_scan(i)
+            y = torch.as_tensor(split.labels[i])
+            if scan_rows is not None and scan_rows[i]:
+                return self._with_scan(i, y)
             if split.array is not None:
                 x = recipe.batch_from_array(split.array[i : i + 1])[0]
             elif recipe.jpeg_draft:  # the split's own decoder applies it (JPEG files only)
                 x = recipe.transform_pil(split.load_image(i, draft_min_side=recipe.img_size))
             else:
                 x = recipe.transform_pil(split.load_image(i))
-            return x, torch.as_tensor(split.labels[i]), i
+            return (x, y, i) if scan_rows is None else (x, y, i, None)
 
-        def _with_scan(self, i: int):
-            if not scan_rows[i]:
-                return recipe.transform_pil(split.load_image(i)), torch.as_tensor(split.labels[i]), i, None
+        def _with_scan(self, i: int, y: torch.Tensor):
             try:
                 im, original = split._decode(i)  # what load_image returns, with the file's own mode
             except MedauditError as exc:
-                x = torch.zeros(recipe.in_chans, recipe.img_size, recipe.img_size)
-                return x, torch.as_tensor(split.labels[i]), i, str(exc)
-            return recipe.transform_pil(im), torch.as_tensor(split.labels[i]), i, scan_decoded(im, original)
+                return torch.zeros(recipe.in_chans, recipe.img_size, recipe.img_size), y, i, str(exc)
+            return recipe.transform_pil(im), y, i, scan_decoded(im, original)
 
     return _SplitDataset()
 
@@ -364,7 +362,7 @@ def iter_batches(split, recipe: Recipe, batch_size: int, *, indices=None, num_wo
     (no per-sample Python work, no float copy of the dataset); image folders stream
     from disk through a DataLoader with worker processes.
 
-    ``scan``: a :class:`medaudit.data.base.ScanPlan` of this (file) split; each of its misses
+    ``scan``: a :class:`medaudit.data.scan.ScanPlan` of this (file) split; each of its misses
     is hashed from the decode that feeds the model and recorded in it before its batch is
     yielded (decode once, :meth:`medaudit.data.base.Split.fused_scan_plan`). Needs the
     recipe's full decode (not ``jpeg_draft``), since the hashes are of the full image.

@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 from medaudit.errors import MedauditWarning
-from medaudit.fileio import atomic_path, code_digest
+from medaudit.fileio import code_digest, read_json_entry, write_json_entry
 
 # The modules whose code decides what a figure looks like (plots.py and what it draws with).
 DRAWING_MODULES = ("medaudit.report.plots", "medaudit.report.format", "medaudit.report.robustness_context",
@@ -53,16 +53,12 @@ def read_figures(cache_dir: Path, key: str, fig_dir: Path) -> dict[str, str] | N
     """Write the cached figures of ``key`` into ``fig_dir``; ``{key: "figures/<key>.png"}``, or
     None when there is no entry or it is damaged (one warning: it will be redrawn)."""
     file = Path(cache_dir) / f"{key}.json"
+    entry, problem = read_json_entry(file, FORMAT, key, "these figures")
+    if entry is None:  # None, None: no entry yet (store_figures says why it cannot write)
+        return _refuse(file, problem) if problem else None
+    if not isinstance(entry.get("figures"), dict):
+        return _refuse(file, "it is not an entry for these figures")
     try:
-        raw = file.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):  # no entry yet (store_figures says why it cannot write)
-        return None
-    except OSError as exc:
-        return _refuse(file, exc.strerror or str(exc))
-    try:
-        entry = json.loads(raw)
-        if entry.get("format") != FORMAT or entry.get("key") != key or not isinstance(entry.get("figures"), dict):
-            return _refuse(file, "it is not an entry for these figures")
         pngs = {}
         for name, fig in entry["figures"].items():
             if not (isinstance(name, str) and name.replace("_", "").isalnum()):
@@ -89,9 +85,7 @@ def store_figures(cache_dir: Path, key: str, fig_dir: Path, figures: dict[str, s
             png = (fig_dir / f"{name}.png").read_bytes()
             entry["figures"][name] = {"sha256": hashlib.sha256(png).hexdigest(),
                                       "png": base64.b64encode(png).decode("ascii")}
-        file.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(file, suffix=".json") as tmp:
-            tmp.write_text(json.dumps(entry, sort_keys=True), encoding="utf-8")
+        write_json_entry(file, entry)
     except OSError as exc:
         warnings.warn(f"could not write the figure cache {file} ({exc.strerror or exc}); the next report "
                       "will draw its figures again", MedauditWarning, stacklevel=2)
